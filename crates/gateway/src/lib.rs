@@ -1,0 +1,1 @@
+//! vmcp-gateway: many backend MCP servers behind one Streamable HTTP endpoint.

@@ -1,0 +1,5 @@
+//! The `vmcp-gateway` binary.
+
+fn main() {
+    println!("vmcp-gateway {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,83 @@
+//! Session storage settings.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::auth::SecretSource;
+
+/// Where sessions are stored.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SessionStorageProvider {
+    /// In this process: one replica only; sessions end when it stops.
+    #[default]
+    Memory,
+    /// In Redis: sessions survive restarts and are shared between replicas.
+    Redis,
+}
+
+/// Session storage.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionStorageConfig {
+    /// `memory` (default) or `redis`.
+    #[serde(default)]
+    pub provider: SessionStorageProvider,
+    /// Redis settings (required for `redis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisConfig>,
+    /// Sliding session lifetime: a session unused this long ends (default `30m`).
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub ttl: Duration,
+    /// A session idle this long on this replica drops its local backend connections (default
+    /// `5m`); the next request restores it from the store. Bounds memory without a session cap.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub idle_timeout: Duration,
+}
+
+fn default_ttl() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+impl Default for SessionStorageConfig {
+    fn default() -> Self {
+        Self {
+            provider: SessionStorageProvider::Memory,
+            redis: None,
+            ttl: default_ttl(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+/// Default Redis key prefix.
+pub const DEFAULT_KEY_PREFIX: &str = "vmcp:";
+
+/// Redis connection settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`, `rediss://…` (TLS), `redis-sentinel://host:port/…?…` or
+    /// `redis-cluster://host:port?node=…`; a bare `host:port` means `redis://host:port`.
+    pub url: String,
+    /// Redis database number (standalone and Sentinel only; default 0).
+    #[serde(default)]
+    pub db: u8,
+    /// Password (never inline: from an env var or a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretSource>,
+    /// Prefix of every key the gateway writes (default `vmcp:`).
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_key_prefix() -> String {
+    DEFAULT_KEY_PREFIX.to_owned()
+}

@@ -1,0 +1,125 @@
+//! `MCPServer`: one MCP server workload that the operator runs and a group can aggregate.
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{LocalRef, conditions_schema, preserve_unknown_object};
+
+/// How the MCP server speaks MCP.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum McpTransport {
+    /// Streamable HTTP (MCP 2025-03-26 and later), served at `/mcp`.
+    #[default]
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport, served at `/sse`.
+    Sse,
+    /// A stdio server; the operator wraps it in the `vmcp-gateway bridge` to serve HTTP.
+    Stdio,
+}
+
+/// A Secret key exposed to the MCP server container as an environment variable.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretEnv {
+    /// Name of the Secret.
+    pub name: String,
+    /// Key within the Secret.
+    pub key: String,
+    /// Environment variable name in the container (defaults to the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_env_name: Option<String>,
+}
+
+/// An MCP server run by the operator (Deployment + Service).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "vmcp.dev",
+    version = "v1alpha1",
+    kind = "MCPServer",
+    doc = "An MCPServer: an MCP server workload (Deployment + Service) run by the operator",
+    plural = "mcpservers",
+    shortname = "mcps",
+    namespaced,
+    status = "MCPServerStatus",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(name = "Transport", type_ = "string", json_path = ".spec.transport"),
+    printcolumn(name = "Group", type_ = "string", json_path = ".spec.groupRef.name"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MCPServerSpec {
+    /// Container image of the MCP server.
+    pub image: String,
+    /// Transport the server speaks (`streamable-http`, `sse` or `stdio`).
+    #[serde(default)]
+    pub transport: McpTransport,
+    /// Port the Service exposes (default 8080).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// Port the container listens on (defaults to `port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub target_port: Option<i32>,
+    /// Container entrypoint override (for `stdio`: the server command the bridge runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments to the command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables of the server container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Compute resources of the server container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Secret keys exposed to the server as environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretEnv>,
+    /// The `MCPGroup` this server belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_ref: Option<LocalRef>,
+    /// The `MCPExternalAuthConfig` that says how a gateway authenticates to this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_auth_config_ref: Option<LocalRef>,
+    /// Number of server pods (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+    /// A partial PodTemplateSpec merged over the generated pod template (kept as given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub pod_template_spec: Option<serde_json::Value>,
+}
+
+/// Observed state of an `MCPServer`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MCPServerStatus {
+    /// `Pending`, `Running` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// In-cluster URL of the server's MCP endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Ready pods of the server Deployment.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Standard conditions (`Ready`, `GroupRefValidated`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}

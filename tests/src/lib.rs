@@ -1,0 +1,15 @@
+//! vmcp-e2e: the harness that starts real peers for the end-to-end tests, and the scenario
+//! tests themselves (in `tests/tests/`).
+//!
+//! Every peer is a real program on loopback: `redis-server`, OpenID providers, MCP SDK servers
+//! and clients, kube-apiserver + etcd, and the vmcp binaries. Each starts on free ports and is
+//! stopped (with its data removed) when its handle is dropped.
+
+pub mod ports;
+pub mod process;
+pub mod redis;
+
+/// Root of the repository (for fixtures, scripts and the cache folder).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
