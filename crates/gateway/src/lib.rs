@@ -1,1 +1,18 @@
 //! vmcp-gateway: many backend MCP servers behind one Streamable HTTP endpoint.
+//!
+//! Request path: [`http`] (limits, Origin, protocol version) → `auth` (identity of the live
+//! request) → [`session`] (resolve or restore the session) → [`aggregate`] (route the method) →
+//! [`backend`] (call with the credential for that backend and that identity).
+
+pub mod aggregate;
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod jsonrpc;
+pub mod methods;
+pub mod metrics;
+pub mod protocol;
+pub mod session;
+pub mod sse;

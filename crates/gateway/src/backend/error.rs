@@ -1,0 +1,58 @@
+//! Backend call errors.
+
+use crate::jsonrpc::RpcError;
+
+/// Why a backend call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    /// Connection refused, reset, DNS, TLS…
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// No answer within the backend's timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The backend answered 404 to our session id: its session is gone (I7).
+    #[error("the backend session expired")]
+    SessionExpired,
+    /// An unexpected HTTP status.
+    #[error("HTTP {status}: {body}")]
+    Status {
+        /// Status code.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// The backend answered with a JSON-RPC error.
+    #[error("{}", .0.message)]
+    Rpc(RpcError),
+    /// The backend sent something that is not MCP.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The credential for this backend could not be obtained.
+    #[error("{0}")]
+    Auth(#[from] crate::auth::outgoing::OutgoingAuthError),
+}
+
+impl BackendError {
+    /// Maps a reqwest error.
+    pub fn from_reqwest(e: reqwest::Error, timeout: std::time::Duration) -> Self {
+        if e.is_timeout() { Self::Timeout(timeout) } else { Self::Unreachable(summary(&e)) }
+    }
+
+    /// Is it worth re-initializing the backend session and retrying?
+    pub fn is_session_expired(&self) -> bool {
+        matches!(self, Self::SessionExpired)
+    }
+}
+
+fn summary(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

@@ -1,0 +1,254 @@
+//! MCP client connections from the gateway to its backends.
+//!
+//! A [`BackendDef`] is one configured backend (shared by all sessions). A [`Connection`] is one
+//! MCP session with that backend on behalf of one client session; it carries no identity of its
+//! own: every call takes the credential headers derived from the live request (invariant I1).
+//! Backend `Mcp-Session-Id`s are exposed as hints so a restored session can reuse them (I7).
+
+mod error;
+mod legacy_sse;
+mod streamable;
+
+pub use error::BackendError;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use vmcp_types::config::{BackendConfig, BackendTransport};
+
+use crate::auth::outgoing::CredentialSource;
+use crate::protocol::LATEST_VERSION;
+
+/// Credential headers for one backend call.
+pub type Headers = Vec<(HeaderName, HeaderValue)>;
+
+/// A message a backend sent on its own (not a response): `(backend name, JSON-RPC message)`.
+pub type BackendEvent = (Arc<str>, Value);
+
+/// Where a call's progress notifications go (the client's response stream).
+pub type ProgressSink = mpsc::UnboundedSender<Value>;
+
+/// One configured backend.
+#[derive(Debug)]
+pub struct BackendDef {
+    /// Unique name.
+    pub name: Arc<str>,
+    /// MCP endpoint (Streamable HTTP) or SSE endpoint (legacy).
+    pub url: url::Url,
+    /// Transport.
+    pub transport: BackendTransport,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Credential strategy.
+    pub credentials: Arc<dyn CredentialSource>,
+    /// The configuration this was built from (to detect changes on reload).
+    pub config: BackendConfig,
+}
+
+/// What `initialize` told us about a backend.
+#[derive(Debug, Clone, Default)]
+pub struct InitInfo {
+    /// Negotiated protocol revision.
+    pub protocol_version: String,
+    /// The backend's `capabilities`.
+    pub capabilities: Value,
+    /// The backend's `serverInfo`.
+    pub server_info: Value,
+}
+
+/// One MCP session with one backend.
+#[derive(Debug)]
+pub enum Connection {
+    /// Streamable HTTP.
+    Streamable(streamable::StreamableConn),
+    /// Legacy HTTP+SSE.
+    LegacySse(legacy_sse::SseConn),
+}
+
+impl Connection {
+    /// Opens a session: reuses `hint` (a stored backend session id) when given, else runs
+    /// `initialize`. Server-initiated notifications are sent to `events`.
+    pub async fn open(
+        def: Arc<BackendDef>,
+        http: reqwest::Client,
+        headers: &Headers,
+        hint: Option<String>,
+        events: mpsc::UnboundedSender<BackendEvent>,
+    ) -> Result<(Self, Option<InitInfo>), BackendError> {
+        match def.transport {
+            BackendTransport::StreamableHttp => {
+                let conn = streamable::StreamableConn::new(def, http, events);
+                if let Some(h) = hint {
+                    conn.resume(h, headers);
+                    return Ok((Self::Streamable(conn), None));
+                }
+                let c = Self::Streamable(conn);
+                let info = c.initialize(headers).await?;
+                if let Self::Streamable(s) = &c {
+                    s.open_stream(headers);
+                }
+                Ok((c, Some(info)))
+            }
+            BackendTransport::Sse => {
+                let conn = legacy_sse::SseConn::connect(def, http, headers, events).await?;
+                let c = Self::LegacySse(conn);
+                let info = c.initialize(headers).await?;
+                Ok((c, Some(info)))
+            }
+        }
+    }
+
+    async fn initialize(&self, headers: &Headers) -> Result<InitInfo, BackendError> {
+        let params = json!({
+            "protocolVersion": LATEST_VERSION,
+            "capabilities": {},
+            "clientInfo": { "name": "vmcp-gateway", "version": env!("CARGO_PKG_VERSION") },
+        });
+        let id = self.next_id();
+        let result = self.request(id, "initialize", Some(params), headers, None).await?;
+        let info = InitInfo {
+            protocol_version: result
+                .get("protocolVersion")
+                .and_then(Value::as_str)
+                .unwrap_or(LATEST_VERSION)
+                .to_owned(),
+            capabilities: result.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+            server_info: result.get("serverInfo").cloned().unwrap_or(Value::Null),
+        };
+        if let Self::Streamable(s) = self {
+            s.set_protocol_version(&info.protocol_version);
+        }
+        self.notify("notifications/initialized", None, headers).await?;
+        Ok(info)
+    }
+
+    /// A fresh request id for this connection.
+    pub fn next_id(&self) -> u64 {
+        match self {
+            Self::Streamable(c) => c.ids.fetch_add(1, Ordering::Relaxed),
+            Self::LegacySse(c) => c.ids.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Sends a request with id `id`; returns its `result` (or the backend's error).
+    pub async fn request(
+        &self,
+        id: u64,
+        method: &str,
+        params: Option<Value>,
+        headers: &Headers,
+        progress: Option<ProgressSink>,
+    ) -> Result<Value, BackendError> {
+        match self {
+            Self::Streamable(c) => c.request(id, method, params, headers, progress).await,
+            Self::LegacySse(c) => c.request(id, method, params, headers, progress).await,
+        }
+    }
+
+    /// Sends a notification.
+    pub async fn notify(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        headers: &Headers,
+    ) -> Result<(), BackendError> {
+        match self {
+            Self::Streamable(c) => c.notify(method, params, headers).await,
+            Self::LegacySse(c) => c.notify(method, params, headers).await,
+        }
+    }
+
+    /// The backend's session id (stored as a hint for restore), if it issued one.
+    pub fn session_hint(&self) -> Option<String> {
+        match self {
+            Self::Streamable(c) => c.session_id(),
+            Self::LegacySse(_) => None,
+        }
+    }
+
+    /// Ends the backend session (DELETE for Streamable HTTP; closes the stream for SSE).
+    pub async fn close(&self, headers: &Headers) {
+        match self {
+            Self::Streamable(c) => c.close(headers).await,
+            Self::LegacySse(c) => c.close(),
+        }
+    }
+
+    /// Follows `nextCursor` pages of a list method and returns the items under `key`.
+    pub async fn list_all(
+        &self,
+        method: &str,
+        key: &str,
+        headers: &Headers,
+    ) -> Result<Vec<Value>, BackendError> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..1000 {
+            let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
+            let id = self.next_id();
+            let page = self.request(id, method, params, headers, None).await?;
+            if let Some(Value::Array(a)) = page.get(key) {
+                items.extend(a.iter().cloned());
+            }
+            match page.get("nextCursor").and_then(Value::as_str) {
+                Some(c) if !c.is_empty() => cursor = Some(c.to_owned()),
+                _ => return Ok(items),
+            }
+        }
+        Ok(items)
+    }
+}
+
+/// Request ids start at 1 on every connection.
+fn new_ids() -> AtomicU64 {
+    AtomicU64::new(1)
+}
+
+/// Applies credential and protocol headers to a backend request.
+fn apply_headers(mut rb: reqwest::RequestBuilder, headers: &Headers) -> reqwest::RequestBuilder {
+    for (k, v) in headers {
+        rb = rb.header(k, v);
+    }
+    rb
+}
+
+/// Handles a JSON-RPC message the backend sent on a stream that is not the awaited response:
+/// progress for this call goes to `progress`, server requests are answered by `reply`, and
+/// everything else goes to `events`.
+fn route_incoming(
+    backend: &Arc<str>,
+    msg: Value,
+    progress: Option<&ProgressSink>,
+    events: &mpsc::UnboundedSender<BackendEvent>,
+) -> Option<Value> {
+    let method = msg.get("method").and_then(Value::as_str).unwrap_or_default();
+    let has_id = msg.get("id").is_some();
+    if has_id && !method.is_empty() {
+        // A server-to-client request (ping, sampling, roots, elicitation): the gateway answers
+        // ping itself and declines the rest (it advertises no client capabilities).
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        return Some(if method == "ping" {
+            crate::jsonrpc::result(&id, json!({}))
+        } else {
+            crate::jsonrpc::error(
+                Some(&id),
+                &crate::jsonrpc::RpcError::new(
+                    crate::jsonrpc::METHOD_NOT_FOUND,
+                    format!("{method} is not supported through the gateway"),
+                ),
+            )
+        });
+    }
+    if method == "notifications/progress"
+        && let Some(p) = progress
+    {
+        let _ = p.send(msg);
+        return None;
+    }
+    let _ = events.send((backend.clone(), msg));
+    None
+}

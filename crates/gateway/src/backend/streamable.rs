@@ -1,0 +1,262 @@
+//! Streamable HTTP client side: one POST per message, JSON or SSE answers, a GET stream for
+//! server-initiated messages, `Mcp-Session-Id` kept per backend session.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use super::{
+    BackendDef, BackendError, BackendEvent, Headers, ProgressSink, apply_headers, route_incoming,
+};
+use crate::jsonrpc;
+use crate::sse;
+
+const ACCEPT: &str = "application/json, text/event-stream";
+
+/// A Streamable HTTP session with one backend.
+#[derive(Debug)]
+pub struct StreamableConn {
+    def: Arc<BackendDef>,
+    http: reqwest::Client,
+    session_id: Mutex<Option<String>>,
+    protocol_version: Mutex<String>,
+    pub(super) ids: AtomicU64,
+    events: mpsc::UnboundedSender<BackendEvent>,
+    stream: Mutex<Option<AbortHandle>>,
+}
+
+impl StreamableConn {
+    pub(super) fn new(
+        def: Arc<BackendDef>,
+        http: reqwest::Client,
+        events: mpsc::UnboundedSender<BackendEvent>,
+    ) -> Self {
+        Self {
+            def,
+            http,
+            session_id: Mutex::new(None),
+            protocol_version: Mutex::new(crate::protocol::LATEST_VERSION.to_owned()),
+            ids: super::new_ids(),
+            events,
+            stream: Mutex::new(None),
+        }
+    }
+
+    /// Reuses a stored backend session id without a new `initialize` (restore, I7).
+    pub(super) fn resume(&self, session_id: String, headers: &Headers) {
+        if let Ok(mut s) = self.session_id.lock() {
+            *s = Some(session_id);
+        }
+        self.open_stream(headers);
+    }
+
+    pub(super) fn set_protocol_version(&self, v: &str) {
+        if let Ok(mut p) = self.protocol_version.lock() {
+            *p = v.to_owned();
+        }
+    }
+
+    pub(super) fn session_id(&self) -> Option<String> {
+        self.session_id.lock().ok().and_then(|s| s.clone())
+    }
+
+    fn builder(&self, method: reqwest::Method, headers: &Headers) -> reqwest::RequestBuilder {
+        let mut rb =
+            self.http.request(method, self.def.url.clone()).header(http::header::ACCEPT, ACCEPT);
+        if let Some(id) = self.session_id() {
+            rb = rb.header("mcp-session-id", id);
+        }
+        if let Ok(v) = self.protocol_version.lock() {
+            rb = rb.header("mcp-protocol-version", v.as_str());
+        }
+        apply_headers(rb, headers)
+    }
+
+    async fn post(
+        &self,
+        body: &Value,
+        headers: &Headers,
+    ) -> Result<reqwest::Response, BackendError> {
+        let had_session = self.session_id().is_some();
+        let resp = self
+            .builder(reqwest::Method::POST, headers)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .timeout(self.def.timeout)
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| BackendError::from_reqwest(e, self.def.timeout))?;
+        if let Some(id) = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok())
+            && let Ok(mut s) = self.session_id.lock()
+        {
+            *s = Some(id.to_owned());
+        }
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND && had_session {
+            return Err(BackendError::SessionExpired);
+        }
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(BackendError::Status {
+                status: status.as_u16(),
+                body: body.chars().take(300).collect(),
+            });
+        }
+        Ok(resp)
+    }
+
+    pub(super) async fn request(
+        &self,
+        id: u64,
+        method: &str,
+        params: Option<Value>,
+        headers: &Headers,
+        progress: Option<ProgressSink>,
+    ) -> Result<Value, BackendError> {
+        let body = jsonrpc::request(&Value::from(id), method, params);
+        let resp = self.post(&body, headers).await?;
+        let is_sse = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        let response = if is_sse {
+            tokio::time::timeout(
+                self.def.timeout,
+                self.read_sse_response(resp, id, progress.as_ref(), headers),
+            )
+            .await
+            .map_err(|_| BackendError::Timeout(self.def.timeout))??
+        } else {
+            let bytes =
+                resp.bytes().await.map_err(|e| BackendError::from_reqwest(e, self.def.timeout))?;
+            serde_json::from_slice::<Value>(&bytes)
+                .map_err(|e| BackendError::Protocol(format!("invalid JSON response: {e}")))?
+        };
+        response_result(response)
+    }
+
+    async fn read_sse_response(
+        &self,
+        resp: reqwest::Response,
+        id: u64,
+        progress: Option<&ProgressSink>,
+        headers: &Headers,
+    ) -> Result<Value, BackendError> {
+        let mut parser = sse::Parser::default();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| BackendError::from_reqwest(e, self.def.timeout))?;
+            for ev in parser.feed(&chunk) {
+                if ev.data.is_empty() {
+                    continue;
+                }
+                let Ok(msg) = serde_json::from_str::<Value>(&ev.data) else { continue };
+                if msg.get("method").is_none() && msg.get("id").and_then(Value::as_u64) == Some(id)
+                {
+                    return Ok(msg);
+                }
+                if let Some(reply) = route_incoming(&self.def.name, msg, progress, &self.events) {
+                    let _ = self.post(&reply, headers).await;
+                }
+            }
+        }
+        Err(BackendError::Protocol("the response stream ended before the response".into()))
+    }
+
+    pub(super) async fn notify(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        headers: &Headers,
+    ) -> Result<(), BackendError> {
+        self.post(&jsonrpc::notification(method, params), headers).await.map(drop)
+    }
+
+    /// Opens the GET stream for server-initiated messages (best effort, reconnects with
+    /// backoff while the session lives; stops on 404/405).
+    pub(super) fn open_stream(&self, headers: &Headers) {
+        let rb = self
+            .builder(reqwest::Method::GET, headers)
+            .header(http::header::ACCEPT, "text/event-stream");
+        let Some(template) = rb.build().ok() else { return };
+        let http = self.http.clone();
+        let events = self.events.clone();
+        let name = self.def.name.clone();
+        let task = tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(500);
+            loop {
+                let Some(req) = template.try_clone() else { return };
+                match http.execute(req).await {
+                    Ok(resp) if resp.status().is_success() => {
+                        backoff = Duration::from_millis(500);
+                        let mut parser = sse::Parser::default();
+                        let mut stream = resp.bytes_stream();
+                        while let Some(Ok(chunk)) = stream.next().await {
+                            for ev in parser.feed(&chunk) {
+                                if let Ok(msg) = serde_json::from_str::<Value>(&ev.data)
+                                    && msg.get("method").is_some()
+                                    && msg.get("id").is_none()
+                                {
+                                    let _ = events.send((name.clone(), msg));
+                                }
+                            }
+                        }
+                    }
+                    Ok(resp) if matches!(resp.status().as_u16(), 404 | 405 | 400) => return,
+                    _ => {}
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        });
+        if let Ok(mut s) = self.stream.lock()
+            && let Some(old) = s.replace(task.abort_handle())
+        {
+            old.abort();
+        }
+    }
+
+    pub(super) async fn close(&self, headers: &Headers) {
+        self.stop_stream();
+        if self.session_id().is_some() {
+            let _ = self
+                .builder(reqwest::Method::DELETE, headers)
+                .timeout(self.def.timeout)
+                .send()
+                .await;
+        }
+    }
+
+    fn stop_stream(&self) {
+        if let Ok(mut s) = self.stream.lock()
+            && let Some(h) = s.take()
+        {
+            h.abort();
+        }
+    }
+}
+
+impl Drop for StreamableConn {
+    fn drop(&mut self) {
+        self.stop_stream();
+    }
+}
+
+/// The `result` of a JSON-RPC response, or its error.
+pub(super) fn response_result(response: Value) -> Result<Value, BackendError> {
+    if let Some(err) = response.get("error") {
+        return Err(BackendError::Rpc(jsonrpc::RpcError::from_value(err)));
+    }
+    match response {
+        Value::Object(mut o) => o
+            .remove("result")
+            .ok_or_else(|| BackendError::Protocol("response without result or error".into())),
+        _ => Err(BackendError::Protocol("response is not an object".into())),
+    }
+}

@@ -1,0 +1,54 @@
+//! Operational endpoints.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use serde_json::json;
+
+use super::AppState;
+
+/// Liveness: the process serves HTTP.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness with detail: configured backends and whether each answered its last probe.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let set = state.manager.backends();
+    let probes = crate::health::probe_all(&state.manager).await;
+    let backends: Vec<_> = set
+        .order
+        .iter()
+        .map(|n| {
+            let p = probes.iter().find(|(name, _)| name == n).map(|(_, r)| r.clone());
+            match p {
+                Some(Ok(())) => json!({ "name": n.as_ref(), "status": "ready" }),
+                Some(Err(e)) => json!({ "name": n.as_ref(), "status": "unavailable", "error": e }),
+                None => json!({ "name": n.as_ref(), "status": "unknown" }),
+            }
+        })
+        .collect();
+    let body = json!({
+        "status": "ready",
+        "sessions": state.manager.local_count(),
+        "backends": backends,
+    });
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.manager.metrics().encode(),
+    )
+        .into_response()
+}
+
+/// RFC 9728 protected resource metadata (404 when the gateway is anonymous).
+pub async fn resource_metadata(State(state): State<AppState>) -> Response {
+    match state.auth.resource_metadata() {
+        Some(m) => Json(m).into_response(),
+        None => (StatusCode::NOT_FOUND, "no authorization configured").into_response(),
+    }
+}

@@ -1,0 +1,317 @@
+//! MCP methods of a session: lists answered from the merged view, calls routed to the owning
+//! backend under its original name, notifications forwarded. Backend failures become JSON-RPC
+//! errors that name the backend; other backends keep working.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::auth::Identity;
+use crate::backend::{BackendError, ProgressSink};
+use crate::jsonrpc::{
+    self, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, RpcError,
+};
+use crate::metrics::{MethodBackend, RequestLabels};
+use crate::session::{Session, SessionManager};
+
+/// Does this method get forwarded to one backend (and may stream progress)?
+pub fn is_forwarded(method: &str) -> bool {
+    matches!(
+        method,
+        "tools/call"
+            | "resources/read"
+            | "resources/subscribe"
+            | "resources/unsubscribe"
+            | "prompts/get"
+            | "completion/complete"
+    )
+}
+
+/// Handles one client request; returns the JSON-RPC response message.
+pub async fn handle_request(
+    manager: &Arc<SessionManager>,
+    session: &Arc<Session>,
+    identity: &Identity,
+    id: &Value,
+    method: &str,
+    params: Option<Value>,
+    progress: Option<ProgressSink>,
+) -> Value {
+    let start = Instant::now();
+    manager.retry_due(session, identity);
+    let (backend, outcome) =
+        match dispatch(manager, session, identity, id, method, params, progress).await {
+            Ok((backend, result)) => (backend, Ok(result)),
+            Err((backend, e)) => (backend, Err(e)),
+        };
+    let backend_label = backend.as_deref().unwrap_or("").to_owned();
+    let outcome_label = match &outcome {
+        Ok(_) => "ok",
+        Err(e) if e.data.as_ref().is_some_and(|d| d.get("backend").is_some()) => "backend_error",
+        Err(_) => "error",
+    };
+    let m = manager.metrics();
+    m.requests
+        .get_or_create(&RequestLabels {
+            method: method.to_owned(),
+            backend: backend_label.clone(),
+            outcome: outcome_label.into(),
+        })
+        .inc();
+    m.request_seconds
+        .get_or_create(&MethodBackend { method: method.to_owned(), backend: backend_label.clone() })
+        .observe(start.elapsed().as_secs_f64());
+    tracing::info!(
+        target: "audit",
+        subject = identity.subject(),
+        session = %session.id,
+        method,
+        backend = %backend_label,
+        outcome = outcome_label,
+        latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    match outcome {
+        Ok(r) => jsonrpc::result(id, r),
+        Err(e) => jsonrpc::error(Some(id), &e),
+    }
+}
+
+type Dispatched = Result<(Option<Arc<str>>, Value), (Option<Arc<str>>, RpcError)>;
+
+async fn dispatch(
+    manager: &Arc<SessionManager>,
+    session: &Arc<Session>,
+    identity: &Identity,
+    id: &Value,
+    method: &str,
+    params: Option<Value>,
+    progress: Option<ProgressSink>,
+) -> Dispatched {
+    let gw = |r: Result<Value, RpcError>| r.map(|v| (None, v)).map_err(|e| (None, e));
+    match method {
+        "ping" => gw(Ok(json!({}))),
+        "initialize" => {
+            gw(Err(RpcError::new(INVALID_REQUEST, "the session is already initialized")))
+        }
+        "tools/list" | "resources/list" | "resources/templates/list" | "prompts/list" => {
+            refresh_stale(manager, session, identity).await;
+            gw(list(session, method, params.as_ref()))
+        }
+        "logging/setLevel" => {
+            for slot in session.slots() {
+                if let Some(conn) = slot.connection()
+                    && let Ok(h) = slot.def.credentials.headers(identity).await
+                {
+                    let _ = conn.request(conn.next_id(), method, params.clone(), &h, None).await;
+                }
+            }
+            gw(Ok(json!({})))
+        }
+        m if is_forwarded(m) => {
+            forward(manager, session, identity, id, method, params, progress).await
+        }
+        _ => gw(Err(RpcError::new(METHOD_NOT_FOUND, format!("method not found: {method}")))),
+    }
+}
+
+async fn refresh_stale(manager: &Arc<SessionManager>, session: &Arc<Session>, identity: &Identity) {
+    let mut changed = false;
+    for slot in session.slots().into_iter().filter(|s| s.is_stale() && s.connection().is_some()) {
+        if manager.connect_slot(session, &slot, identity, false).await.is_ok() {
+            changed = true;
+        }
+    }
+    if changed {
+        session.rebuild_view(&manager.backends().aggregation);
+    }
+}
+
+fn list(session: &Session, method: &str, params: Option<&Value>) -> Result<Value, RpcError> {
+    if params.and_then(|p| p.get("cursor")).is_some_and(|c| !c.is_null()) {
+        return Err(RpcError::new(
+            INVALID_PARAMS,
+            "invalid cursor: the gateway returns complete lists",
+        ));
+    }
+    let view = session.view();
+    let agg = view.as_ref().as_ref().map_err(|e| RpcError::new(INTERNAL_ERROR, e.clone()))?;
+    Ok(match method {
+        "tools/list" => json!({ "tools": agg.tools }),
+        "resources/list" => json!({ "resources": agg.resources }),
+        "resources/templates/list" => json!({ "resourceTemplates": agg.resource_templates }),
+        _ => json!({ "prompts": agg.prompts }),
+    })
+}
+
+/// Finds the owning backend and the params rewritten to its original names.
+fn route(session: &Session, method: &str, params: &Value) -> Result<(Arc<str>, Value), RpcError> {
+    let view = session.view();
+    let agg = view.as_ref().as_ref().map_err(|e| RpcError::new(INTERNAL_ERROR, e.clone()))?;
+    let mut p = params.clone();
+    let str_param = |k: &str| {
+        params
+            .get(k)
+            .and_then(Value::as_str)
+            .ok_or_else(|| RpcError::new(INVALID_PARAMS, format!("missing string parameter '{k}'")))
+    };
+    match method {
+        "tools/call" => {
+            let name = str_param("name")?;
+            let r = agg
+                .routes
+                .tool(name)
+                .ok_or_else(|| RpcError::new(INVALID_PARAMS, format!("Unknown tool: {name}")))?;
+            p["name"] = Value::String(r.original.clone());
+            Ok((r.backend.clone(), p))
+        }
+        "prompts/get" => {
+            let name = str_param("name")?;
+            let r = agg
+                .routes
+                .prompt(name)
+                .ok_or_else(|| RpcError::new(INVALID_PARAMS, format!("Unknown prompt: {name}")))?;
+            p["name"] = Value::String(r.original.clone());
+            Ok((r.backend.clone(), p))
+        }
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            let uri = str_param("uri")?;
+            let r = agg.routes.resource(uri).ok_or_else(|| {
+                RpcError::new(-32002, format!("Resource not found: {uri}"))
+                    .with_data(json!({ "uri": uri }))
+            })?;
+            Ok((r.backend.clone(), p))
+        }
+        _ => {
+            let reference =
+                params.get("ref").ok_or_else(|| RpcError::new(INVALID_PARAMS, "missing 'ref'"))?;
+            let (r, rewritten) = agg
+                .routes
+                .completion(reference)
+                .ok_or_else(|| RpcError::new(INVALID_PARAMS, "unknown completion reference"))?;
+            p["ref"] = rewritten;
+            Ok((r.backend.clone(), p))
+        }
+    }
+}
+
+async fn forward(
+    manager: &Arc<SessionManager>,
+    session: &Arc<Session>,
+    identity: &Identity,
+    client_id: &Value,
+    method: &str,
+    params: Option<Value>,
+    progress: Option<ProgressSink>,
+) -> Dispatched {
+    let params = params.unwrap_or_else(|| json!({}));
+    let (backend, params) = route(session, method, &params).map_err(|e| (None, e))?;
+    let fail = |e: RpcError| (Some(backend.clone()), e);
+    let slot = session.slot(&backend).ok_or_else(|| {
+        fail(backend_error(
+            &backend,
+            &BackendError::Protocol("not a member of this session".into()),
+        ))
+    })?;
+    // One transparent retry when the backend lost its session (I7): a 404 means the backend
+    // did not process the request, so repeating it is safe.
+    for attempt in 0..2 {
+        let conn = manager
+            .connect_slot(session, &slot, identity, true)
+            .await
+            .map_err(|e| fail(backend_error(&backend, &e)))?;
+        let headers = slot
+            .def
+            .credentials
+            .headers(identity)
+            .await
+            .map_err(|e| fail(backend_error(&backend, &BackendError::Auth(e))))?;
+        let bid = conn.next_id();
+        session.track(client_id, backend.clone(), bid);
+        let r = conn.request(bid, method, Some(params.clone()), &headers, progress.clone()).await;
+        session.untrack(client_id);
+        match r {
+            Ok(v) => return Ok((Some(backend), v)),
+            Err(BackendError::SessionExpired) if attempt == 0 => {
+                tracing::info!(session = %session.id, backend = %backend, "backend session expired; re-initializing it and retrying");
+                manager
+                    .metrics()
+                    .backend_reinit
+                    .get_or_create(&crate::metrics::BackendLabel { backend: backend.to_string() })
+                    .inc();
+                slot.reset();
+            }
+            Err(e) => {
+                if matches!(e, BackendError::Unreachable(_) | BackendError::SessionExpired) {
+                    slot.reset();
+                    slot.fail(&e);
+                }
+                return Err(fail(backend_error(&backend, &e)));
+            }
+        }
+    }
+    Err(fail(backend_error(&backend, &BackendError::SessionExpired)))
+}
+
+/// A backend failure as a JSON-RPC error naming the backend. A JSON-RPC error the backend
+/// returned keeps its code.
+pub fn backend_error(backend: &str, e: &BackendError) -> RpcError {
+    match e {
+        BackendError::Rpc(inner) => {
+            let mut data = json!({ "backend": backend });
+            if let Some(d) = &inner.data {
+                data["backendData"] = d.clone();
+            }
+            RpcError::new(inner.code, format!("backend '{backend}': {}", inner.message))
+                .with_data(data)
+        }
+        BackendError::Auth(a) => {
+            let mut data = json!({ "backend": backend });
+            if let crate::auth::outgoing::OutgoingAuthError::Exchange { error, .. } = a {
+                data["oauthError"] = Value::String(error.clone());
+            }
+            RpcError::new(
+                INTERNAL_ERROR,
+                format!("backend '{backend}': credential unavailable: {a}"),
+            )
+            .with_data(data)
+        }
+        other => RpcError::new(INTERNAL_ERROR, format!("backend '{backend}' failed: {other}"))
+            .with_data(json!({ "backend": backend })),
+    }
+}
+
+/// Forwards a client notification: cancellation and progress go to the backend that owns
+/// the request; `roots/list_changed` goes to every backend; the rest is absorbed.
+pub async fn handle_notification(
+    session: &Arc<Session>,
+    identity: &Identity,
+    method: &str,
+    params: Option<Value>,
+) {
+    match method {
+        "notifications/cancelled" => {
+            let Some(req) = params.as_ref().and_then(|p| p.get("requestId")) else { return };
+            let Some((backend, bid)) = session.tracked(req) else { return };
+            let Some(slot) = session.slot(&backend) else { return };
+            if let (Some(conn), Ok(h)) =
+                (slot.connection(), slot.def.credentials.headers(identity).await)
+            {
+                let mut p = params.clone().unwrap_or_else(|| json!({}));
+                p["requestId"] = Value::from(bid);
+                let _ = conn.notify(method, Some(p), &h).await;
+            }
+        }
+        "notifications/roots/list_changed" => {
+            for slot in session.slots() {
+                if let (Some(conn), Ok(h)) =
+                    (slot.connection(), slot.def.credentials.headers(identity).await)
+                {
+                    let _ = conn.notify(method, params.clone(), &h).await;
+                }
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,611 @@
+//! The session manager: local cache, creation, identity-aware restore, membership changes,
+//! termination and idle eviction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use vmcp_types::config::AggregationConfig;
+
+use super::Session;
+use super::record::{SCHEMA_VERSION, SessionRecord};
+use super::slot::{Slot, SlotStatus};
+use super::store::{CasOutcome, SessionStore, StoreError};
+use crate::auth::{Binding, Identity};
+use crate::backend::{BackendDef, BackendError, BackendEvent, Connection};
+use crate::metrics::{BackendLabel, Metrics, Outcome, StoreOp};
+
+/// Why a session could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Unknown, expired, terminated, or bound to another identity (always HTTP 404, with no
+    /// hint which).
+    #[error("session not found")]
+    NotFound,
+    /// A member backend needs the caller's token and the request has none (I1): HTTP 401.
+    #[error("this session's backends need an authenticated caller")]
+    AuthRequired,
+    /// The store failed: HTTP 503.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The configured backends and aggregation settings (replaced as a whole on reload).
+#[derive(Debug, Clone, Default)]
+pub struct BackendSet {
+    /// Backend names in configuration order.
+    pub order: Vec<Arc<str>>,
+    /// Backends by name.
+    pub defs: BTreeMap<Arc<str>, Arc<BackendDef>>,
+    /// Aggregation settings.
+    pub aggregation: AggregationConfig,
+}
+
+impl BackendSet {
+    /// Builds the set from definitions in configuration order.
+    pub fn new(defs: Vec<Arc<BackendDef>>, aggregation: AggregationConfig) -> Self {
+        Self {
+            order: defs.iter().map(|d| d.name.clone()).collect(),
+            defs: defs.into_iter().map(|d| (d.name.clone(), d)).collect(),
+            aggregation,
+        }
+    }
+}
+
+/// Session timing settings.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Sliding TTL in the store.
+    pub ttl: Duration,
+    /// Local connections of a session idle this long are dropped (restored on next use).
+    pub idle_timeout: Duration,
+    /// Deadline for backend initialization when a session starts or is restored.
+    pub init_timeout: Duration,
+}
+
+/// Owns every session of this replica.
+#[derive(Debug)]
+pub struct SessionManager {
+    local: RwLock<HashMap<Arc<str>, Arc<Session>>>,
+    restoring: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
+    store: Arc<dyn SessionStore>,
+    backends: RwLock<Arc<BackendSet>>,
+    settings: SessionSettings,
+    http: reqwest::Client,
+    metrics: Arc<Metrics>,
+    epoch: Instant,
+}
+
+/// Capabilities the gateway announces to clients.
+fn server_capabilities() -> Value {
+    json!({
+        "tools": { "listChanged": true },
+        "resources": { "subscribe": true, "listChanged": true },
+        "prompts": { "listChanged": true },
+        "completions": {},
+        "logging": {},
+    })
+}
+
+/// A new session id: 128 random bits from the OS CSPRNG, hex (visible ASCII).
+fn new_session_id() -> String {
+    let mut b = [0u8; 16];
+    // ThreadRng is a CSPRNG (ChaCha) seeded from the OS.
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+impl SessionManager {
+    /// A manager over `store` serving `backends`.
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        backends: BackendSet,
+        settings: SessionSettings,
+        http: reqwest::Client,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            local: RwLock::new(HashMap::new()),
+            restoring: Mutex::new(HashMap::new()),
+            store,
+            backends: RwLock::new(Arc::new(backends)),
+            settings,
+            http,
+            metrics,
+            epoch: Instant::now(),
+        })
+    }
+
+    /// The configured backends.
+    pub fn backends(&self) -> Arc<BackendSet> {
+        self.backends.read().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    /// Shared HTTP client for backends.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Number of sessions held locally.
+    pub fn local_count(&self) -> usize {
+        self.local.read().map(|l| l.len()).unwrap_or(0)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &str,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let start = Instant::now();
+        let r = f.await;
+        let label = StoreOp { op: op.to_owned() };
+        self.metrics.store_seconds.get_or_create(&label).observe(start.elapsed().as_secs_f64());
+        if r.is_err() {
+            self.metrics.store_errors.get_or_create(&label).inc();
+        }
+        r
+    }
+
+    /// Creates a session for `initialize`: every configured backend becomes a member; they are
+    /// connected concurrently under the init deadline; slow or dead ones are left out of the
+    /// view for now and come in later with a `list_changed`.
+    pub async fn create(
+        self: &Arc<Self>,
+        identity: &Identity,
+        params: &Value,
+    ) -> Result<(Arc<Session>, Value), SessionError> {
+        let set = self.backends();
+        let requested = params.get("protocolVersion").and_then(Value::as_str);
+        let version = crate::protocol::negotiate(requested).to_owned();
+        let id: Arc<str> = new_session_id().into();
+        let slots: Vec<Arc<Slot>> = set
+            .order
+            .iter()
+            .filter_map(|n| set.defs.get(n))
+            .map(|d| Arc::new(Slot::new(d.clone(), None)))
+            .collect();
+        let session =
+            self.install(id.clone(), identity.binding(), version.clone(), params.clone(), 1, slots);
+        self.connect_all(&session, identity).await;
+        let record = self.record_of(&session);
+        self.timed("create", self.store.create(&id, &record, self.settings.ttl)).await?;
+        self.metrics.sessions_created.inc();
+        let result = json!({
+            "protocolVersion": version,
+            "capabilities": server_capabilities(),
+            "serverInfo": { "name": "vmcp", "title": "vmcp gateway", "version": env!("CARGO_PKG_VERSION") },
+        });
+        Ok((session, result))
+    }
+
+    fn record_of(&self, s: &Session) -> SessionRecord {
+        let hints = s
+            .slots()
+            .iter()
+            .filter_map(|sl| {
+                sl.connection().and_then(|c| c.session_hint()).map(|h| (sl.def.name.to_string(), h))
+            })
+            .collect();
+        SessionRecord {
+            v: SCHEMA_VERSION,
+            binding: s.binding.as_str().to_owned(),
+            protocol_version: s.protocol_version.clone(),
+            client: s.client.clone(),
+            generation: s.generation(),
+            members: s.member_names(),
+            hints,
+        }
+    }
+
+    fn install(
+        self: &Arc<Self>,
+        id: Arc<str>,
+        binding: Binding,
+        version: String,
+        client: Value,
+        generation: u64,
+        slots: Vec<Arc<Slot>>,
+    ) -> Arc<Session> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let session =
+            Arc::new(Session::new(id.clone(), binding, version, client, generation, slots, tx));
+        session.last_used.store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
+        let task =
+            tokio::spawn(dispatch_events(Arc::downgrade(self), Arc::downgrade(&session), rx));
+        if let Ok(mut d) = session.dispatcher.lock() {
+            *d = Some(task.abort_handle());
+        }
+        if let Ok(mut l) = self.local.write() {
+            l.insert(id, session.clone());
+        }
+        self.metrics.sessions_live.set(self.local_count() as i64);
+        session
+    }
+
+    /// Connects every due member concurrently; waits at most the init deadline. Connections
+    /// still in progress then finish in the background and announce themselves with
+    /// `list_changed`.
+    async fn connect_all(self: &Arc<Self>, session: &Arc<Session>, identity: &Identity) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for slot in session.slots().into_iter().filter(|s| s.due()) {
+            let me = self.clone();
+            let s = session.clone();
+            let ident = identity.clone();
+            tasks.spawn(async move { me.connect_slot(&s, &slot, &ident, false).await });
+        }
+        let deadline = tokio::time::sleep(self.settings.init_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                r = tasks.join_next() => if r.is_none() { break },
+                () = &mut deadline => {
+                    tracing::warn!(session = %session.id, "backend initialization deadline reached; continuing without the slow backends");
+                    // Let the remaining connects finish in the background.
+                    let me = self.clone();
+                    let s = session.clone();
+                    tokio::spawn(async move {
+                        while tasks.join_next().await.is_some() {}
+                        s.rebuild_view(&me.backends().aggregation);
+                        s.outbox.send(crate::jsonrpc::notification("notifications/tools/list_changed", None));
+                        s.outbox.send(crate::jsonrpc::notification("notifications/prompts/list_changed", None));
+                        s.outbox.send(crate::jsonrpc::notification("notifications/resources/list_changed", None));
+                    });
+                    break;
+                }
+            }
+        }
+        session.rebuild_view(&self.backends().aggregation);
+    }
+
+    /// Connects one member with the live identity; records a changed backend session hint;
+    /// when `announce`, rebuilds the view and tells the client its lists changed.
+    pub async fn connect_slot(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        slot: &Arc<Slot>,
+        identity: &Identity,
+        announce: bool,
+    ) -> Result<Arc<Connection>, BackendError> {
+        let was_available =
+            matches!(slot.status(), SlotStatus::Available) && slot.connection().is_some();
+        let connected = slot.ensure(identity, &self.http, session.events()).await?;
+        if connected.reinitialized {
+            self.metrics
+                .backend_reinit
+                .get_or_create(&BackendLabel { backend: slot.def.name.to_string() })
+                .inc();
+        }
+        if let Some(hint) = connected.new_hint {
+            let store = self.store.clone();
+            let (id, name) = (session.id.clone(), slot.def.name.clone());
+            if let Err(e) =
+                self.timed("set_hint", store.set_hint(&id, &name, hint.as_deref())).await
+            {
+                tracing::warn!(session = %id, backend = %name, error = %e, "could not store the backend session hint");
+            }
+        }
+        if announce && !was_available {
+            session.rebuild_view(&self.backends().aggregation);
+            session
+                .outbox
+                .send(crate::jsonrpc::notification("notifications/tools/list_changed", None));
+            session
+                .outbox
+                .send(crate::jsonrpc::notification("notifications/prompts/list_changed", None));
+            session
+                .outbox
+                .send(crate::jsonrpc::notification("notifications/resources/list_changed", None));
+        }
+        Ok(connected.conn)
+    }
+
+    /// Starts background connection attempts for members that are due (failed earlier and
+    /// past their backoff), with the identity of the request being served (I1).
+    pub fn retry_due(self: &Arc<Self>, session: &Arc<Session>, identity: &Identity) {
+        for slot in session.slots() {
+            if matches!(slot.status(), SlotStatus::Unavailable { .. }) && slot.due() {
+                let me = self.clone();
+                let s = session.clone();
+                let ident = identity.clone();
+                tokio::spawn(async move {
+                    let _ = me.connect_slot(&s, &slot, &ident, true).await;
+                });
+            }
+        }
+    }
+
+    /// Resolves `Mcp-Session-Id` for a request by `identity`: the local cache, else a restore
+    /// from the store re-established with the live identity.
+    pub async fn get(
+        self: &Arc<Self>,
+        id: &str,
+        identity: &Identity,
+    ) -> Result<Arc<Session>, SessionError> {
+        let local = self.local.read().ok().and_then(|l| l.get(id).cloned());
+        let session = match local {
+            Some(s) => s,
+            None => self.restore(id, identity).await?,
+        };
+        if !session.binding.matches(&identity.binding()) {
+            return Err(SessionError::NotFound);
+        }
+        self.touch(&session);
+        Ok(session)
+    }
+
+    fn touch(self: &Arc<Self>, session: &Arc<Session>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.now_ms();
+        session.last_used.store(now, Relaxed);
+        // Coalesced TTL refresh: at most one store write per tenth of the TTL.
+        let every = (self.settings.ttl.as_millis() as u64 / 10).max(1000);
+        let last = session.last_touch.load(Relaxed);
+        if now.saturating_sub(last) >= every
+            && session.last_touch.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+        {
+            let me = self.clone();
+            let id = session.id.clone();
+            tokio::spawn(async move {
+                match me.timed("touch", me.store.touch(&id, me.settings.ttl)).await {
+                    Ok(false) => me.forget(&id),
+                    Ok(true) => {}
+                    Err(e) => {
+                        tracing::warn!(session = %id, error = %e, "could not refresh the session TTL")
+                    }
+                }
+            });
+        }
+    }
+
+    /// Restore (single-flight per id on this replica).
+    async fn restore(
+        self: &Arc<Self>,
+        id: &str,
+        identity: &Identity,
+    ) -> Result<Arc<Session>, SessionError> {
+        let lock = {
+            let mut r = self.restoring.lock().map_err(|_| SessionError::NotFound)?;
+            r.entry(Arc::from(id)).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))).clone()
+        };
+        let _guard = lock.lock().await;
+        if let Some(s) = self.local.read().ok().and_then(|l| l.get(id).cloned()) {
+            return Ok(s);
+        }
+        let start = Instant::now();
+        let result = self.restore_inner(id, identity).await;
+        if let Ok(mut r) = self.restoring.lock() {
+            r.remove(id);
+        }
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(SessionError::NotFound) => "not_found",
+            Err(SessionError::AuthRequired) => "auth_required",
+            Err(SessionError::Store(_)) => "store_error",
+        };
+        self.metrics.restores.get_or_create(&Outcome { outcome: outcome.into() }).inc();
+        self.metrics.restore_seconds.observe(start.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn restore_inner(
+        self: &Arc<Self>,
+        id: &str,
+        identity: &Identity,
+    ) -> Result<Arc<Session>, SessionError> {
+        let Some(record) = self.timed("load", self.store.load(id)).await? else {
+            return Err(SessionError::NotFound);
+        };
+        if record.v > SCHEMA_VERSION {
+            tracing::warn!(session = %id, version = record.v, "session record written by a newer gateway; not restoring");
+            return Err(SessionError::NotFound);
+        }
+        let binding = Binding::from_stored(record.binding.clone());
+        if !binding.matches(&identity.binding()) {
+            return Err(SessionError::NotFound);
+        }
+        let set = self.backends();
+        let slots: Vec<Arc<Slot>> = record
+            .members
+            .iter()
+            .filter_map(|m| set.defs.get(m.as_str()))
+            .map(|d| Arc::new(Slot::new(d.clone(), record.hints.get(d.name.as_ref()).cloned())))
+            .collect();
+        // I1: a restored session is re-established with the live request's identity; a member
+        // that needs a token cannot be served to an anonymous request.
+        if matches!(identity, Identity::Anonymous)
+            && slots.iter().any(|s| s.def.credentials.needs_identity())
+        {
+            return Err(SessionError::AuthRequired);
+        }
+        let session = self.install(
+            Arc::from(id),
+            binding,
+            record.protocol_version.clone(),
+            record.client.clone(),
+            record.generation,
+            slots,
+        );
+        tracing::info!(session = %id, subject = identity.subject(), members = record.members.len(), "restoring session from the store");
+        self.connect_all(&session, identity).await;
+        // I3: restore never writes membership; only hints changed by connect_slot were written.
+        // I4: if the configuration changed since the record was written, adjust by CAS.
+        self.reconcile_membership(&session).await;
+        Ok(session)
+    }
+
+    /// Ends a session everywhere (DELETE): removes the record, closes backend sessions.
+    pub async fn terminate(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        identity: &Identity,
+    ) -> Result<(), SessionError> {
+        self.timed("delete", self.store.delete(&session.id)).await?;
+        self.forget(&session.id);
+        self.metrics.sessions_terminated.inc();
+        session.outbox.close();
+        let s = session.clone();
+        let ident = identity.clone();
+        tokio::spawn(async move {
+            for slot in s.slots() {
+                slot.close(&ident).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Drops the local copy of a session (its record stays in the store).
+    pub fn forget(&self, id: &str) {
+        let removed = self.local.write().ok().and_then(|mut l| l.remove(id));
+        if let Some(s) = removed {
+            s.outbox.close();
+        }
+        self.metrics.sessions_live.set(self.local_count() as i64);
+    }
+
+    /// Replaces the backend set after a config reload and adjusts every local session in place
+    /// (I4): new backends join, removed ones leave, the generation is bumped with CAS, and the
+    /// client is told its lists changed. No session is closed.
+    pub async fn apply_backends(self: &Arc<Self>, set: BackendSet) {
+        if let Ok(mut b) = self.backends.write() {
+            *b = Arc::new(set);
+        }
+        let sessions: Vec<Arc<Session>> =
+            self.local.read().map(|l| l.values().cloned().collect()).unwrap_or_default();
+        for s in sessions {
+            self.reconcile_membership(&s).await;
+        }
+    }
+
+    /// Aligns a session's members with the configured backends, writing the new membership
+    /// with compare-and-set only when the configuration differs.
+    async fn reconcile_membership(self: &Arc<Self>, session: &Arc<Session>) {
+        let set = self.backends();
+        let wanted: Vec<String> = set.order.iter().map(|n| n.to_string()).collect();
+        let current = session.member_names();
+        let changed_defs = session
+            .slots()
+            .iter()
+            .any(|s| set.defs.get(&s.def.name).is_some_and(|d| !Arc::ptr_eq(d, &s.def)));
+        if wanted == current && !changed_defs {
+            return;
+        }
+        let slots: Vec<Arc<Slot>> = set
+            .order
+            .iter()
+            .filter_map(|n| set.defs.get(n))
+            .map(|d| match session.slot(&d.name) {
+                Some(s) if Arc::ptr_eq(&s.def, d) => s,
+                _ => Arc::new(Slot::new(d.clone(), None)),
+            })
+            .collect();
+        let generation = if wanted != current {
+            match self
+                .timed(
+                    "cas_members",
+                    self.store.cas_members(&session.id, session.generation(), &wanted),
+                )
+                .await
+            {
+                Ok(CasOutcome::Updated(g)) => g,
+                Ok(CasOutcome::Conflict(rec)) => {
+                    if rec.members == wanted {
+                        rec.generation
+                    } else {
+                        tracing::warn!(session = %session.id, "membership changed concurrently; keeping the stored generation");
+                        rec.generation
+                    }
+                }
+                Ok(CasOutcome::Missing) => {
+                    self.forget(&session.id);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(session = %session.id, error = %e, "could not store the new membership; will retry on next change");
+                    session.generation()
+                }
+            }
+        } else {
+            session.generation()
+        };
+        session.set_members(slots, generation);
+        session.rebuild_view(&set.aggregation);
+        for m in ["tools", "prompts", "resources"] {
+            session.outbox.send(crate::jsonrpc::notification(
+                &format!("notifications/{m}/list_changed"),
+                None,
+            ));
+        }
+        tracing::info!(session = %session.id, generation, members = ?wanted, "session membership follows the configuration");
+    }
+
+    /// Drops local connections of sessions idle longer than the idle timeout (their records
+    /// stay; the next request restores them). Runs until the manager is dropped.
+    pub fn spawn_idle_sweeper(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let Some(me) = weak.upgrade() else { return };
+                let idle = me.settings.idle_timeout.as_millis() as u64;
+                let now = me.now_ms();
+                let stale: Vec<Arc<str>> = me
+                    .local
+                    .read()
+                    .map(|l| {
+                        l.values()
+                            .filter(|s| {
+                                now.saturating_sub(
+                                    s.last_used.load(std::sync::atomic::Ordering::Relaxed),
+                                ) > idle
+                            })
+                            .map(|s| s.id.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for id in stale {
+                    tracing::debug!(session = %id, "idle: dropping local connections");
+                    me.forget(&id);
+                }
+            }
+        });
+    }
+}
+
+/// Handles messages backends send on their own: list changes refresh that member's
+/// capabilities (when it needs no caller identity) and reach the client; other notifications
+/// are forwarded to the client's stream.
+async fn dispatch_events(
+    manager: Weak<SessionManager>,
+    session: Weak<Session>,
+    mut rx: mpsc::UnboundedReceiver<BackendEvent>,
+) {
+    while let Some((backend, msg)) = rx.recv().await {
+        let (Some(m), Some(s)) = (manager.upgrade(), session.upgrade()) else { return };
+        let method = msg.get("method").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if method.ends_with("/list_changed") {
+            if let Some(slot) = s.slot(&backend) {
+                slot.mark_stale();
+                if !slot.def.credentials.needs_identity() {
+                    let _ = slot.ensure(&Identity::Anonymous, &m.http, s.events()).await;
+                    s.rebuild_view(&m.backends().aggregation);
+                }
+            }
+            s.outbox.send(msg);
+        } else {
+            s.outbox.send(msg);
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! In-process session store: one replica only (sessions survive idle eviction of local
+//! connections, not a restart).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::record::SessionRecord;
+use super::store::{CasOutcome, SessionStore, StoreError};
+
+/// Records in a map with expiry times.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    records: Mutex<HashMap<String, (SessionRecord, Instant)>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<String, (SessionRecord, Instant)>) -> T,
+    ) -> Result<T, StoreError> {
+        let mut map = self
+            .records
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store poisoned".into()))?;
+        let now = Instant::now();
+        if map.len() % 64 == 0 {
+            map.retain(|_, (_, exp)| *exp > now);
+        }
+        Ok(f(&mut map))
+    }
+}
+
+fn live(entry: Option<&mut (SessionRecord, Instant)>) -> Option<&mut (SessionRecord, Instant)> {
+    entry.filter(|(_, exp)| *exp > Instant::now())
+}
+
+#[async_trait::async_trait]
+impl SessionStore for MemoryStore {
+    async fn create(
+        &self,
+        id: &str,
+        record: &SessionRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.with(|m| {
+            m.insert(id.to_owned(), (record.clone(), Instant::now() + ttl));
+        })
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.with(|m| live(m.get_mut(id)).map(|(r, _)| r.clone()))
+    }
+
+    async fn touch(&self, id: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.with(|m| match live(m.get_mut(id)) {
+            Some((_, exp)) => {
+                *exp = Instant::now() + ttl;
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn set_hint(
+        &self,
+        id: &str,
+        backend: &str,
+        hint: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.with(|m| {
+            if let Some((r, _)) = live(m.get_mut(id)) {
+                match hint {
+                    Some(h) => r.hints.insert(backend.to_owned(), h.to_owned()),
+                    None => r.hints.remove(backend),
+                };
+            }
+        })
+    }
+
+    async fn cas_members(
+        &self,
+        id: &str,
+        expected: u64,
+        members: &[String],
+    ) -> Result<CasOutcome, StoreError> {
+        self.with(|m| match live(m.get_mut(id)) {
+            None => CasOutcome::Missing,
+            Some((r, _)) if r.generation != expected => CasOutcome::Conflict(Box::new(r.clone())),
+            Some((r, _)) => {
+                r.generation += 1;
+                r.members = members.to_vec();
+                r.hints.retain(|k, _| members.contains(k));
+                CasOutcome::Updated(r.generation)
+            }
+        })
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        self.with(|m| m.remove(id).is_some_and(|(_, exp)| exp > Instant::now()))
+    }
+
+    async fn exists(&self, id: &str) -> Result<bool, StoreError> {
+        self.with(|m| live(m.get_mut(id)).is_some())
+    }
+}

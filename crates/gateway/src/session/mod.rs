@@ -1,0 +1,175 @@
+//! MCP sessions: creation at `initialize`, lookup and identity-aware restore, membership,
+//! termination. The whole session story lives in this folder:
+//!
+//! - [`record`]: what is stored (no secrets, I6), [`store`]: the store contract,
+//!   [`memory`]: the single-replica store.
+//! - [`slot`]: one member backend of a session (connection, capabilities, availability; I3).
+//! - [`manager`]: the local cache, restore with the live identity (I1, I2, I7), generation
+//!   bumps on config change (I4), termination (I5), idle eviction.
+//! - [`outbox`]: delivery of server-to-client messages to the GET stream.
+
+pub mod manager;
+pub mod memory;
+pub mod outbox;
+pub mod record;
+pub mod slot;
+pub mod store;
+
+pub use manager::{SessionError, SessionManager};
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::aggregate::{Aggregated, BackendCapabilities};
+use crate::auth::Binding;
+use crate::backend::BackendEvent;
+use outbox::Outbox;
+use slot::Slot;
+
+/// The merged view of a session: the aggregation result or why it failed (manual conflicts).
+pub type View = Arc<Result<Aggregated, String>>;
+
+/// One live MCP session on this replica.
+#[derive(Debug)]
+pub struct Session {
+    /// `Mcp-Session-Id`.
+    pub id: Arc<str>,
+    /// The identity binding (I2).
+    pub binding: Binding,
+    /// Protocol revision negotiated with the client.
+    pub protocol_version: String,
+    /// The client's initialize params.
+    pub client: Value,
+    generation: AtomicU64,
+    members: RwLock<BTreeMap<Arc<str>, Arc<Slot>>>,
+    order: RwLock<Vec<Arc<str>>>,
+    view: RwLock<View>,
+    /// Server-to-client messages.
+    pub outbox: Outbox,
+    inflight: Mutex<std::collections::HashMap<String, (Arc<str>, u64)>>,
+    last_used: AtomicU64,
+    last_touch: AtomicU64,
+    events: mpsc::UnboundedSender<BackendEvent>,
+    dispatcher: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Ok(mut d) = self.dispatcher.lock()
+            && let Some(h) = d.take()
+        {
+            h.abort();
+        }
+    }
+}
+
+impl Session {
+    fn new(
+        id: Arc<str>,
+        binding: Binding,
+        protocol_version: String,
+        client: Value,
+        generation: u64,
+        slots: Vec<Arc<Slot>>,
+        events: mpsc::UnboundedSender<BackendEvent>,
+    ) -> Self {
+        let order = slots.iter().map(|s| s.def.name.clone()).collect();
+        let members = slots.into_iter().map(|s| (s.def.name.clone(), s)).collect();
+        Self {
+            id,
+            binding,
+            protocol_version,
+            client,
+            generation: AtomicU64::new(generation),
+            members: RwLock::new(members),
+            order: RwLock::new(order),
+            view: RwLock::new(Arc::new(Err("not aggregated yet".into()))),
+            outbox: Outbox::default(),
+            inflight: Mutex::new(Default::default()),
+            last_used: AtomicU64::new(0),
+            last_touch: AtomicU64::new(0),
+            events,
+            dispatcher: Mutex::new(None),
+        }
+    }
+
+    /// Member backends in configuration order.
+    pub fn slots(&self) -> Vec<Arc<Slot>> {
+        let order = self.order.read().map(|o| o.clone()).unwrap_or_default();
+        let members = self.members.read();
+        match members {
+            Ok(m) => order.iter().filter_map(|n| m.get(n).cloned()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// One member backend.
+    pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        self.members.read().ok().and_then(|m| m.get(name).cloned())
+    }
+
+    /// Member names in order (what the record's `members` holds).
+    pub fn member_names(&self) -> Vec<String> {
+        self.order.read().map(|o| o.iter().map(|n| n.to_string()).collect()).unwrap_or_default()
+    }
+
+    /// Membership generation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// The current merged view.
+    pub fn view(&self) -> View {
+        self.view
+            .read()
+            .map(|v| v.clone())
+            .unwrap_or_else(|_| Arc::new(Err("view unavailable".into())))
+    }
+
+    /// Recomputes the merged view from the available backends' capabilities.
+    pub fn rebuild_view(&self, config: &vmcp_types::config::AggregationConfig) {
+        let order = self.order.read().map(|o| o.clone()).unwrap_or_default();
+        let caps: Vec<BackendCapabilities> =
+            self.slots().iter().filter_map(|s| s.capabilities()).map(|c| (*c).clone()).collect();
+        let view = crate::aggregate::aggregate(config, &order, &caps).map_err(|e| e.to_string());
+        if let Ok(mut v) = self.view.write() {
+            *v = Arc::new(view);
+        }
+    }
+
+    /// Records a client request id routed to a backend request id (for cancellation).
+    pub fn track(&self, client_id: &Value, backend: Arc<str>, backend_id: u64) {
+        if let Ok(mut m) = self.inflight.lock() {
+            m.insert(client_id.to_string(), (backend, backend_id));
+        }
+    }
+
+    /// Forgets a finished request.
+    pub fn untrack(&self, client_id: &Value) {
+        if let Ok(mut m) = self.inflight.lock() {
+            m.remove(&client_id.to_string());
+        }
+    }
+
+    /// Where a client request id went.
+    pub fn tracked(&self, client_id: &Value) -> Option<(Arc<str>, u64)> {
+        self.inflight.lock().ok().and_then(|m| m.get(&client_id.to_string()).cloned())
+    }
+
+    /// Sender for backend events of this session (given to new connections).
+    pub fn events(&self) -> &mpsc::UnboundedSender<BackendEvent> {
+        &self.events
+    }
+
+    fn set_members(&self, slots: Vec<Arc<Slot>>, generation: u64) {
+        if let (Ok(mut m), Ok(mut o)) = (self.members.write(), self.order.write()) {
+            *o = slots.iter().map(|s| s.def.name.clone()).collect();
+            *m = slots.into_iter().map(|s| (s.def.name.clone(), s)).collect();
+        }
+        self.generation.store(generation, Ordering::Relaxed);
+    }
+}

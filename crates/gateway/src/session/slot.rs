@@ -1,0 +1,264 @@
+//! One member backend of one session: its connection (if up), its capabilities, its status.
+//! A failed backend stays a member and is only marked unavailable on this replica (I3).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::aggregate::BackendCapabilities;
+use crate::auth::Identity;
+use crate::backend::{BackendDef, BackendError, BackendEvent, Connection, Headers};
+
+/// Availability of a member backend on this replica.
+#[derive(Debug, Clone)]
+pub enum SlotStatus {
+    /// Not connected yet (restored sessions connect lazily).
+    Idle,
+    /// Connected.
+    Available,
+    /// Failed; retried after `retry_at`.
+    Unavailable {
+        /// What went wrong (for errors and /readyz).
+        reason: String,
+        /// When to try again.
+        retry_at: Instant,
+        /// Consecutive failures (for backoff).
+        failures: u32,
+    },
+}
+
+/// A member backend of one session.
+#[derive(Debug)]
+pub struct Slot {
+    /// The backend.
+    pub def: Arc<BackendDef>,
+    conn: Mutex<Option<Arc<Connection>>>,
+    caps: Mutex<Option<Arc<BackendCapabilities>>>,
+    stale: std::sync::atomic::AtomicBool,
+    status: Mutex<SlotStatus>,
+    hint: Mutex<Option<String>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// Result of connecting a slot.
+#[derive(Debug)]
+pub struct Connected {
+    /// The connection.
+    pub conn: Arc<Connection>,
+    /// The backend session id, if it changed (to store as hint).
+    pub new_hint: Option<Option<String>>,
+    /// Did this call re-initialize a backend session whose stored id the backend no longer
+    /// knew (I7)?
+    pub reinitialized: bool,
+}
+
+impl Slot {
+    /// A member backend, optionally with a stored backend session id.
+    pub fn new(def: Arc<BackendDef>, hint: Option<String>) -> Self {
+        Self {
+            def,
+            conn: Mutex::new(None),
+            caps: Mutex::new(None),
+            stale: std::sync::atomic::AtomicBool::new(false),
+            status: Mutex::new(SlotStatus::Idle),
+            hint: Mutex::new(hint),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The current connection, if any.
+    pub fn connection(&self) -> Option<Arc<Connection>> {
+        self.conn.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// Current capabilities, if known.
+    pub fn capabilities(&self) -> Option<Arc<BackendCapabilities>> {
+        self.caps.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// Status.
+    pub fn status(&self) -> SlotStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or(SlotStatus::Idle)
+    }
+
+    /// Marks the capabilities as outdated (after a backend `list_changed`).
+    pub fn mark_stale(&self) {
+        self.stale.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Are the capabilities outdated?
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Should a connection attempt be made now?
+    pub fn due(&self) -> bool {
+        match self.status() {
+            SlotStatus::Available => self.connection().is_none(),
+            SlotStatus::Idle => true,
+            SlotStatus::Unavailable { retry_at, .. } => Instant::now() >= retry_at,
+        }
+    }
+
+    /// Drops the connection (e.g. the backend answered 404 to its session id).
+    pub fn reset(&self) {
+        if let Ok(mut c) = self.conn.lock() {
+            *c = None;
+        }
+        if let Ok(mut h) = self.hint.lock() {
+            *h = None;
+        }
+    }
+
+    /// Connects if needed (single-flight), using credentials derived from `identity` (I1):
+    /// reuses the stored hint, re-initializes transparently when the backend no longer knows
+    /// it (I7), and loads the backend's capabilities.
+    pub async fn ensure(
+        &self,
+        identity: &Identity,
+        http: &reqwest::Client,
+        events: &mpsc::UnboundedSender<BackendEvent>,
+    ) -> Result<Connected, BackendError> {
+        let _guard = self.connecting.lock().await;
+        if let Some(conn) = self.connection() {
+            if self.is_stale() {
+                let headers = self.def.credentials.headers(identity).await?;
+                self.load_capabilities(&conn, &headers, None).await?;
+            }
+            return Ok(Connected { conn, new_hint: None, reinitialized: false });
+        }
+        let result = self.connect(identity, http, events).await;
+        match &result {
+            Ok(_) => self.set_status(SlotStatus::Available),
+            Err(e) => self.fail(e),
+        }
+        result
+    }
+
+    async fn connect(
+        &self,
+        identity: &Identity,
+        http: &reqwest::Client,
+        events: &mpsc::UnboundedSender<BackendEvent>,
+    ) -> Result<Connected, BackendError> {
+        let headers = self.def.credentials.headers(identity).await?;
+        let hint = self.hint.lock().ok().and_then(|h| h.clone());
+        let old_hint = hint.clone();
+        if let Some(h) = hint {
+            let (conn, _) =
+                Connection::open(self.def.clone(), http.clone(), &headers, Some(h), events.clone())
+                    .await?;
+            match self.load_capabilities(&conn, &headers, None).await {
+                Ok(()) => return Ok(self.install(conn, old_hint, false)),
+                Err(BackendError::SessionExpired) => {
+                    tracing::info!(backend = %self.def.name, "backend no longer knows the stored session; re-initializing it");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let (conn, info) =
+            Connection::open(self.def.clone(), http.clone(), &headers, None, events.clone())
+                .await?;
+        self.load_capabilities(&conn, &headers, info.map(|i| i.capabilities)).await?;
+        let recovered = old_hint.is_some();
+        Ok(self.install(conn, old_hint, recovered))
+    }
+
+    fn install(
+        &self,
+        conn: Connection,
+        old_hint: Option<String>,
+        reinitialized: bool,
+    ) -> Connected {
+        let conn = Arc::new(conn);
+        let hint = conn.session_hint();
+        if let Ok(mut c) = self.conn.lock() {
+            *c = Some(conn.clone());
+        }
+        if let Ok(mut h) = self.hint.lock() {
+            h.clone_from(&hint);
+        }
+        let new_hint = (hint != old_hint).then_some(hint);
+        Connected { conn, new_hint, reinitialized }
+    }
+
+    /// Fetches tools, resources, templates and prompts (following cursors). With unknown
+    /// capabilities (a resumed session) every list is tried and "method not found" is empty.
+    async fn load_capabilities(
+        &self,
+        conn: &Connection,
+        headers: &Headers,
+        caps: Option<Value>,
+    ) -> Result<(), BackendError> {
+        let has = |k: &str| caps.as_ref().is_none_or(|c| c.get(k).is_some());
+        async fn list(
+            conn: &Connection,
+            h: &Headers,
+            m: &str,
+            k: &str,
+            on: bool,
+        ) -> Result<Vec<Value>, BackendError> {
+            if !on {
+                return Ok(Vec::new());
+            }
+            match conn.list_all(m, k, h).await {
+                Err(BackendError::Rpc(e)) if e.code == crate::jsonrpc::METHOD_NOT_FOUND => {
+                    Ok(Vec::new())
+                }
+                other => other,
+            }
+        }
+        let tools = list(conn, headers, "tools/list", "tools", has("tools")).await?;
+        let resources =
+            list(conn, headers, "resources/list", "resources", has("resources")).await?;
+        let templates =
+            list(conn, headers, "resources/templates/list", "resourceTemplates", has("resources"))
+                .await?;
+        let prompts = list(conn, headers, "prompts/list", "prompts", has("prompts")).await?;
+        let caps = BackendCapabilities {
+            backend: self.def.name.clone(),
+            tools,
+            resources,
+            resource_templates: templates,
+            prompts,
+        };
+        if let Ok(mut c) = self.caps.lock() {
+            *c = Some(Arc::new(caps));
+        }
+        self.stale.store(false, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn set_status(&self, s: SlotStatus) {
+        if let Ok(mut st) = self.status.lock() {
+            *st = s;
+        }
+    }
+
+    /// Records a failure and schedules the next attempt with exponential backoff (1 s … 30 s).
+    pub fn fail(&self, e: &BackendError) {
+        let failures = match self.status() {
+            SlotStatus::Unavailable { failures, .. } => failures + 1,
+            _ => 1,
+        };
+        let delay = Duration::from_millis(500u64.saturating_mul(1 << failures.min(6)))
+            .min(Duration::from_secs(30));
+        tracing::warn!(backend = %self.def.name, error = %e, retry_in = ?delay, "backend unavailable for this session");
+        self.set_status(SlotStatus::Unavailable {
+            reason: e.to_string(),
+            retry_at: Instant::now() + delay,
+            failures,
+        });
+    }
+
+    /// Closes the backend session (DELETE) with the given identity's credentials.
+    pub async fn close(&self, identity: &Identity) {
+        let conn = self.conn.lock().ok().and_then(|mut c| c.take());
+        if let Some(conn) = conn {
+            let headers = self.def.credentials.headers(identity).await.unwrap_or_default();
+            conn.close(&headers).await;
+        }
+    }
+}
