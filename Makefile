@@ -25,7 +25,15 @@ clippy:
 
 ## deps: install/build the real peers the tests use (idempotent, cached under .cache/)
 deps:
-	@true
+	scripts/peers-install.sh
+	@command -v redis-server >/dev/null || { echo "[deps] installing redis-server (Debian package)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q redis-server || { apt-get update -q && apt-get install -y -q redis-server; }; \
+	  else sudo -n apt-get install -y -q redis-server; fi; }
+	$(CARGO) build -q -p vmcp-gateway -p vmcp-operator -p vmcp-example-backends
+
+## run: start two example backends and the gateway (anonymous, in-memory); Ctrl-C stops all
+run:
+	scripts/run-local.sh
 
 ## crds: regenerate config/crd/ from the Rust types
 crds:

@@ -52,7 +52,8 @@ fn init_tracing(cfg: &GatewayConfig, format: Option<&str>) {
         Some(f) => f == "json",
         None => cfg.telemetry.log_format == LogFormat::Json,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if json {
         builder.json().flatten_event(true).init();
     } else {

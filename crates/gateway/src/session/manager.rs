@@ -280,7 +280,13 @@ impl SessionManager {
     ) -> Result<Arc<Connection>, BackendError> {
         let was_available =
             matches!(slot.status(), SlotStatus::Available) && slot.connection().is_some();
-        let connected = slot.ensure(identity, &self.http, session.events()).await?;
+        let connected = match slot.ensure(identity, &self.http, session.events()).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.schedule_retry(session, slot);
+                return Err(e);
+            }
+        };
         if connected.reinitialized {
             self.metrics
                 .backend_reinit
@@ -311,11 +317,52 @@ impl SessionManager {
         Ok(connected.conn)
     }
 
+    /// Keeps retrying, with the slot's backoff, a member whose credential does not depend on
+    /// the caller (members that need the caller's token are retried on the session's next
+    /// request instead, with that request's identity: I1). Stops when the session or the
+    /// membership goes away.
+    fn schedule_retry(self: &Arc<Self>, session: &Arc<Session>, slot: &Arc<Slot>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if slot.def.credentials.needs_identity() || slot.retrying.swap(true, SeqCst) {
+            return;
+        }
+        let me = Arc::downgrade(self);
+        let weak = Arc::downgrade(session);
+        let slot = slot.clone();
+        tokio::spawn(async move {
+            loop {
+                let wait = match slot.status() {
+                    SlotStatus::Unavailable { retry_at, .. } => {
+                        retry_at.saturating_duration_since(Instant::now())
+                    }
+                    _ => Duration::from_secs(1),
+                };
+                tokio::time::sleep(wait).await;
+                let (Some(m), Some(s)) = (me.upgrade(), weak.upgrade()) else { break };
+                if !s.slot(&slot.def.name).is_some_and(|x| Arc::ptr_eq(&x, &slot)) {
+                    break;
+                }
+                if slot.ensure(&Identity::Anonymous, &m.http, s.events()).await.is_ok() {
+                    tracing::info!(session = %s.id, backend = %slot.def.name, "backend is back; its capabilities join the session");
+                    s.rebuild_view(&m.backends().aggregation);
+                    for k in ["tools", "prompts", "resources"] {
+                        s.outbox.send(crate::jsonrpc::notification(
+                            &format!("notifications/{k}/list_changed"),
+                            None,
+                        ));
+                    }
+                    break;
+                }
+            }
+            slot.retrying.store(false, SeqCst);
+        });
+    }
+
     /// Starts background connection attempts for members that are due (failed earlier and
     /// past their backoff), with the identity of the request being served (I1).
     pub fn retry_due(self: &Arc<Self>, session: &Arc<Session>, identity: &Identity) {
         for slot in session.slots() {
-            if matches!(slot.status(), SlotStatus::Unavailable { .. }) && slot.due() {
+            if !matches!(slot.status(), SlotStatus::Available) && slot.due() {
                 let me = self.clone();
                 let s = session.clone();
                 let ident = identity.clone();
@@ -540,6 +587,23 @@ impl SessionManager {
             session.generation()
         };
         session.set_members(slots, generation);
+        // New members that need no caller identity connect now (bounded by the init
+        // deadline); the others connect on the session's next request, with its identity.
+        let joining: Vec<_> = session
+            .slots()
+            .into_iter()
+            .filter(|s| {
+                matches!(s.status(), SlotStatus::Idle) && !s.def.credentials.needs_identity()
+            })
+            .map(|slot| {
+                let me = self.clone();
+                let s = session.clone();
+                async move { me.connect_slot(&s, &slot, &Identity::Anonymous, false).await }
+            })
+            .collect();
+        let _ =
+            tokio::time::timeout(self.settings.init_timeout, futures::future::join_all(joining))
+                .await;
         session.rebuild_view(&set.aggregation);
         for m in ["tools", "prompts", "resources"] {
             session.outbox.send(crate::jsonrpc::notification(

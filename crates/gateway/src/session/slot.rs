@@ -40,6 +40,8 @@ pub struct Slot {
     status: Mutex<SlotStatus>,
     hint: Mutex<Option<String>>,
     connecting: tokio::sync::Mutex<()>,
+    /// A background retry loop is running for this member.
+    pub retrying: std::sync::atomic::AtomicBool,
 }
 
 /// Result of connecting a slot.
@@ -65,6 +67,7 @@ impl Slot {
             status: Mutex::new(SlotStatus::Idle),
             hint: Mutex::new(hint),
             connecting: tokio::sync::Mutex::new(()),
+            retrying: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -1,0 +1,121 @@
+//! The `vmcp-gateway` binary as a separate OS process.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::process::Peer;
+use crate::repo_root;
+
+/// Path of the gateway binary, built once per test process (`cargo build -p vmcp-gateway`).
+pub fn gateway_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = repo_root();
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-q", "-p", "vmcp-gateway", "--bin", "vmcp-gateway"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo build -p vmcp-gateway");
+        assert!(status.success(), "building vmcp-gateway failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        target.join("debug/vmcp-gateway")
+    })
+    .clone()
+}
+
+/// A running gateway; killed on drop.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Its port.
+    pub port: u16,
+    /// The config file.
+    pub config: PathBuf,
+    env: Vec<(String, String)>,
+    peer: Option<Peer>,
+    dir: tempfile::TempDir,
+    starts: u32,
+}
+
+impl Gateway {
+    /// Starts a gateway; `config` gets `listen: 127.0.0.1:<port>` prepended.
+    pub async fn start(config: &str) -> Gateway {
+        Self::start_with_env(config, &[]).await
+    }
+
+    /// Starts a gateway with extra environment variables (for secrets).
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = crate::ports::free_port().expect("port");
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(&path, format!("listen: 127.0.0.1:{port}\n{config}")).expect("write config");
+        let mut g = Gateway {
+            port,
+            config: path,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            peer: None,
+            dir,
+            starts: 0,
+        };
+        g.launch().await;
+        g
+    }
+
+    async fn launch(&mut self) {
+        self.starts += 1;
+        let mut cmd = Command::new(gateway_binary());
+        cmd.arg("--config").arg(&self.config).env("RUST_LOG", "info,vmcp_gateway=debug");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let log = self.dir.path().join(format!("gateway-{}.log", self.starts));
+        let mut peer = Peer::spawn("vmcp-gateway", cmd, log).expect("spawn gateway");
+        let port = self.port;
+        peer.wait_ready(Duration::from_secs(30), || async move {
+            reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await
+        .expect("gateway ready");
+        self.peer = Some(peer);
+    }
+
+    /// The MCP endpoint.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// Rewrites the config file (the gateway reloads it); `listen` is kept.
+    pub fn rewrite_config(&self, config: &str) {
+        std::fs::write(&self.config, format!("listen: 127.0.0.1:{}\n{config}", self.port))
+            .expect("write config");
+    }
+
+    /// Stops the process with `signal` (`TERM` or `KILL`).
+    pub fn stop(&mut self, signal: &str) {
+        if let Some(mut p) = self.peer.take() {
+            p.signal_and_wait(signal);
+        }
+    }
+
+    /// Stops with `signal` and starts again on the same port with the same config.
+    pub async fn restart(&mut self, signal: &str) {
+        self.stop(signal);
+        self.launch().await;
+    }
+
+    /// The gateway's log so far (all runs).
+    pub fn log(&self) -> String {
+        (1..=self.starts)
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("gateway-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
