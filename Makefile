@@ -26,6 +26,9 @@ clippy:
 ## deps: install/build the real peers the tests use (idempotent, cached under .cache/)
 deps:
 	scripts/peers-install.sh
+	@[ -d tests/peers/oidc/node_modules ] || npm ci --prefix tests/peers/oidc --no-audit --no-fund --silent
+	scripts/keycloak-install.sh --warm >/dev/null
+	scripts/k8s-bin.sh >/dev/null
 	@command -v redis-server >/dev/null || { echo "[deps] installing redis-server (Debian package)"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q redis-server || { apt-get update -q && apt-get install -y -q redis-server; }; \
 	  else sudo -n apt-get install -y -q redis-server; fi; }
@@ -34,6 +37,14 @@ deps:
 ## run: start two example backends and the gateway (anonymous, in-memory); Ctrl-C stops all
 run:
 	scripts/run-local.sh
+
+## dev-cluster: throwaway etcd + kube-apiserver in the foreground (prints KUBECONFIG/PATH exports; Ctrl-C stops it and deletes its data)
+dev-cluster:
+	scripts/dev-cluster.sh
+
+## k8s-bin: build (once, cached in .cache/k8s) kube-apiserver, etcd, kubectl and helm
+k8s-bin:
+	scripts/k8s-bin.sh >/dev/null
 
 ## crds: regenerate config/crd/ from the Rust types
 crds:

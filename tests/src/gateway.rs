@@ -1,5 +1,8 @@
 //! The `vmcp-gateway` binary as a separate OS process.
 
+// Test harness: a failed setup step panics with its reason, which is the test's failure report.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;

@@ -5,6 +5,11 @@
 //! and clients, kube-apiserver + etcd, and the vmcp binaries. Each starts on free ports and is
 //! stopped (with its data removed) when its handle is dropped.
 
+pub mod gateway;
+pub mod k8s;
+pub mod keycloak;
+pub mod oidc;
+pub mod peers;
 pub mod ports;
 pub mod process;
 pub mod redis;

@@ -1,6 +1,9 @@
 //! Official-SDK MCP peers (see `tests/peers/README.md`): backends written with the Python and
 //! TypeScript SDKs, and client drivers that keep one MCP session across many commands.
 
+// Test harness: a failed setup step panics with its reason, which is the test's failure report.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::OnceLock;

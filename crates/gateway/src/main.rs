@@ -6,14 +6,20 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use vmcp_gateway::auth::outgoing::{CredentialFactory, CredentialSource, OutgoingAuthError};
+use vmcp_gateway::auth::incoming::{OidcValidator, resource_metadata_url};
+use vmcp_gateway::auth::outgoing::CredentialFactory;
+use vmcp_gateway::auth::token_exchange::TokenExchangeFactory;
 use vmcp_gateway::config::{build_backends, spawn_reloader};
 use vmcp_gateway::http::{AppState, Authenticator, HttpSettings, router};
 use vmcp_gateway::metrics::Metrics;
 use vmcp_gateway::session::SessionManager;
 use vmcp_gateway::session::manager::SessionSettings;
 use vmcp_gateway::session::memory::MemoryStore;
-use vmcp_types::config::{GatewayConfig, LogFormat, load_file};
+use vmcp_gateway::session::redis::RedisStore;
+use vmcp_gateway::session::store::SessionStore;
+use vmcp_types::config::{
+    GatewayConfig, IncomingAuthType, LogFormat, SessionStorageProvider, load_file,
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "vmcp-gateway", version, about = "Virtual MCP Server gateway")]
@@ -29,22 +35,6 @@ struct Cli {
     log_format: Option<String>,
 }
 
-/// Token exchange is wired by the identity module.
-struct NoTokenExchange;
-
-impl CredentialFactory for NoTokenExchange {
-    fn token_exchange(
-        &self,
-        _: &str,
-        _: &vmcp_types::config::TokenExchangeAuth,
-    ) -> Result<Arc<dyn CredentialSource>, OutgoingAuthError> {
-        Err(OutgoingAuthError::Exchange {
-            error: "unsupported".into(),
-            description: Some("token exchange is not built in".into()),
-        })
-    }
-}
-
 fn init_tracing(cfg: &GatewayConfig, format: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.telemetry.log_level));
@@ -53,7 +43,10 @@ fn init_tracing(cfg: &GatewayConfig, format: Option<&str>) {
         None => cfg.telemetry.log_format == LogFormat::Json,
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if json {
         builder.json().flatten_event(true).init();
     } else {
@@ -89,17 +82,44 @@ async fn run(cli: Cli, cfg: GatewayConfig) -> anyhow::Result<()> {
         .no_proxy()
         .build()
         .context("building the HTTP client")?;
-    let factory: Arc<dyn CredentialFactory> = Arc::new(NoTokenExchange);
+    let exchange = Arc::new(TokenExchangeFactory::new(http.clone()));
+    let factory: Arc<dyn CredentialFactory> = exchange.clone();
     let backends = build_backends(&cfg, factory.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let metrics = Arc::new(Metrics::new());
-    let store = Arc::new(MemoryStore::new());
+    spawn_exchange_metrics(exchange, metrics.clone());
+    let (store, redis): (Arc<dyn SessionStore>, Option<Arc<RedisStore>>) =
+        match (cfg.session_storage.provider, cfg.session_storage.redis.as_ref()) {
+            (SessionStorageProvider::Redis, Some(r)) => {
+                let s = Arc::new(
+                    RedisStore::connect(r)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("sessionStorage.redis: {e}"))?,
+                );
+                (s.clone(), Some(s))
+            }
+            _ => (Arc::new(MemoryStore::new()), None),
+        };
     let settings = SessionSettings {
         ttl: cfg.session_storage.ttl,
         idle_timeout: cfg.session_storage.idle_timeout,
         init_timeout: cfg.http.init_timeout,
     };
-    let manager = SessionManager::new(store, backends, settings, http, metrics);
+    let manager = SessionManager::new(store, backends, settings, http.clone(), metrics);
     manager.spawn_idle_sweeper();
+    if let Some(r) = redis {
+        // I5: a DELETE on any replica removes the local copy here too.
+        let mut rx = r.subscribe_terminations();
+        let m = manager.clone();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(id) => m.forget(&id),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
     spawn_reloader(
         cli.config.clone(),
         cfg.clone(),
@@ -109,7 +129,7 @@ async fn run(cli: Cli, cfg: GatewayConfig) -> anyhow::Result<()> {
     );
     let state = AppState {
         manager,
-        auth: Arc::new(Authenticator::Anonymous),
+        auth: Arc::new(authenticator(&cfg, &http).await?),
         http: Arc::new(HttpSettings {
             allowed_origins: cfg.http.allowed_origins.clone(),
             resource_url: cfg.resource_url.as_deref().and_then(|u| url::Url::parse(u).ok()),
@@ -135,6 +155,50 @@ async fn run(cli: Cli, cfg: GatewayConfig) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Builds incoming authentication; OIDC discovery is warmed up in the background (a provider
+/// that is down at start-up is retried on the first request).
+async fn authenticator(
+    cfg: &GatewayConfig,
+    http: &reqwest::Client,
+) -> anyhow::Result<Authenticator> {
+    let Some(oidc) = cfg
+        .incoming_auth
+        .oidc
+        .as_ref()
+        .filter(|_| cfg.incoming_auth.auth_type == IncomingAuthType::Oidc)
+    else {
+        return Ok(Authenticator::Anonymous);
+    };
+    let validator = OidcValidator::from_config(oidc, cfg.resource_url.as_deref(), http.clone())
+        .map_err(|e| anyhow::anyhow!("incomingAuth.oidc: {e}"))?;
+    let warm = validator.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warm.warm_up().await {
+            tracing::warn!(error = %e, "OIDC discovery/JWKS not loaded yet; will retry on the first request");
+        }
+    });
+    let resource_url =
+        cfg.resource_url.clone().or_else(|| oidc.audience.clone()).unwrap_or_default();
+    let metadata_url =
+        resource_metadata_url(&resource_url).map_err(|e| anyhow::anyhow!("resourceUrl: {e}"))?;
+    Ok(Authenticator::Oidc { validator, resource_url, metadata_url })
+}
+
+/// Copies the token-exchange cache counters into Prometheus counters.
+fn spawn_exchange_metrics(exchange: Arc<TokenExchangeFactory>, metrics: Arc<Metrics>) {
+    tokio::spawn(async move {
+        let (mut hits, mut misses) = (0, 0);
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            let (h, m) = exchange.cache_stats();
+            metrics.token_cache_hits.inc_by(h.saturating_sub(hits));
+            metrics.token_cache_misses.inc_by(m.saturating_sub(misses));
+            (hits, misses) = (h, m);
+        }
+    });
 }
 
 async fn shutdown_signal() {

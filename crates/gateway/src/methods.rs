@@ -206,7 +206,14 @@ async fn forward(
     progress: Option<ProgressSink>,
 ) -> Dispatched {
     let params = params.unwrap_or_else(|| json!({}));
-    let (backend, params) = route(session, method, &params).map_err(|e| (None, e))?;
+    let (backend, params) = match route(session, method, &params) {
+        Ok(r) => r,
+        Err(e) => match unavailable_owner(manager, session, identity, method, &params).await {
+            Some(Ok(())) => route(session, method, &params).map_err(|e| (None, e))?,
+            Some(Err(owner_error)) => return Err(owner_error),
+            None => return Err((None, e)),
+        },
+    };
     let fail = |e: RpcError| (Some(backend.clone()), e);
     let slot = session.slot(&backend).ok_or_else(|| {
         fail(backend_error(
@@ -252,6 +259,37 @@ async fn forward(
         }
     }
     Err(fail(backend_error(&backend, &BackendError::SessionExpired)))
+}
+
+/// A name that is not in the view may belong to a member that is unavailable on this replica
+/// (I3: it stays a member). Under `prefix` resolution the prefix tells which: try to connect
+/// it now with the live identity, and if that fails answer with an error naming the backend.
+async fn unavailable_owner(
+    manager: &Arc<SessionManager>,
+    session: &Arc<Session>,
+    identity: &Identity,
+    method: &str,
+    params: &Value,
+) -> Option<Result<(), (Option<Arc<str>>, RpcError)>> {
+    let set = manager.backends();
+    if !matches!(method, "tools/call" | "prompts/get")
+        || set.aggregation.conflict_resolution != vmcp_types::config::ConflictResolution::Prefix
+    {
+        return None;
+    }
+    let name = params.get("name").and_then(Value::as_str)?;
+    let slot = session.slots().into_iter().find(|s| {
+        s.connection().is_none()
+            && name.starts_with(&set.aggregation.prefix_format.replace("{backend}", &s.def.name))
+    })?;
+    let backend = slot.def.name.clone();
+    match manager.connect_slot(session, &slot, identity, true).await {
+        Ok(_) => {
+            session.rebuild_view(&set.aggregation);
+            Some(Ok(()))
+        }
+        Err(e) => Some(Err((Some(backend.clone()), backend_error(&backend, &e)))),
+    }
 }
 
 /// A backend failure as a JSON-RPC error naming the backend. A JSON-RPC error the backend

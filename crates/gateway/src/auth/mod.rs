@@ -5,7 +5,9 @@
 //! served; nothing here reads identity from stored session metadata.
 
 pub mod binding;
+pub mod incoming;
 pub mod outgoing;
+pub mod token_exchange;
 
 pub use binding::Binding;
 

@@ -55,7 +55,7 @@ async fn front(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Ident
     if !super::origin::allowed(header_str(headers, "origin"), &state.http) {
         return Err(status_text(StatusCode::FORBIDDEN, "origin not allowed"));
     }
-    state.auth.authenticate(headers, uri.query()).await
+    state.auth.authenticate(headers, uri).await
 }
 
 /// `MCP-Protocol-Version` of a request after initialize: 400 when unsupported.

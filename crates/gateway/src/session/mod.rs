@@ -12,6 +12,7 @@ pub mod manager;
 pub mod memory;
 pub mod outbox;
 pub mod record;
+pub mod redis;
 pub mod slot;
 pub mod store;
 

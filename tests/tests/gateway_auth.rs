@@ -1,0 +1,248 @@
+//! Identity through the gateway, against real OpenID providers (oidc-provider and Keycloak),
+//! official-SDK backends that record the headers they receive, and SDK clients.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use vmcp_e2e::gateway::Gateway;
+use vmcp_e2e::keycloak::Keycloak;
+use vmcp_e2e::oidc::{OidcOptions, OidcProvider};
+use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk};
+
+fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap_or_default();
+    serde_json::from_slice(&B64.decode(payload).unwrap_or_default()).unwrap_or(Value::Null)
+}
+
+fn gateway_config(
+    issuer: &str,
+    token_url: &str,
+    a: &Backend,
+    h: &Backend,
+    port_hint: &str,
+) -> String {
+    format!(
+        "resourceUrl: {port_hint}\nincomingAuth:\n  type: oidc\n  oidc:\n    issuer: {issuer}\n    audience: vmcp-gateway\n    scopes: [openid]\n    leeway: 1s\nbackends:\n  - name: a\n    url: {}\n    auth:\n      type: tokenExchange\n      tokenExchange:\n        tokenUrl: {token_url}\n        clientId: vmcp-gateway\n        clientSecret: {{ env: GW_CLIENT_SECRET }}\n        audience: backend-a\n  - name: h\n    url: {}\n    auth:\n      type: headerInjection\n      headerInjection:\n        headerName: X-Api-Key\n        value: {{ env: H_API_KEY }}\n",
+        a.url(),
+        h.url()
+    )
+}
+
+const ENV: &[(&str, &str)] = &[("GW_CLIENT_SECRET", "gateway-secret"), ("H_API_KEY", "k-123")];
+
+async fn post_init(url: &str, token: Option<&str>) -> reqwest::Response {
+    let mut rb = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}).to_string());
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    rb.send().await.unwrap()
+}
+
+/// Calls the backends through an SDK client with the user's token and checks what arrived.
+async fn assert_identity_flow(
+    gw: &Gateway,
+    a: &Backend,
+    h: &Backend,
+    user_token: &str,
+    sdk: Sdk,
+) -> Client {
+    let mut c =
+        Client::start(sdk, &gw.url(), &[format!("Authorization: Bearer {user_token}")]).await;
+    c.ok(json!({"op": "initialize"})).await;
+    let got = c.ok(json!({"op": "call_tool", "name": "a_whoami", "arguments": {}})).await;
+    let auth = got["text"].as_str().unwrap().to_owned();
+    let exchanged = auth.strip_prefix("Bearer ").unwrap_or_else(|| panic!("backend a got {auth}"));
+    assert_ne!(exchanged, user_token, "the user's own token must never reach a backend");
+    let (user, backend) = (claims(user_token), claims(exchanged));
+    assert_eq!(backend["sub"], user["sub"], "exchanged token is for the same user");
+    let aud = &backend["aud"];
+    assert!(
+        aud == "backend-a" || aud.as_array().is_some_and(|a| a.contains(&json!("backend-a"))),
+        "aud {aud}"
+    );
+    let got = c.ok(json!({"op": "call_tool", "name": "h_whoami", "arguments": {}})).await;
+    assert_eq!(got["text"], "none", "headerInjection sends no Authorization");
+    let hreqs = h.requests();
+    assert!(hreqs.iter().any(|r| r["headers"]["x-api-key"] == "k-123"), "h got its secret header");
+    for r in a.requests().iter().chain(hreqs.iter()) {
+        let sent = r["authorization"].as_str().unwrap_or_default();
+        assert!(!sent.contains(user_token), "a backend received the user's token: {r}");
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_provider_through_gateway() {
+    let mut idp =
+        OidcProvider::start_with(OidcOptions { keep_old_keys: false, ..Default::default() })
+            .await
+            .unwrap();
+    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
+    let port = vmcp_e2e::ports::free_port().unwrap();
+    let _ = port;
+    let gw = Gateway::start_with_env(
+        &gateway_config(idp.issuer(), &idp.token_url(), &a, &h, "http://127.0.0.1:4483/mcp"),
+        ENV,
+    )
+    .await;
+    let url = gw.url();
+
+    // No token: 401 with the RFC 9728 challenge.
+    let r = post_init(&url, None).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.starts_with("Bearer resource_metadata=\"http://127.0.0.1:4483/.well-known/oauth-protected-resource/mcp\""), "{challenge}");
+    assert!(!challenge.contains("invalid_token"), "no token presented: {challenge}");
+
+    // Metadata documents.
+    for path in
+        ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"]
+    {
+        let m: Value = reqwest::get(format!("http://127.0.0.1:{}{path}", gw.port))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(m["resource"], "http://127.0.0.1:4483/mcp", "{m}");
+        assert_eq!(m["authorization_servers"][0], idp.issuer());
+        assert_eq!(m["bearer_methods_supported"], json!(["header"]));
+        assert_eq!(m["scopes_supported"], json!(["openid"]));
+    }
+
+    // Bad tokens: 401 with error="invalid_token".
+    let good = idp.password_token("alice", "alice-pw", None).await.unwrap();
+    let wrong_aud = idp.password_token("alice", "alice-pw", Some("backend-a")).await.unwrap();
+    let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    let mut payload = claims(&good);
+    payload["sub"] = json!("mallory");
+    let tampered = format!("{}.{}.{}", parts[0], B64.encode(payload.to_string()), parts[2]);
+    let none = format!("{}.{}.", B64.encode(r#"{"alg":"none","typ":"JWT"}"#), parts[1]);
+    parts[2] = parts[2].chars().rev().collect();
+    let bad_sig = parts.join(".");
+    let other = OidcProvider::start().await.unwrap();
+    let wrong_issuer = other.password_token("alice", "alice-pw", None).await.unwrap();
+    for (what, t) in [
+        ("wrong audience", &wrong_aud),
+        ("tampered", &tampered),
+        ("alg none", &none),
+        ("bad signature", &bad_sig),
+        ("wrong issuer", &wrong_issuer),
+    ] {
+        let r = post_init(&url, Some(t)).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
+        let c = r.headers()["www-authenticate"].to_str().unwrap();
+        assert!(
+            c.contains("error=\"invalid_token\"") && c.contains("resource_metadata="),
+            "{what}: {c}"
+        );
+    }
+    // Expired: a provider issuing 2-second tokens.
+    let short = OidcProvider::start_with(OidcOptions { access_ttl: Some(2), ..Default::default() })
+        .await
+        .unwrap();
+    let gw_short = Gateway::start_with_env(
+        &gateway_config(short.issuer(), &short.token_url(), &a, &h, "http://127.0.0.1:4483/mcp"),
+        ENV,
+    )
+    .await;
+    let expiring = short.password_token("alice", "alice-pw", None).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let r = post_init(&gw_short.url(), Some(&expiring)).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "expired");
+    // A token in the query string is refused.
+    let r = reqwest::Client::new()
+        .post(format!("{url}?access_token={good}"))
+        .bearer_auth(&good)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), StatusCode::OK);
+
+    // The real flow with both SDK clients.
+    let mut c = assert_identity_flow(&gw, &a, &h, &good, Sdk::Python).await;
+    assert_identity_flow(&gw, &a, &h, &good, Sdk::TypeScript).await.exit().await;
+
+    // Another user's valid token on alice's session → 404; a refreshed token for alice keeps it.
+    let sid = c.ok(json!({"op": "session_id"})).await;
+    let bob = idp.password_token("bob", "bob-pw", None).await.unwrap();
+    let r = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&bob)
+        .header("mcp-session-id", sid.as_str().or(sid["sessionId"].as_str()).unwrap())
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Key rotation at the provider is picked up without a restart.
+    idp.rotate_keys().await.unwrap();
+    // Unknown-kid re-fetches are rate limited (10 s); the wrong-issuer token above used one.
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let fresh = idp.password_token("alice", "alice-pw", None).await.unwrap();
+    c.ok(json!({"op": "set_header", "name": "Authorization", "value": format!("Bearer {fresh}")}))
+        .await;
+    let got =
+        c.ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": "rotated"}})).await;
+    assert_eq!(got["text"], "h:echo:rotated");
+    assert_eq!(c.ok(json!({"op": "session_id"})).await, sid, "a refreshed token keeps the session");
+    let got = c.ok(json!({"op": "call_tool", "name": "a_whoami", "arguments": {}})).await;
+    assert!(got["text"].as_str().unwrap().starts_with("Bearer "));
+
+    // Provider stopped: the cached exchanged token keeps working.
+    idp.stop();
+    let got = c.ok(json!({"op": "call_tool", "name": "a_whoami", "arguments": {}})).await;
+    assert!(got["text"].as_str().unwrap().starts_with("Bearer "), "{got}");
+    c.exit().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keycloak_through_gateway() {
+    let kc = Keycloak::shared().await.unwrap();
+    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
+    let gw = Gateway::start_with_env(
+        &gateway_config(&kc.issuer(), &kc.token_url(), &a, &h, "http://127.0.0.1:4483/mcp"),
+        ENV,
+    )
+    .await;
+    let r = post_init(&gw.url(), None).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let alice = kc.password_token("alice", "alice-pw").await.unwrap();
+    let c = assert_identity_flow(&gw, &a, &h, &alice, Sdk::Python).await;
+    c.exit().await;
+    assert_identity_flow(&gw, &a, &h, &alice, Sdk::TypeScript).await.exit().await;
+    // A wrong client secret: the token-exchange backend fails with an error naming it and the
+    // OAuth error; the header backend keeps working.
+    let env = [("GW_CLIENT_SECRET", "wrong"), ("H_API_KEY", "k-123")];
+    let gw_bad = Gateway::start_with_env(
+        &gateway_config(&kc.issuer(), &kc.token_url(), &a, &h, "http://127.0.0.1:4483/mcp"),
+        &env,
+    )
+    .await;
+    let mut c =
+        Client::start(Sdk::Python, &gw_bad.url(), &[format!("Authorization: Bearer {alice}")])
+            .await;
+    c.ok(json!({"op": "initialize"})).await;
+    let r = c.ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": "ok"}})).await;
+    assert_eq!(r["text"], "h:echo:ok");
+    let r = c.cmd(json!({"op": "call_tool", "name": "a_whoami", "arguments": {}})).await;
+    assert_eq!(r["ok"], false, "{r}");
+    let e = r["error"].as_str().unwrap();
+    assert!(
+        e.contains("backend 'a'")
+            && (e.contains("unauthorized_client") || e.contains("invalid_client")),
+        "{e}"
+    );
+    c.exit().await;
+}

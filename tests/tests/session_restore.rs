@@ -1,0 +1,106 @@
+//! Sessions in Redis survive a gateway restart (SIGTERM and SIGKILL) and are shared by two
+//! replicas: real redis-server, official-SDK backends and clients, gateway processes.
+
+use serde_json::json;
+use vmcp_e2e::gateway::Gateway;
+use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk};
+use vmcp_e2e::redis::RedisServer;
+
+fn config(redis: &RedisServer, a: &Backend, h: &Backend) -> String {
+    format!(
+        "sessionStorage:\n  provider: redis\n  redis:\n    url: {}\n    keyPrefix: 'vmcp:test:'\nbackends:\n  - name: a\n    url: {}\n  - name: h\n    url: {}\n    auth:\n      type: headerInjection\n      headerInjection:\n        headerName: X-Api-Key\n        value: {{ env: H_API_KEY }}\n",
+        redis.url(),
+        a.url(),
+        h.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_keeps_the_session_anonymous_and_header_injection() {
+    let redis = RedisServer::start().await.unwrap();
+    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
+    let mut gw = Gateway::start_with_env(&config(&redis, &a, &h), &[("H_API_KEY", "k-1")]).await;
+    for sdk in [Sdk::Python, Sdk::TypeScript] {
+        let mut c = Client::start(sdk, &gw.url(), &[]).await;
+        c.ok(json!({"op": "initialize"})).await;
+        let sid = c.ok(json!({"op": "session_id"})).await;
+        assert_eq!(
+            c.ok(json!({"op": "call_tool", "name": "a_echo", "arguments": {"text": "1"}})).await["text"],
+            "a:echo:1"
+        );
+        for signal in ["TERM", "KILL"] {
+            gw.restart(signal).await;
+            let r = c
+                .ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": signal}}))
+                .await;
+            assert_eq!(r["text"], format!("h:echo:{signal}"), "{sdk:?} after SIG{signal}");
+            let r = c
+                .ok(json!({"op": "call_tool", "name": "a_echo", "arguments": {"text": signal}}))
+                .await;
+            assert_eq!(r["text"], format!("a:echo:{signal}"));
+            assert_eq!(c.ok(json!({"op": "session_id"})).await, sid, "no re-initialize");
+        }
+        c.exit().await;
+    }
+    assert!(gw.log().contains("restoring session from the store"), "{}", gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_share_sessions_and_delete_is_global() {
+    let redis = RedisServer::start().await.unwrap();
+    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
+    let cfg = config(&redis, &a, &h);
+    let gw_a = Gateway::start_with_env(&cfg, &[("H_API_KEY", "k-1")]).await;
+    let gw_b = Gateway::start_with_env(&cfg, &[("H_API_KEY", "k-1")]).await;
+    // Initialize on A, then call on B with the same session id (raw HTTP, as a load
+    // balancer without stickiness would route it).
+    let http = reqwest::Client::new();
+    let init = http
+        .post(gw_a.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"lb","version":"1"}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let sid = init.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let call = |url: String, n: u32| {
+        let http = http.clone();
+        let sid = sid.clone();
+        async move {
+            http.post(url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json")
+                .header("mcp-session-id", sid)
+                .header("mcp-protocol-version", "2025-11-25")
+                .body(json!({"jsonrpc":"2.0","id":n,"method":"tools/call","params":{"name":"a_echo","arguments":{"text":n.to_string()}}}).to_string())
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for n in 0..6 {
+        let url = if n % 2 == 0 { gw_b.url() } else { gw_a.url() };
+        let r = call(url, n).await;
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["result"]["content"][0]["text"], format!("a:echo:{n}"), "{v}");
+    }
+    // DELETE on A: B answers 404 within a second.
+    let r = http.delete(gw_a.url()).header("mcp-session-id", &sid).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let status = call(gw_b.url(), 99).await.status();
+        if status == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B still serves a terminated session ({status})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
