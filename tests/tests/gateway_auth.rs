@@ -1,5 +1,6 @@
 //! Identity through the gateway, against real OpenID providers (oidc-provider and Keycloak),
 //! official-SDK backends that record the headers they receive, and SDK clients.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;

@@ -1,5 +1,6 @@
 //! Sessions in Redis survive a gateway restart (SIGTERM and SIGKILL) and are shared by two
 //! replicas: real redis-server, official-SDK backends and clients, gateway processes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::json;
 use vmcp_e2e::gateway::Gateway;
