@@ -49,6 +49,7 @@ k8s-bin:
 ## crds: regenerate config/crd/ from the Rust types
 crds:
 	$(CARGO) run -q -p vmcp-operator -- crds --out-dir config/crd
+	VMCP_UPDATE_CHART_CRDS=1 $(CARGO) test -q -p vmcp-operator --test chart_crds
 
 help:
 	@grep -E '^## ' Makefile | sed 's/^## //'

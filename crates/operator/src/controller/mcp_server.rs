@@ -1,0 +1,326 @@
+//! `MCPServer` controller: applies the server's Deployment and Service and reports phase
+//! (`Pending`, `Running`, `Failed`), URL, ready pods and conditions (`Ready`,
+//! `GroupRefValidated` when `groupRef` is set).
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use vmcp_types::crd::{MCPGroup, MCPServer, MCPServerStatus};
+
+use super::{
+    Context, Error, ShutdownSignal, apply, apply_status, error_policy, log_result,
+    managed_selector, namespace,
+};
+use crate::resources::mcp_server::{
+    SERVER_COMPONENT, server_deployment, server_service, server_url,
+};
+use crate::status::{self, NewCondition, Status, remove_condition, set_condition, transitioned_to};
+
+const CONTROLLER: &str = "mcpserver";
+
+/// Condition: at least one server pod is ready.
+pub const READY: &str = "Ready";
+/// Condition: `spec.groupRef` names an existing `MCPGroup` (only when `groupRef` is set).
+pub const GROUP_REF_VALIDATED: &str = "GroupRefValidated";
+
+/// Runs the controller until `shutdown`.
+pub(crate) async fn run(ctx: Arc<Context>, shutdown: ShutdownSignal) {
+    let children = watcher::Config::default().labels(&managed_selector(SERVER_COMPONENT));
+    let controller = Controller::new(ctx.watch_api::<MCPServer>(), Default::default());
+    let store = controller.store();
+    controller
+        .owns(ctx.watch_api::<PartialObjectMeta<Deployment>>(), children.clone())
+        .owns(ctx.watch_api::<PartialObjectMeta<Service>>(), children)
+        .watches(ctx.watch_api::<MCPGroup>(), Default::default(), move |g| {
+            servers_for_group(&store.state(), &g)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move { log_result(CONTROLLER, r) })
+        .await;
+}
+
+fn servers_for_group(servers: &[Arc<MCPServer>], g: &MCPGroup) -> Vec<ObjectRef<MCPServer>> {
+    let ns = g.namespace().unwrap_or_default();
+    servers
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|s| s.spec.group_ref.as_ref().is_some_and(|r| r.name == g.name_any()))
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// What one reconcile found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerObservation {
+    /// `metadata.generation` of the reconciled spec.
+    pub generation: Option<i64>,
+    /// `Some(found)` when `groupRef` is set.
+    pub group: Option<(String, bool)>,
+    /// Render error, if the spec could not be built (nothing applied).
+    pub render_error: Option<String>,
+    /// Desired pods.
+    pub replicas: i32,
+    /// Ready pods of the Deployment.
+    pub ready_replicas: i32,
+    /// The server's in-cluster URL.
+    pub url: String,
+}
+
+/// The status for `o`, starting from `prev` (see [`crate::status`]).
+pub fn desired_server_status(
+    prev: Option<&MCPServerStatus>,
+    o: &ServerObservation,
+    now: &Time,
+) -> MCPServerStatus {
+    let mut s = prev.cloned().unwrap_or_default();
+    let g = o.generation;
+    let c = &mut s.conditions;
+    match &o.group {
+        None => {
+            remove_condition(c, GROUP_REF_VALIDATED);
+        }
+        Some((name, true)) => {
+            set_condition(
+                c,
+                NewCondition::new(
+                    GROUP_REF_VALIDATED,
+                    true,
+                    "GroupFound",
+                    format!("MCPGroup '{name}' found"),
+                ),
+                g,
+                now,
+            );
+        }
+        Some((name, false)) => {
+            set_condition(
+                c,
+                NewCondition::new(
+                    GROUP_REF_VALIDATED,
+                    false,
+                    "GroupNotFound",
+                    format!("MCPGroup '{name}' not found"),
+                ),
+                g,
+                now,
+            );
+        }
+    }
+    let pods = format!("{} of {} pods ready", o.ready_replicas, o.replicas);
+    let (phase, ready) = match &o.render_error {
+        Some(e) => ("Failed", NewCondition::new(READY, false, "InvalidSpec", e.clone())),
+        None if o.ready_replicas >= 1 => {
+            ("Running", NewCondition::new(READY, true, "Running", pods))
+        }
+        None => ("Pending", NewCondition::new(READY, false, "DeploymentNotReady", pods)),
+    };
+    set_condition(c, ready, g, now);
+    s.phase = Some(phase.into());
+    s.url = Some(o.url.clone());
+    s.ready_replicas = o.ready_replicas;
+    s.observed_generation = g;
+    s
+}
+
+/// Reconciles one `MCPServer`.
+pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    match reconcile_inner(&server, &ctx).await {
+        Ok(action) => {
+            ctx.succeeded(server.as_ref());
+            Ok(action)
+        }
+        Err(e) => {
+            ctx.metrics.failure(CONTROLLER, e.metric_label());
+            ctx.event(
+                server.as_ref(),
+                EventType::Warning,
+                "ReconcileFailed",
+                "Reconcile",
+                e.to_string(),
+            )
+            .await;
+            Err(e)
+        }
+    }
+}
+
+async fn reconcile_inner(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {
+    let ns = namespace(server)?;
+    let name = server.name_any();
+    if server.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let group = match &server.spec.group_ref {
+        Some(r) if !r.name.is_empty() => Some((
+            r.name.clone(),
+            ctx.api::<MCPGroup>(&ns).get_metadata_opt(&r.name).await?.is_some(),
+        )),
+        Some(r) => Some((r.name.clone(), false)),
+        None => None,
+    };
+    let built = server_deployment(server, &ctx.settings.gateway_image)
+        .and_then(|d| server_service(server).map(|s| (d, s)));
+    let mut created = false;
+    let mut updated = false;
+    let (render_error, ready_replicas) = match built {
+        Err(e) => (Some(e.to_string()), 0),
+        Ok((deployment, service)) => {
+            let dep_api = ctx.api::<Deployment>(&ns);
+            let prior =
+                ctx.api::<PartialObjectMeta<Deployment>>(&ns).get_metadata_opt(&name).await?;
+            let prior_svc =
+                ctx.api::<PartialObjectMeta<Service>>(&ns).get_metadata_opt(&name).await?;
+            let svc = apply(&ctx.api::<Service>(&ns), &service).await?;
+            let dep = apply(&dep_api, &deployment).await?;
+            created = prior.is_none();
+            updated = !created
+                && (prior.and_then(|p| p.metadata.generation) != dep.metadata.generation
+                    || prior_svc.and_then(|p| p.metadata.resource_version)
+                        != svc.metadata.resource_version);
+            (None, dep.status.and_then(|s| s.ready_replicas).unwrap_or(0))
+        }
+    };
+    let observation = ServerObservation {
+        generation: server.metadata.generation,
+        group,
+        render_error,
+        replicas: server.spec.replicas.unwrap_or(1),
+        ready_replicas,
+        url: server_url(server, &ns),
+    };
+    let api = ctx.api::<MCPServer>(&ns);
+    let prev = api.get_status(&name).await?.status.unwrap_or_default();
+    let new = desired_server_status(Some(&prev), &observation, &status::now());
+    if new != prev {
+        apply_status(&api, &name, &new).await?;
+        ctx.metrics.status_write(CONTROLLER);
+    }
+    if created {
+        ctx.event(
+            server,
+            EventType::Normal,
+            "Created",
+            "Apply",
+            format!("Created Deployment and Service {name}"),
+        )
+        .await;
+    } else if updated {
+        ctx.event(
+            server,
+            EventType::Normal,
+            "Updated",
+            "Apply",
+            format!("Updated Deployment and Service {name}"),
+        )
+        .await;
+    }
+    if transitioned_to(&prev.conditions, &new.conditions, GROUP_REF_VALIDATED, Status::False) {
+        let msg = status::find(&new.conditions, GROUP_REF_VALIDATED).map(|c| c.message.clone());
+        ctx.event(
+            server,
+            EventType::Warning,
+            "GroupNotFound",
+            "Reconcile",
+            msg.unwrap_or_default(),
+        )
+        .await;
+    }
+    if let Some(a) = status::find(&new.conditions, READY)
+        && a.reason == "InvalidSpec"
+        && status::find(&prev.conditions, READY)
+            .is_none_or(|b| b.reason != a.reason || b.message != a.message)
+    {
+        ctx.event(server, EventType::Warning, "InvalidSpec", "Render", a.message.clone()).await;
+    }
+    Ok(ctx.resync())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::fixtures;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn t(s: i64) -> Time {
+        Time(Timestamp::from_second(s).unwrap())
+    }
+
+    fn obs() -> ServerObservation {
+        ServerObservation {
+            generation: Some(1),
+            group: Some(("engineering".into(), true)),
+            render_error: None,
+            replicas: 1,
+            ready_replicas: 0,
+            url: "http://time.team-a.svc.cluster.local:8080/mcp".into(),
+        }
+    }
+
+    #[test]
+    fn phases_and_conditions() {
+        let s = desired_server_status(None, &obs(), &t(1));
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        assert_eq!(status::find(&s.conditions, READY).unwrap().reason, "DeploymentNotReady");
+        assert!(status::is_true(&s.conditions, GROUP_REF_VALIDATED));
+        let running = desired_server_status(
+            Some(&s),
+            &ServerObservation { ready_replicas: 1, ..obs() },
+            &t(5),
+        );
+        assert_eq!(running.phase.as_deref(), Some("Running"));
+        assert_eq!(running.ready_replicas, 1);
+        assert_eq!(status::find(&running.conditions, READY).unwrap().last_transition_time, t(5));
+        assert_eq!(
+            desired_server_status(
+                Some(&running),
+                &ServerObservation { ready_replicas: 1, ..obs() },
+                &t(9)
+            ),
+            running
+        );
+        let failed = desired_server_status(
+            None,
+            &ServerObservation { render_error: Some("spec.command is required".into()), ..obs() },
+            &t(1),
+        );
+        assert_eq!(failed.phase.as_deref(), Some("Failed"));
+        insta::assert_yaml_snapshot!("server_status_running", running);
+    }
+
+    #[test]
+    fn group_condition_only_with_group_ref() {
+        let missing = desired_server_status(
+            None,
+            &ServerObservation { group: Some(("nope".into(), false)), ..obs() },
+            &t(1),
+        );
+        let c = status::find(&missing.conditions, GROUP_REF_VALIDATED).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "GroupNotFound"));
+        assert!(c.message.contains("'nope'"));
+        let none = desired_server_status(
+            Some(&missing),
+            &ServerObservation { group: None, ..obs() },
+            &t(2),
+        );
+        assert!(status::find(&none.conditions, GROUP_REF_VALIDATED).is_none());
+    }
+
+    #[test]
+    fn group_maps_to_its_servers() {
+        let servers: Vec<_> = fixtures::servers().into_iter().map(Arc::new).collect();
+        let refs = servers_for_group(&servers, &fixtures::group());
+        let names: Vec<_> = refs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["github-tools", "time"]);
+    }
+}

@@ -1,0 +1,416 @@
+//! The controllers, controller-rs style: one shared [`Context`], and per kind a free
+//! `reconcile` function, the shared [`error_policy`] and the watches that trigger it.
+//!
+//! | module | kind | owns | also watches |
+//! |---|---|---|---|
+//! | [`virtual_server`] | `VirtualMCPServer` | ConfigMap, Deployment, Service, ServiceAccount, PodDisruptionBudget | `MCPServer`, `MCPGroup`, `MCPExternalAuthConfig`, Secret (metadata only) |
+//! | [`mcp_server`] | `MCPServer` | Deployment, Service | `MCPGroup` |
+//! | [`group`] | `MCPGroup` | - | `MCPServer` |
+//! | [`auth_config`] | `MCPExternalAuthConfig` | - | Secret (metadata only) |
+//!
+//! Every write is a server-side apply with the one field manager `vmcp-operator` (forced), so
+//! re-applying an unchanged desired state writes nothing; status is compared with the stored
+//! status first and only written when it differs. Secrets are only ever read as metadata
+//! (existence), never their values.
+
+pub mod auth_config;
+pub mod group;
+pub mod mcp_server;
+pub mod virtual_server;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::metrics::Metrics;
+use crate::resources::{FIELD_MANAGER, RenderError};
+use crate::settings::Settings;
+
+/// Why a reconcile failed; the controller retries with [`error_policy`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// Desired objects could not be built.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// The object has no namespace (every vmcp kind is namespaced).
+    #[error("{kind} {name} has no namespace")]
+    NoNamespace {
+        /// Kind of the object.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Render(_) => "render",
+            Self::NoNamespace { .. } => "no_namespace",
+        }
+    }
+}
+
+/// The shutdown signal every controller shares.
+pub(crate) type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
+
+/// What every reconcile gets: the client, settings, metrics, the Event recorder and the
+/// in-memory indexes that map watched objects back to the objects that reference them.
+pub struct Context {
+    /// Client of the API server.
+    pub client: Client,
+    /// Operator settings.
+    pub settings: Settings,
+    /// Metrics (shared with `/metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Publishes Events on the reconciled objects.
+    pub recorder: Recorder,
+    backoff: Backoff,
+    /// Per `VirtualMCPServer`: the group, servers, auth configs and Secrets it used.
+    vmcp_refs: RefIndex,
+    /// Per `MCPGroup`: its member servers at the last reconcile.
+    group_members: RefIndex,
+    /// Per `MCPExternalAuthConfig`: the Secrets it references.
+    auth_secrets: RefIndex,
+}
+
+impl Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context for `client` with `settings`.
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+        let reporter =
+            Reporter { controller: FIELD_MANAGER.into(), instance: settings.instance.clone() };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics,
+            backoff: Backoff::default(),
+            vmcp_refs: RefIndex::default(),
+            group_members: RefIndex::default(),
+            auth_secrets: RefIndex::default(),
+        }
+    }
+
+    /// The API of `K` the controllers watch: every namespace, or the configured one.
+    pub(crate) fn watch_api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.settings.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    /// The API of `K` in `ns`.
+    pub(crate) fn api<K>(&self, ns: &str) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    /// Publishes an Event on `obj`; a failure is logged, never fatal.
+    pub(crate) async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: impl Into<String>,
+    ) {
+        let mut note: String = note.into();
+        if note.len() > 1000 {
+            let mut cut = 1000;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+        }
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "cannot publish event");
+        }
+    }
+
+    fn backoff_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+        format!("{}/{}/{}", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
+    }
+
+    /// Forgets the failures of `obj` after a successful reconcile.
+    pub(crate) fn succeeded<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+        self.backoff.reset(&Self::backoff_key(obj));
+    }
+
+    /// The periodic resync action.
+    pub(crate) fn resync(&self) -> Action {
+        Action::requeue(self.settings.resync)
+    }
+}
+
+/// Requeues a failed object with exponential backoff and jitter: base x 2^(failures-1), capped
+/// at the maximum, of which a random half is waited ("equal jitter"). The counter resets when
+/// a reconcile of the object succeeds.
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = Context::backoff_key(obj.as_ref());
+    let attempt = ctx.backoff.fail(&key);
+    let delay = backoff_delay(
+        attempt,
+        ctx.settings.backoff_base,
+        ctx.settings.backoff_max,
+        rand::random::<f64>(),
+    );
+    tracing::warn!(object = %key, attempt, ?delay, error = %error, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+/// The delay before retry number `attempt` (1-based); `jitter` in `[0, 1)`.
+pub fn backoff_delay(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(max);
+    let half = exp / 2;
+    half + half.mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// Failures per object since its last success.
+#[derive(Debug, Default)]
+struct Backoff(Mutex<HashMap<String, u32>>);
+
+impl Backoff {
+    fn fail(&self, key: &str) -> u32 {
+        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = m.entry(key.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn reset(&self, key: &str) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+    }
+}
+
+/// Kinds an object can reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum RefKind {
+    Group,
+    Server,
+    AuthConfig,
+    Secret,
+}
+
+/// Which objects each object referenced at its last reconcile, so that a change to a
+/// referenced object (or a server leaving a group) maps back to the objects it affects.
+#[derive(Debug, Default)]
+pub(crate) struct RefIndex(RwLock<HashMap<Referrer, References>>);
+
+/// `(namespace, name)` of a referring object.
+type Referrer = (String, String);
+/// What an object references.
+type References = BTreeSet<(RefKind, String)>;
+
+impl RefIndex {
+    /// Records what `referrer` in `ns` references now.
+    pub(crate) fn set(&self, ns: &str, referrer: &str, refs: BTreeSet<(RefKind, String)>) {
+        let mut m = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        m.insert((ns.to_owned(), referrer.to_owned()), refs);
+    }
+
+    /// The referrers in `ns` that referenced `(kind, name)`.
+    pub(crate) fn referrers(&self, ns: &str, kind: RefKind, name: &str) -> Vec<String> {
+        let m = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        m.iter()
+            .filter(|((n, _), refs)| n == ns && refs.contains(&(kind, name.to_owned())))
+            .map(|((_, r), _)| r.clone())
+            .collect()
+    }
+}
+
+/// Server-side apply of `obj` with the operator's field manager, forced.
+pub(crate) async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K, kube::Error>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await
+}
+
+/// Server-side apply of `status` on the status subresource of `name`.
+pub(crate) async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &impl Serialize,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
+{
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": { "name": name },
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map(|_| ())
+}
+
+/// Logs the outcome of each reconcile of a controller stream.
+pub(crate) fn log_result<T: Debug, E: std::fmt::Display>(
+    controller: &'static str,
+    r: Result<T, E>,
+) {
+    match r {
+        Ok(o) => tracing::debug!(controller, object = ?o, "reconciled"),
+        Err(e) => tracing::debug!(controller, error = %e, "reconcile did not complete"),
+    }
+}
+
+/// Runs every controller until `shutdown` resolves, then lets in-flight reconciles finish.
+///
+/// This is what `vmcp-operator run` does once it leads; tests call it in-process against a test
+/// API server:
+///
+/// ```no_run
+/// # async fn demo(client: kube::Client) {
+/// let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+/// let op = tokio::spawn(vmcp_operator::run_controllers(
+///     client,
+///     vmcp_operator::Settings::default(),
+///     async move { let _ = rx.await; },
+/// ));
+/// // ... create objects, read back children and status ...
+/// let _ = tx.send(());
+/// let _ = op.await;
+/// # }
+/// ```
+pub async fn run_controllers(
+    client: Client,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    run_controllers_with(client, settings, Arc::new(Metrics::new()), shutdown).await;
+}
+
+/// [`run_controllers`] recording into `metrics`.
+pub async fn run_controllers_with(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let ctx = Arc::new(Context::new(client, settings, metrics));
+    let signal: ShutdownSignal = shutdown.boxed().shared();
+    tracing::info!(
+        namespace = ctx.settings.namespace.as_deref().unwrap_or("(all)"),
+        gateway_image = %ctx.settings.gateway_image,
+        "starting controllers"
+    );
+    futures::join!(
+        virtual_server::run(ctx.clone(), signal.clone()),
+        mcp_server::run(ctx.clone(), signal.clone()),
+        group::run(ctx.clone(), signal.clone()),
+        auth_config::run(ctx, signal),
+    );
+    tracing::info!("controllers stopped");
+}
+
+/// The watcher label selector of children of one component.
+pub(crate) fn managed_selector(component: &str) -> String {
+    format!(
+        "app.kubernetes.io/managed-by={},app.kubernetes.io/component={component}",
+        crate::resources::MANAGED_BY
+    )
+}
+
+/// Namespace of `obj` or an error naming it.
+pub(crate) fn namespace<K: Resource<DynamicType = ()>>(obj: &K) -> Result<String, Error> {
+    obj.namespace().ok_or_else(|| Error::NoNamespace {
+        kind: match K::kind(&()) {
+            std::borrow::Cow::Borrowed(k) => k,
+            std::borrow::Cow::Owned(_) => "object",
+        },
+        name: obj.name_any(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(300);
+        assert_eq!(backoff_delay(1, base, max, 0.0), Duration::from_millis(500));
+        assert_eq!(backoff_delay(1, base, max, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff_delay(2, base, max, 0.0), Duration::from_secs(1));
+        assert_eq!(backoff_delay(4, base, max, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff_delay(30, base, max, 1.0), max);
+        assert_eq!(backoff_delay(30, base, max, 0.0), max / 2);
+        for j in [0.0, 0.3, 0.99] {
+            let d = backoff_delay(3, base, max, j);
+            assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(4), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_counts_and_resets() {
+        let b = Backoff::default();
+        assert_eq!(b.fail("a"), 1);
+        assert_eq!(b.fail("a"), 2);
+        assert_eq!(b.fail("b"), 1);
+        b.reset("a");
+        assert_eq!(b.fail("a"), 1);
+    }
+
+    #[test]
+    fn ref_index_maps_back() {
+        let i = RefIndex::default();
+        i.set(
+            "ns",
+            "gw1",
+            BTreeSet::from([(RefKind::Secret, "s".into()), (RefKind::Group, "g".into())]),
+        );
+        i.set("ns", "gw2", BTreeSet::from([(RefKind::Secret, "s".into())]));
+        i.set("other", "gw3", BTreeSet::from([(RefKind::Secret, "s".into())]));
+        let mut r = i.referrers("ns", RefKind::Secret, "s");
+        r.sort();
+        assert_eq!(r, ["gw1", "gw2"]);
+        assert_eq!(i.referrers("ns", RefKind::Group, "g"), ["gw1"]);
+        assert!(i.referrers("ns", RefKind::Server, "s").is_empty());
+        i.set("ns", "gw1", BTreeSet::new());
+        assert_eq!(i.referrers("ns", RefKind::Secret, "s"), ["gw2"]);
+    }
+}

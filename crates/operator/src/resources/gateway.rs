@@ -1,0 +1,425 @@
+//! `VirtualMCPServer` -> the gateway's ConfigMap, Deployment, Service, ServiceAccount and
+//! (for more than one replica) PodDisruptionBudget.
+//!
+//! The gateway never talks to the Kubernetes API: its pods run under their own ServiceAccount
+//! with no token mounted. The rendered configuration's sha256 is a pod template annotation, so a
+//! configuration change rolls the pods.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use vmcp_types::config::GatewayConfig;
+use vmcp_types::crd::{ServiceType, VirtualMCPServer};
+
+use super::merge::overlay_pod_template;
+use super::{
+    CONFIG_CHECKSUM_ANNOTATION, CONFIG_DIR, CONFIG_KEY, GATEWAY_PORT, RenderError, SecretMount,
+    child_meta, drop_all_capabilities, labels, namespace_of, runtime_default_seccomp,
+    selector_labels, sha256_hex,
+};
+
+/// `app.kubernetes.io/name` of gateway objects.
+pub const GATEWAY_APP: &str = "vmcp-gateway";
+/// `app.kubernetes.io/component` of gateway objects.
+pub const GATEWAY_COMPONENT: &str = "gateway";
+/// The non-root user, group and fsGroup of the gateway pod.
+pub const GATEWAY_UID: i64 = 65532;
+const KIND: &str = "VirtualMCPServer";
+
+fn instance(v: &VirtualMCPServer) -> String {
+    v.metadata.name.clone().unwrap_or_default()
+}
+
+/// Name of the Deployment, Service, ServiceAccount and PDB: `<name>-vmcp`.
+pub fn gateway_name(v: &VirtualMCPServer) -> String {
+    format!("{}-vmcp", instance(v))
+}
+
+/// Name of the ConfigMap: `<name>-vmcp-config`.
+pub fn config_map_name(v: &VirtualMCPServer) -> String {
+    format!("{}-vmcp-config", instance(v))
+}
+
+/// In-cluster URL of the gateway's MCP endpoint.
+pub fn gateway_url(v: &VirtualMCPServer, namespace: &str) -> String {
+    format!("http://{}.{namespace}.svc.cluster.local:{GATEWAY_PORT}/mcp", gateway_name(v))
+}
+
+/// Gateway pods (default 1).
+pub fn replicas(v: &VirtualMCPServer) -> i32 {
+    v.spec.replicas.unwrap_or(1)
+}
+
+/// The configuration file as YAML.
+pub fn render_config_yaml(config: &GatewayConfig) -> Result<String, RenderError> {
+    Ok(serde_saphyr::to_string(config)?)
+}
+
+fn gateway_labels(v: &VirtualMCPServer) -> BTreeMap<String, String> {
+    labels(GATEWAY_APP, &instance(v), GATEWAY_COMPONENT)
+}
+
+/// Every child of a gateway.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatewayChildren {
+    /// `<name>-vmcp-config` with `config.yaml`.
+    pub config_map: ConfigMap,
+    /// `<name>-vmcp`, no token automount.
+    pub service_account: ServiceAccount,
+    /// `<name>-vmcp` on port 4483.
+    pub service: Service,
+    /// `<name>-vmcp`.
+    pub deployment: Deployment,
+    /// `<name>-vmcp` with `minAvailable: 1`, only for more than one replica.
+    pub pdb: Option<PodDisruptionBudget>,
+}
+
+/// Builds every child from the rendered configuration.
+pub fn gateway_children(
+    v: &VirtualMCPServer,
+    config: &GatewayConfig,
+    mounts: &[SecretMount],
+    gateway_image: &str,
+) -> Result<GatewayChildren, RenderError> {
+    let yaml = render_config_yaml(config)?;
+    Ok(GatewayChildren {
+        config_map: config_map(v, &yaml)?,
+        service_account: service_account(v)?,
+        service: service(v)?,
+        deployment: deployment(v, &sha256_hex(yaml.as_bytes()), mounts, gateway_image)?,
+        pdb: pod_disruption_budget(v)?,
+    })
+}
+
+/// The ConfigMap holding `config.yaml`.
+pub fn config_map(v: &VirtualMCPServer, config_yaml: &str) -> Result<ConfigMap, RenderError> {
+    Ok(ConfigMap {
+        metadata: child_meta(v, KIND, config_map_name(v), gateway_labels(v))?,
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), config_yaml.to_owned())])),
+        ..ConfigMap::default()
+    })
+}
+
+/// The gateway pods' ServiceAccount (no token: the gateway never calls the Kubernetes API).
+pub fn service_account(v: &VirtualMCPServer) -> Result<ServiceAccount, RenderError> {
+    Ok(ServiceAccount {
+        metadata: child_meta(v, KIND, gateway_name(v), gateway_labels(v))?,
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    })
+}
+
+/// The gateway Service: port 4483 (`http`), type from `spec.serviceType`.
+pub fn service(v: &VirtualMCPServer) -> Result<Service, RenderError> {
+    let type_ = match v.spec.service_type.unwrap_or_default() {
+        ServiceType::ClusterIP => "ClusterIP",
+        ServiceType::NodePort => "NodePort",
+        ServiceType::LoadBalancer => "LoadBalancer",
+    };
+    Ok(Service {
+        metadata: child_meta(v, KIND, gateway_name(v), gateway_labels(v))?,
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            selector: Some(selector_labels(GATEWAY_APP, &instance(v))),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: GATEWAY_PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    })
+}
+
+fn http_probe(path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        ..Probe::default()
+    }
+}
+
+/// The gateway Deployment. `config_checksum` is the sha256 of `config.yaml`.
+pub fn deployment(
+    v: &VirtualMCPServer,
+    config_checksum: &str,
+    mounts: &[SecretMount],
+    gateway_image: &str,
+) -> Result<Deployment, RenderError> {
+    namespace_of(v, KIND)?;
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(v),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    let mut volume_mounts = vec![
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
+    ];
+    for m in mounts {
+        volumes.push(Volume {
+            name: m.volume_name(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(m.secret.clone()),
+                items: Some(
+                    m.keys
+                        .iter()
+                        .map(|k| KeyToPath { key: k.clone(), path: k.clone(), mode: None })
+                        .collect(),
+                ),
+                default_mode: Some(0o440),
+                optional: None,
+            }),
+            ..Volume::default()
+        });
+        volume_mounts.push(VolumeMount {
+            name: m.volume_name(),
+            mount_path: m.dir(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    let container = Container {
+        name: "gateway".into(),
+        image: Some(gateway_image.to_owned()),
+        args: Some(vec!["--config".into(), format!("{CONFIG_DIR}/{CONFIG_KEY}")]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: GATEWAY_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        liveness_probe: Some(http_probe("/healthz", 10)),
+        readiness_probe: Some(http_probe("/readyz", 5)),
+        resources: v.spec.resources.clone(),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(drop_all_capabilities()),
+            seccomp_profile: Some(runtime_default_seccomp()),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(volume_mounts),
+        ..Container::default()
+    };
+    let name = instance(v);
+    let selector = selector_labels(GATEWAY_APP, &name);
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(gateway_labels(v)),
+            annotations: Some(BTreeMap::from([(
+                CONFIG_CHECKSUM_ANNOTATION.to_owned(),
+                config_checksum.to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            service_account_name: Some(gateway_name(v)),
+            automount_service_account_token: Some(false),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(GATEWAY_UID),
+                run_as_group: Some(GATEWAY_UID),
+                fs_group: Some(GATEWAY_UID),
+                seccomp_profile: Some(runtime_default_seccomp()),
+                ..PodSecurityContext::default()
+            }),
+            containers: vec![container],
+            volumes: Some(volumes),
+            ..PodSpec::default()
+        }),
+    };
+    let mut template =
+        overlay_pod_template(template, v.spec.pod_template_spec.as_ref(), &selector)?;
+    // The checksum is what rolls the pods on a config change: an overlay cannot remove it.
+    template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(CONFIG_CHECKSUM_ANNOTATION.to_owned(), config_checksum.to_owned());
+    Ok(Deployment {
+        metadata: child_meta(v, KIND, gateway_name(v), gateway_labels(v))?,
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas(v)),
+            selector: LabelSelector { match_labels: Some(selector), match_expressions: None },
+            template,
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// `minAvailable: 1` when there is more than one replica, else `None`.
+pub fn pod_disruption_budget(
+    v: &VirtualMCPServer,
+) -> Result<Option<PodDisruptionBudget>, RenderError> {
+    if replicas(v) <= 1 {
+        return Ok(None);
+    }
+    Ok(Some(PodDisruptionBudget {
+        metadata: child_meta(v, KIND, gateway_name(v), gateway_labels(v))?,
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(GATEWAY_APP, &instance(v))),
+                match_expressions: None,
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{fixtures, gateway_config};
+    use super::*;
+    use serde_json::json;
+
+    const IMAGE: &str = "ghcr.io/vmcp-dev/vmcp-gateway:0.1.0";
+
+    fn example() -> GatewayChildren {
+        let v = fixtures::vmcp();
+        let (config, mounts, _) =
+            gateway_config(&v, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
+        gateway_children(&v, &config, &mounts, IMAGE).unwrap()
+    }
+
+    #[test]
+    fn example_children_snapshot() {
+        let c = example();
+        insta::assert_yaml_snapshot!("gateway_configmap", c.config_map);
+        insta::assert_yaml_snapshot!("gateway_deployment", c.deployment);
+        insta::assert_yaml_snapshot!("gateway_service", c.service);
+        insta::assert_yaml_snapshot!("gateway_serviceaccount", c.service_account);
+        insta::assert_yaml_snapshot!("gateway_pdb", c.pdb);
+    }
+
+    #[test]
+    fn names_labels_and_owner() {
+        let c = example();
+        assert_eq!(c.config_map.metadata.name.as_deref(), Some("engineering-gateway-vmcp-config"));
+        assert_eq!(c.deployment.metadata.name.as_deref(), Some("engineering-gateway-vmcp"));
+        for meta in [
+            &c.config_map.metadata,
+            &c.service_account.metadata,
+            &c.service.metadata,
+            &c.deployment.metadata,
+            &c.pdb.as_ref().unwrap().metadata,
+        ] {
+            let l = meta.labels.as_ref().unwrap();
+            assert_eq!(l["app.kubernetes.io/managed-by"], "vmcp-operator");
+            assert_eq!(l["app.kubernetes.io/instance"], "engineering-gateway");
+            assert_eq!(l["app.kubernetes.io/name"], "vmcp-gateway");
+            assert_eq!(l["app.kubernetes.io/component"], "gateway");
+            let owners = meta.owner_references.as_ref().unwrap();
+            assert_eq!(owners.len(), 1);
+            assert_eq!(owners[0].controller, Some(true));
+            assert_eq!(owners[0].name, "engineering-gateway");
+        }
+    }
+
+    #[test]
+    fn deployment_is_hardened_and_checksummed() {
+        let c = example();
+        let yaml = &c.config_map.data.as_ref().unwrap()["config.yaml"];
+        let spec = c.deployment.spec.unwrap();
+        let annotations = spec.template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(annotations[CONFIG_CHECKSUM_ANNOTATION], sha256_hex(yaml.as_bytes()));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let g = &pod.containers[0];
+        assert_eq!(g.args.as_deref().unwrap(), ["--config", "/etc/vmcp/config.yaml"]);
+        let sc = g.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref().unwrap(), ["ALL"]);
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        let mounts: Vec<_> =
+            g.volume_mounts.as_ref().unwrap().iter().map(|m| m.mount_path.as_str()).collect();
+        assert!(mounts.contains(&"/var/run/secrets/vmcp/vmcp-redis"), "{mounts:?}");
+        assert!(mounts.contains(&"/var/run/secrets/vmcp/vmcp-gateway-oidc-client"));
+        assert_eq!(spec.replicas, Some(2));
+    }
+
+    #[test]
+    fn pdb_only_for_more_than_one_replica() {
+        let mut v = fixtures::vmcp();
+        v.spec.replicas = Some(1);
+        assert!(pod_disruption_budget(&v).unwrap().is_none());
+        v.spec.replicas = None;
+        assert!(pod_disruption_budget(&v).unwrap().is_none());
+        v.spec.replicas = Some(3);
+        let pdb = pod_disruption_budget(&v).unwrap().unwrap();
+        assert_eq!(pdb.spec.unwrap().min_available, Some(IntOrString::Int(1)));
+    }
+
+    #[test]
+    fn overlay_merges_over_generated_template() {
+        let mut v = fixtures::vmcp();
+        v.spec.pod_template_spec = Some(json!({
+            "metadata": {"annotations": {"team": "a", CONFIG_CHECKSUM_ANNOTATION: null}},
+            "spec": {
+                "nodeSelector": {"pool": "mcp"},
+                "containers": [{"name": "gateway", "env": [{"name": "RUST_LOG", "value": "debug"}]}]
+            }
+        }));
+        v.spec.service_type = Some(ServiceType::LoadBalancer);
+        let (config, mounts, _) =
+            gateway_config(&v, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
+        let c = gateway_children(&v, &config, &mounts, IMAGE).unwrap();
+        insta::assert_yaml_snapshot!("gateway_deployment_with_overlay", c.deployment);
+        let t = c.deployment.spec.unwrap().template;
+        let ann = t.metadata.unwrap().annotations.unwrap();
+        assert_eq!(ann["team"], "a");
+        assert!(ann.contains_key(CONFIG_CHECKSUM_ANNOTATION));
+        let pod = t.spec.unwrap();
+        assert_eq!(pod.node_selector.unwrap()["pool"], "mcp");
+        assert_eq!(pod.containers.len(), 1);
+        assert_eq!(pod.containers[0].image.as_deref(), Some(IMAGE));
+        assert_eq!(pod.containers[0].env.as_ref().unwrap()[0].name, "RUST_LOG");
+        assert_eq!(c.service.spec.unwrap().type_.as_deref(), Some("LoadBalancer"));
+    }
+
+    #[test]
+    fn url() {
+        assert_eq!(
+            gateway_url(&fixtures::vmcp(), "team-a"),
+            "http://engineering-gateway-vmcp.team-a.svc.cluster.local:4483/mcp"
+        );
+    }
+}
