@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod auth;
 pub mod backend;
+pub mod bridge;
 pub mod config;
 pub mod health;
 pub mod http;

@@ -25,14 +25,46 @@ use vmcp_types::config::{
 #[command(name = "vmcp-gateway", version, about = "Virtual MCP Server gateway")]
 struct Cli {
     /// The gateway configuration file (YAML or JSON; see docs/config.md).
-    #[arg(long, short, env = "VMCP_CONFIG")]
-    config: PathBuf,
+    #[arg(long, short, env = "VMCP_CONFIG", required = false)]
+    config: Option<PathBuf>,
     /// Validate the configuration, print every problem, and exit (non-zero when invalid).
     #[arg(long)]
     check_config: bool,
     /// Log format (overrides telemetry.logFormat).
     #[arg(long, value_parser = ["text", "json"])]
     log_format: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Serve Streamable HTTP at /mcp for a stdio MCP server: `bridge --port 8080 -- CMD ARGS`
+    /// (one child process per MCP session).
+    Bridge {
+        /// Port to listen on.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0")]
+        host: String,
+        /// The stdio server command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+async fn run_bridge(host: String, port: u16, mut command: Vec<String>) -> anyhow::Result<()> {
+    let program = command.remove(0);
+    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+        .await
+        .with_context(|| format!("listening on {host}:{port}"))?;
+    tracing::info!(addr = %listener.local_addr()?, program, "stdio bridge listening; MCP endpoint at /mcp");
+    let router = vmcp_gateway::bridge::router(vmcp_gateway::bridge::BridgeCommand {
+        program,
+        args: command,
+    });
+    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.context("serving")
 }
 
 fn init_tracing(cfg: &GatewayConfig, format: Option<&str>) {
@@ -56,26 +88,48 @@ fn init_tracing(cfg: &GatewayConfig, format: Option<&str>) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let cfg = match load_file(&cli.config) {
+    if let Some(Command::Bridge { port, host, command }) = cli.command {
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .init();
+        return tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(run_bridge(host, port, command));
+    }
+    let Some(config_path) = cli.config.clone() else {
+        eprintln!("vmcp-gateway: --config FILE is required (or use the `bridge` subcommand)");
+        std::process::exit(2);
+    };
+    let cfg = match load_file(&config_path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{}: {e}", cli.config.display());
+            eprintln!("{}: {e}", config_path.display());
             std::process::exit(2);
         }
     };
     if cli.check_config {
         println!(
             "{}: configuration is valid ({} backends)",
-            cli.config.display(),
+            config_path.display(),
             cfg.backends.len()
         );
         return Ok(());
     }
     init_tracing(&cfg, cli.log_format.as_deref());
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(cli, cfg))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(config_path, cfg))
 }
 
-async fn run(cli: Cli, cfg: GatewayConfig) -> anyhow::Result<()> {
+async fn run(config_path: PathBuf, cfg: GatewayConfig) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
@@ -121,7 +175,7 @@ async fn run(cli: Cli, cfg: GatewayConfig) -> anyhow::Result<()> {
         });
     }
     spawn_reloader(
-        cli.config.clone(),
+        config_path.clone(),
         cfg.clone(),
         manager.clone(),
         factory,

@@ -3,7 +3,7 @@
 
 Behaves exactly like tests/peers/ts/backend.mjs; see tests/peers/README.md.
 
-    backend.py --port N --name NAME [--transport streamable-http|sse]
+    backend.py --port N --name NAME [--transport streamable-http|sse|stdio]
                [--auth-log FILE] [--startup-delay-ms MS]
 
 Prints `READY <port>` on stdout once it accepts connections; everything else goes to stderr.
@@ -217,7 +217,8 @@ def build_server(backend: str) -> MCPServer:
 
 def _session_key(request: Any) -> str | None:
     if request is None:
-        return None
+        # stdio: one process, one session.
+        return "stdio"
     headers = getattr(request, "headers", None)
     if headers is not None and headers.get("mcp-session-id"):
         return str(headers.get("mcp-session-id"))
@@ -229,9 +230,9 @@ def _session_key(request: Any) -> str | None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--name", required=True)
-    parser.add_argument("--transport", choices=["streamable-http", "sse"], default="streamable-http")
+    parser.add_argument("--transport", choices=["streamable-http", "sse", "stdio"], default="streamable-http")
     parser.add_argument("--auth-log", default=None)
     parser.add_argument(
         "--startup-delay-ms", type=int, default=int(os.environ.get("PEER_STARTUP_DELAY_MS", "0") or 0)
@@ -241,6 +242,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> None:
     mcp = build_server(args.name)
+    if args.transport == "stdio":
+        # stdio: MCP messages on stdin/stdout (for the gateway's `bridge` mode); no READY line.
+        await mcp.run_stdio_async()
+        return
     if args.transport == "sse":
         app = mcp.sse_app(sse_path="/sse", message_path="/messages/", host="127.0.0.1")
     else:

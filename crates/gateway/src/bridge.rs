@@ -1,0 +1,264 @@
+//! `vmcp-gateway bridge -- CMD ARGS`: serves Streamable HTTP for a stdio MCP server, so the
+//! operator can run stdio servers behind the gateway. Each MCP session gets its own child
+//! process (started at `initialize`, killed at DELETE or when the bridge stops); requests are
+//! written to its stdin, responses matched by id from its stdout, and everything else it sends
+//! goes to the session's GET stream.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::StreamExt;
+use rand::RngCore;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::jsonrpc::{self, Message, PARSE_ERROR, RpcError};
+use crate::session::outbox::Outbox;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why the bridge could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The stdio server could not be started.
+    #[error("cannot start the stdio server `{command}`: {source}")]
+    Spawn {
+        /// The command.
+        command: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The stdio server closed its stdin/stdout or exited.
+    #[error("the stdio server exited")]
+    Exited,
+    /// No response in time.
+    #[error("the stdio server did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The command the bridge runs per session.
+#[derive(Debug, Clone)]
+pub struct BridgeCommand {
+    /// Program.
+    pub program: String,
+    /// Arguments.
+    pub args: Vec<String>,
+}
+
+type Pending = Mutex<HashMap<String, oneshot::Sender<Value>>>;
+
+#[derive(Debug)]
+struct StdioSession {
+    child: tokio::sync::Mutex<Child>,
+    stdin: tokio::sync::Mutex<ChildStdin>,
+    pending: Arc<Pending>,
+    outbox: Arc<Outbox>,
+}
+
+impl StdioSession {
+    async fn start(cmd: &BridgeCommand) -> Result<Arc<Self>, BridgeError> {
+        let mut child = Command::new(&cmd.program)
+            .args(&cmd.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| BridgeError::Spawn { command: cmd.program.clone(), source })?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(BridgeError::Exited);
+        };
+        let pending: Arc<Pending> = Arc::new(Mutex::new(HashMap::new()));
+        let outbox = Arc::new(Outbox::default());
+        let (p, o) = (pending.clone(), outbox.clone());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+                    tracing::debug!(line, "stdio server wrote a non-JSON line; ignored");
+                    continue;
+                };
+                let is_response = msg.get("method").is_none();
+                let waiter = match (is_response, msg.get("id")) {
+                    (true, Some(id)) => p.lock().ok().and_then(|mut m| m.remove(&id.to_string())),
+                    _ => None,
+                };
+                match waiter {
+                    Some(tx) => {
+                        let _ = tx.send(msg);
+                    }
+                    None => o.send(msg),
+                }
+            }
+            if let Ok(mut m) = p.lock() {
+                m.clear();
+            }
+        });
+        Ok(Arc::new(Self {
+            child: tokio::sync::Mutex::new(child),
+            stdin: tokio::sync::Mutex::new(stdin),
+            pending,
+            outbox,
+        }))
+    }
+
+    async fn write(&self, msg: &Value) -> Result<(), BridgeError> {
+        let mut line = msg.to_string();
+        line.push('\n');
+        let mut stdin = self.stdin.lock().await;
+        stdin.write_all(line.as_bytes()).await.map_err(|_| BridgeError::Exited)?;
+        stdin.flush().await.map_err(|_| BridgeError::Exited)
+    }
+
+    async fn request(&self, id: &Value, msg: &Value) -> Result<Value, BridgeError> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut m) = self.pending.lock() {
+            m.insert(id.to_string(), tx);
+        }
+        self.write(msg).await?;
+        let r = tokio::time::timeout(REQUEST_TIMEOUT, rx).await;
+        if let Ok(mut m) = self.pending.lock() {
+            m.remove(&id.to_string());
+        }
+        r.map_err(|_| BridgeError::Timeout(REQUEST_TIMEOUT))?.map_err(|_| BridgeError::Exited)
+    }
+
+    async fn kill(&self) {
+        let _ = self.child.lock().await.kill().await;
+        self.outbox.close();
+    }
+}
+
+#[derive(Debug, Clone)]
+struct BridgeState {
+    command: Arc<BridgeCommand>,
+    sessions: Arc<Mutex<HashMap<String, Arc<StdioSession>>>>,
+}
+
+impl BridgeState {
+    fn session(&self, headers: &HeaderMap) -> Result<Arc<StdioSession>, Response> {
+        let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+            return Err((StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header").into_response());
+        };
+        self.sessions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).cloned())
+            .ok_or_else(|| (StatusCode::NOT_FOUND, "session not found").into_response())
+    }
+}
+
+fn json(status: StatusCode, v: &Value) -> Response {
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], v.to_string())
+        .into_response()
+}
+
+fn failure(id: &Value, e: &BridgeError) -> Response {
+    json(
+        StatusCode::OK,
+        &jsonrpc::error(Some(id), &RpcError::new(jsonrpc::INTERNAL_ERROR, e.to_string())),
+    )
+}
+
+async fn post(State(st): State<BridgeState>, headers: HeaderMap, body: Bytes) -> Response {
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                &jsonrpc::error(None, &RpcError::new(PARSE_ERROR, format!("parse error: {e}"))),
+            );
+        }
+    };
+    let msg = match jsonrpc::classify(value.clone()) {
+        Ok(m) => m,
+        Err(e) => return json(StatusCode::BAD_REQUEST, &jsonrpc::error(None, &e)),
+    };
+    if let Message::Request { id, method, .. } = &msg
+        && method == "initialize"
+    {
+        let session = match StdioSession::start(&st.command).await {
+            Ok(s) => s,
+            Err(e) => return failure(id, &e),
+        };
+        let resp = match session.request(id, &value).await {
+            Ok(r) => r,
+            Err(e) => {
+                session.kill().await;
+                return failure(id, &e);
+            }
+        };
+        let mut b = [0u8; 16];
+        rand::rng().fill_bytes(&mut b);
+        let sid = hex::encode(b);
+        if let Ok(mut m) = st.sessions.lock() {
+            m.insert(sid.clone(), session);
+        }
+        let mut r = json(StatusCode::OK, &resp);
+        if let Ok(v) = HeaderValue::from_str(&sid) {
+            r.headers_mut().insert(SESSION_HEADER, v);
+        }
+        return r;
+    }
+    let session = match st.session(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match msg {
+        Message::Request { id, .. } => match session.request(&id, &value).await {
+            Ok(r) => json(StatusCode::OK, &r),
+            Err(e) => failure(&id, &e),
+        },
+        _ => match session.write(&value).await {
+            Ok(()) => StatusCode::ACCEPTED.into_response(),
+            Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        },
+    }
+}
+
+async fn get_stream(State(st): State<BridgeState>, headers: HeaderMap) -> Response {
+    let session = match st.session(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let stream = ReceiverStream::new(session.outbox.attach())
+        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+async fn delete(State(st): State<BridgeState>, headers: HeaderMap) -> Response {
+    let id =
+        headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let session = st.sessions.lock().ok().and_then(|mut m| m.remove(&id));
+    match session {
+        Some(s) => {
+            s.kill().await;
+            StatusCode::OK.into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "session not found").into_response(),
+    }
+}
+
+/// The bridge's router (`/mcp`, `/healthz`).
+pub fn router(command: BridgeCommand) -> Router {
+    let state =
+        BridgeState { command: Arc::new(command), sessions: Arc::new(Mutex::new(HashMap::new())) };
+    Router::new()
+        .route("/mcp", get(get_stream).post(post).delete(delete))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
