@@ -280,40 +280,38 @@ async fn helm_install_creates_the_operator_and_uninstall_keeps_crds() {
 async fn rendered_config_runs_in_the_gateway() {
     use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk};
     let (api, client, ns) = setup("op-e2e").await;
-    let manifests = format!(
-        r#"apiVersion: v1
+    let manifests = r#"apiVersion: v1
 kind: Secret
-metadata: {{name: h-key}}
-stringData: {{value: k-9}}
+metadata: {name: h-key}
+stringData: {value: k-9}
 ---
 apiVersion: vmcp.dev/v1alpha1
 kind: MCPGroup
-metadata: {{name: g}}
-spec: {{}}
+metadata: {name: g}
+spec: {}
 ---
 apiVersion: vmcp.dev/v1alpha1
 kind: MCPExternalAuthConfig
-metadata: {{name: h-header}}
+metadata: {name: h-header}
 spec:
   type: headerInjection
-  headerInjection: {{headerName: X-Api-Key, valueSecretRef: {{name: h-key, key: value}}}}
+  headerInjection: {headerName: X-Api-Key, valueSecretRef: {name: h-key, key: value}}
 ---
 apiVersion: vmcp.dev/v1alpha1
 kind: MCPServer
-metadata: {{name: a}}
-spec: {{image: example/a:1, port: 8080, groupRef: {{name: g}}}}
+metadata: {name: a}
+spec: {image: example/a:1, port: 8080, groupRef: {name: g}}
 ---
 apiVersion: vmcp.dev/v1alpha1
 kind: MCPServer
-metadata: {{name: h}}
-spec: {{image: example/h:1, port: 8080, groupRef: {{name: g}}, externalAuthConfigRef: {{name: h-header}}}}
+metadata: {name: h}
+spec: {image: example/h:1, port: 8080, groupRef: {name: g}, externalAuthConfigRef: {name: h-header}}
 ---
 apiVersion: vmcp.dev/v1alpha1
 kind: VirtualMCPServer
-metadata: {{name: gw}}
-spec: {{groupRef: {{name: g}}}}
-"#
-    );
+metadata: {name: gw}
+spec: {groupRef: {name: g}}
+"#;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("objects.yaml");
     std::fs::write(&file, manifests).unwrap();
