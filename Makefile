@@ -9,7 +9,7 @@ all: test
 
 ## test: everything CI checks: formatting, clippy (-D warnings), and every test against real peers
 test: fmt-check clippy deps
-	$(CARGO) test --workspace --all-features --all-targets -- --test-threads=$${VMCP_TEST_THREADS:-4}
+	$(CARGO) test --workspace --all-features --all-targets --no-fail-fast -- --test-threads=$${VMCP_TEST_THREADS:-4}
 
 ## lint: formatting and clippy only
 lint: fmt-check clippy

@@ -77,7 +77,7 @@ impl Gateway {
         let log = self.dir.path().join(format!("gateway-{}.log", self.starts));
         let mut peer = Peer::spawn("vmcp-gateway", cmd, log).expect("spawn gateway");
         let port = self.port;
-        peer.wait_ready(Duration::from_secs(30), || async move {
+        peer.wait_ready(Duration::from_secs(60), || async move {
             reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
                 .await
                 .is_ok_and(|r| r.status().is_success())

@@ -137,7 +137,7 @@ impl OidcProvider {
         let log = dir.path().join("oidc.log");
         let mut peer = Peer::spawn("oidc-provider", cmd, log.clone())?;
         let log2 = log.clone();
-        peer.wait_ready(Duration::from_secs(30), move || {
+        peer.wait_ready(Duration::from_secs(120), move || {
             let ready = read_ready_port(&log2).is_some();
             async move { ready }
         })

@@ -77,6 +77,17 @@ pub struct SessionManager {
     http: reqwest::Client,
     metrics: Arc<Metrics>,
     epoch: Instant,
+    termination_feed: RwLock<Option<TerminationFeedProbe>>,
+}
+
+/// Tells whether the feed of terminations from other replicas (Redis pub/sub) is live.
+#[derive(Clone)]
+pub struct TerminationFeedProbe(pub Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for TerminationFeedProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TerminationFeedProbe")
+    }
 }
 
 /// Capabilities the gateway announces to clients.
@@ -116,6 +127,7 @@ impl SessionManager {
             http,
             metrics,
             epoch: Instant::now(),
+            termination_feed: RwLock::new(None),
         })
     }
 
@@ -373,6 +385,19 @@ impl SessionManager {
         }
     }
 
+    /// Registers the health probe of the termination feed. While it reports the feed down, a
+    /// locally cached session is checked against the store on every request, so a DELETE on
+    /// another replica still ends it here promptly (I5).
+    pub fn set_termination_feed(&self, probe: TerminationFeedProbe) {
+        if let Ok(mut f) = self.termination_feed.write() {
+            *f = Some(probe);
+        }
+    }
+
+    fn feed_down(&self) -> bool {
+        self.termination_feed.read().ok().and_then(|f| f.clone()).is_some_and(|p| !(p.0)())
+    }
+
     /// Resolves `Mcp-Session-Id` for a request by `identity`: the local cache, else a restore
     /// from the store re-established with the live identity.
     pub async fn get(
@@ -382,6 +407,13 @@ impl SessionManager {
     ) -> Result<Arc<Session>, SessionError> {
         let local = self.local.read().ok().and_then(|l| l.get(id).cloned());
         let session = match local {
+            Some(s) if self.feed_down() => {
+                if !self.timed("exists", self.store.exists(id)).await? {
+                    self.forget(id);
+                    return Err(SessionError::NotFound);
+                }
+                s
+            }
             Some(s) => s,
             None => self.restore(id, identity).await?,
         };

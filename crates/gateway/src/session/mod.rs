@@ -174,3 +174,6 @@ impl Session {
         self.generation.store(generation, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,209 @@
+//! Unit tests of the session invariants (I1–I7) with the memory store and backends that
+//! cannot be reached (so every backend connection fails): what the manager writes and refuses
+//! does not depend on a backend answering.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use secrecy::SecretString;
+use serde_json::json;
+use vmcp_types::config::{AggregationConfig, BackendConfig, BackendTransport, OutgoingAuthConfig};
+
+use super::manager::{BackendSet, SessionSettings};
+use super::memory::MemoryStore;
+use super::record::{SCHEMA_VERSION, SessionRecord};
+use super::store::SessionStore;
+use super::{SessionError, SessionManager};
+use crate::auth::outgoing::{CredentialSource, OutgoingAuthError, Unauthenticated};
+use crate::auth::{Identity, UserIdentity};
+use crate::backend::BackendDef;
+use crate::metrics::Metrics;
+
+/// A credential that needs the caller's token, like token exchange.
+#[derive(Debug)]
+struct NeedsToken;
+
+#[async_trait::async_trait]
+impl CredentialSource for NeedsToken {
+    async fn headers(
+        &self,
+        identity: &Identity,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, OutgoingAuthError> {
+        match identity {
+            Identity::Anonymous => Err(OutgoingAuthError::NoToken),
+            Identity::User(_) => Ok(Vec::new()),
+        }
+    }
+    fn needs_identity(&self) -> bool {
+        true
+    }
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+}
+
+fn def(name: &str, needs_token: bool) -> Arc<BackendDef> {
+    let url = "http://127.0.0.1:1/mcp";
+    Arc::new(BackendDef {
+        name: Arc::from(name),
+        url: url::Url::parse(url).unwrap(),
+        transport: BackendTransport::StreamableHttp,
+        timeout: Duration::from_secs(2),
+        credentials: if needs_token { Arc::new(NeedsToken) } else { Arc::new(Unauthenticated) },
+        config: BackendConfig {
+            name: name.into(),
+            url: url.into(),
+            transport: BackendTransport::StreamableHttp,
+            timeout: Duration::from_secs(2),
+            auth: OutgoingAuthConfig::default(),
+        },
+    })
+}
+
+fn manager(store: Arc<MemoryStore>, defs: Vec<Arc<BackendDef>>) -> Arc<SessionManager> {
+    SessionManager::new(
+        store,
+        BackendSet::new(defs, AggregationConfig::default()),
+        SessionSettings {
+            ttl: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            init_timeout: Duration::from_secs(2),
+        },
+        reqwest::Client::new(),
+        Arc::new(Metrics::new()),
+    )
+}
+
+fn user(sub: &str, token: &str) -> Identity {
+    Identity::User(UserIdentity {
+        issuer: "https://idp.example".into(),
+        subject: sub.into(),
+        token: SecretString::from(token.to_owned()),
+        claims: serde_json::Map::new(),
+        expires_at: None,
+    })
+}
+
+fn record(binding: &str, members: &[&str]) -> SessionRecord {
+    SessionRecord {
+        v: SCHEMA_VERSION,
+        binding: binding.into(),
+        protocol_version: "2025-11-25".into(),
+        client: json!({"protocolVersion": "2025-11-25", "capabilities": {}}),
+        generation: 7,
+        members: members.iter().map(|m| m.to_string()).collect(),
+        hints: [("a".to_owned(), "backend-session-a".to_owned())].into(),
+    }
+}
+
+#[tokio::test]
+async fn i1_restore_without_a_live_token_is_refused_not_emptied() {
+    let store = Arc::new(MemoryStore::new());
+    let alice = user("alice", "t");
+    store
+        .create("s1", &record(alice.binding().as_str(), &["a"]), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let m = manager(store.clone(), vec![def("a", true)]);
+    // The stored record says "alice", but nothing stored can stand in for her token.
+    let anon = m.get("s1", &Identity::Anonymous).await;
+    assert!(matches!(anon, Err(SessionError::NotFound)), "anonymous is not alice's binding");
+    // Same binding, no token (an anonymous-bound record whose member needs a token): 401.
+    store.create("s2", &record("anonymous", &["a"]), Duration::from_secs(60)).await.unwrap();
+    assert!(matches!(m.get("s2", &Identity::Anonymous).await, Err(SessionError::AuthRequired)));
+    assert_eq!(store.load("s2").await.unwrap().unwrap().members, ["a"], "nothing written");
+    // With alice's live identity the restore goes ahead.
+    assert!(m.get("s1", &alice).await.is_ok());
+}
+
+#[tokio::test]
+async fn i2_binding_mismatch_is_not_found_and_nothing_raw_is_stored() {
+    let store = Arc::new(MemoryStore::new());
+    let m = manager(store.clone(), vec![def("a", false)]);
+    let alice = user("alice", "t-alice");
+    let (s, _) = m.create(&alice, &json!({"protocolVersion": "2025-11-25"})).await.unwrap();
+    assert!(matches!(m.get(&s.id, &user("bob", "t-bob")).await, Err(SessionError::NotFound)));
+    assert!(matches!(m.get(&s.id, &Identity::Anonymous).await, Err(SessionError::NotFound)));
+    // A refreshed token of the same user keeps the session.
+    assert!(m.get(&s.id, &user("alice", "t-alice-2")).await.is_ok());
+    let rec = store.load(&s.id).await.unwrap().unwrap();
+    assert!(rec.binding.starts_with("sha256:") && !rec.binding.contains("alice"));
+}
+
+#[tokio::test]
+async fn i3_restore_with_failing_backends_never_shrinks_the_record() {
+    let store = Arc::new(MemoryStore::new());
+    store.create("s", &record("anonymous", &["a", "b"]), Duration::from_secs(60)).await.unwrap();
+    let before = store.load("s").await.unwrap().unwrap();
+    let m = manager(store.clone(), vec![def("a", false), def("b", false)]);
+    let s = m.get("s", &Identity::Anonymous).await.unwrap();
+    assert_eq!(s.member_names(), ["a", "b"], "failed backends stay members");
+    assert!(s.slots().iter().all(|sl| sl.connection().is_none()));
+    assert_eq!(store.load("s").await.unwrap().unwrap(), before, "the stored record is unchanged");
+}
+
+#[tokio::test]
+async fn i4_config_change_bumps_the_generation_with_cas_and_keeps_the_session() {
+    let store = Arc::new(MemoryStore::new());
+    let m = manager(store.clone(), vec![def("a", false)]);
+    let (s, _) = m.create(&Identity::Anonymous, &json!({})).await.unwrap();
+    let g0 = store.load(&s.id).await.unwrap().unwrap().generation;
+    m.apply_backends(BackendSet::new(
+        vec![def("a", false), def("b", false)],
+        AggregationConfig::default(),
+    ))
+    .await;
+    let rec = store.load(&s.id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.generation, rec.members.clone()),
+        (g0 + 1, vec!["a".to_owned(), "b".to_owned()])
+    );
+    assert_eq!(s.generation(), g0 + 1);
+    assert!(m.get(&s.id, &Identity::Anonymous).await.is_ok(), "the session is not closed");
+    // Another replica already wrote this membership: CAS conflict, adopted, no extra bump.
+    let other = manager(store.clone(), vec![def("a", false), def("b", false)]);
+    let s2 = other.get(&s.id, &Identity::Anonymous).await.unwrap();
+    assert_eq!(s2.generation(), g0 + 1);
+    assert_eq!(store.load(&s.id).await.unwrap().unwrap().generation, g0 + 1);
+}
+
+#[tokio::test]
+async fn i5_termination_is_global() {
+    let store = Arc::new(MemoryStore::new());
+    let a = manager(store.clone(), vec![def("a", false)]);
+    let b = manager(store.clone(), vec![def("a", false)]);
+    let (s, _) = a.create(&Identity::Anonymous, &json!({})).await.unwrap();
+    assert!(b.get(&s.id, &Identity::Anonymous).await.is_ok());
+    a.terminate(&s, &Identity::Anonymous).await.unwrap();
+    assert!(matches!(a.get(&s.id, &Identity::Anonymous).await, Err(SessionError::NotFound)));
+    assert!(store.load(&s.id).await.unwrap().is_none());
+    // Replica b learns it from the termination notice (Redis pub/sub in production).
+    b.forget(&s.id);
+    assert!(matches!(b.get(&s.id, &Identity::Anonymous).await, Err(SessionError::NotFound)));
+}
+
+#[tokio::test]
+async fn i6_nothing_secret_is_stored() {
+    let store = Arc::new(MemoryStore::new());
+    let m = manager(store.clone(), vec![def("a", true)]);
+    let (s, _) = m
+        .create(&user("alice", "very-secret-user-token"), &json!({"capabilities": {}}))
+        .await
+        .unwrap();
+    let stored = serde_json::to_string(&store.load(&s.id).await.unwrap().unwrap()).unwrap();
+    assert!(!stored.contains("very-secret-user-token") && !stored.contains("alice"), "{stored}");
+}
+
+#[tokio::test]
+async fn i7_stored_backend_session_ids_are_kept_as_hints_across_restore() {
+    let store = Arc::new(MemoryStore::new());
+    store.create("s", &record("anonymous", &["a"]), Duration::from_secs(60)).await.unwrap();
+    let m = manager(store.clone(), vec![def("a", false)]);
+    let _ = m.get("s", &Identity::Anonymous).await.unwrap();
+    // The backend could not be reached, so the hint was neither used up nor dropped.
+    assert_eq!(
+        store.load("s").await.unwrap().unwrap().hints.get("a").map(String::as_str),
+        Some("backend-session-a")
+    );
+}
