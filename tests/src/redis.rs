@@ -132,6 +132,31 @@ impl RedisServer {
     pub fn stop(&mut self) {
         self.peer.signal_and_wait("KILL");
     }
+
+    /// Starts Redis again on the same port (empty: persistence is off).
+    pub async fn restart(&mut self) -> Result<(), RedisError> {
+        self.peer.signal_and_wait("KILL");
+        let bin = redis_server_binary()?;
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(self._dir.path());
+        let mut peer =
+            Peer::spawn("redis-server", cmd, self._dir.path().join("redis-restarted.log"))?;
+        let port = self.port;
+        peer.wait_ready(Duration::from_secs(10), || ping(port, None)).await?;
+        self.peer = peer;
+        Ok(())
+    }
 }
 
 /// True when Redis on `port` answers PONG (raw RESP, no client library needed).
