@@ -105,3 +105,137 @@ async fn two_replicas_share_sessions_and_delete_is_global() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// I7: a backend that restarts (its sessions lost) answers 404 to the stored session id; the
+/// gateway re-initializes only that backend and the call succeeds. Across a gateway restart
+/// the other backend's session id is reused (no new initialize there).
+#[tokio::test(flavor = "multi_thread")]
+async fn i7_backend_restart_reinitializes_only_that_backend() {
+    let redis = RedisServer::start().await.unwrap();
+    let mut a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
+    let mut gw = Gateway::start_with_env(&config(&redis, &a, &h), &[("H_API_KEY", "k-1")]).await;
+    let mut c = Client::start(Sdk::Python, &gw.url(), &[]).await;
+    c.ok(json!({"op": "initialize"})).await;
+    c.ok(json!({"op": "call_tool", "name": "a_echo", "arguments": {"text": "1"}})).await;
+    let port = a.port;
+    a.stop().await;
+    let a2 = Backend::start(Sdk::Python, "a", BackendOptions { port, ..Default::default() }).await;
+    let r = c.ok(json!({"op": "call_tool", "name": "a_echo", "arguments": {"text": "2"}})).await;
+    assert_eq!(r["text"], "a:echo:2");
+    assert_eq!(
+        a2.requests().iter().filter(|r| r["method"] == "initialize").count(),
+        1,
+        "a re-initialized once"
+    );
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("vmcp_backend_reinitializations_total{backend=\"a\"} 1"), "{metrics}");
+    // Gateway restart: h's stored session id is reused as a hint.
+    let h_inits = h.requests().iter().filter(|r| r["method"] == "initialize").count();
+    gw.restart("KILL").await;
+    let r = c.ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": "3"}})).await;
+    assert_eq!(r["text"], "h:echo:3");
+    assert_eq!(
+        h.requests().iter().filter(|r| r["method"] == "initialize").count(),
+        h_inits,
+        "h's session was resumed, not re-initialized"
+    );
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("vmcp_session_restores_total{outcome=\"ok\"} 1"), "{metrics}");
+    assert!(metrics.contains("vmcp_session_restore_duration_seconds_count 1"));
+    c.exit().await;
+}
+
+/// Redis down: requests that need the store get 503 with Retry-After; when Redis is back the
+/// gateway works again without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_unavailable_is_503_and_recovers() {
+    let mut redis = RedisServer::start().await.unwrap();
+    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
+    let gw = Gateway::start_with_env(&config(&redis, &a, &h), &[("H_API_KEY", "k-1")]).await;
+    let init = || async {
+        reqwest::Client::new()
+            .post(gw.url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}).to_string())
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(init().await.status(), 200);
+    redis.stop();
+    let r = init().await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("retry-after").is_some());
+    // An unknown session id cannot be looked up either: 503, not 404.
+    let r = reqwest::Client::new()
+        .post(gw.url())
+        .header("mcp-session-id", "deadbeef")
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    redis.restart().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let s = init().await.status();
+        if s == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no recovery after Redis came back ({s})");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(gw.log().contains("session store unavailable"), "a clear log line");
+}
+
+/// Idle sessions (no request, no open GET stream) drop their local connections (there is no
+/// session cap) and are restored on the next request.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_sessions_are_evicted_locally_and_restored() {
+    let redis = RedisServer::start().await.unwrap();
+    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
+    let cfg =
+        config(&redis, &a, &h).replace("sessionStorage:\n", "sessionStorage:\n  idleTimeout: 1s\n");
+    let gw = Gateway::start_with_env(&cfg, &[("H_API_KEY", "k-1")]).await;
+    let http = reqwest::Client::new();
+    let post = |sid: Option<String>, body: serde_json::Value| {
+        let mut rb = http
+            .post(gw.url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .body(body.to_string());
+        if let Some(s) = sid {
+            rb = rb.header("mcp-session-id", s).header("mcp-protocol-version", "2025-11-25");
+        }
+        rb.send()
+    };
+    let r = post(None, json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}})).await.unwrap();
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("vmcp_sessions_live 0"), "evicted locally: {metrics}");
+    let r = post(Some(sid), json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a_echo","arguments":{"text":"back"}}})).await.unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["result"]["content"][0]["text"], "a:echo:back", "{v}");
+    assert!(gw.log().contains("restoring session from the store"));
+}

@@ -666,6 +666,8 @@ impl SessionManager {
                                 now.saturating_sub(
                                     s.last_used.load(std::sync::atomic::Ordering::Relaxed),
                                 ) > idle
+                                    // A client holding its GET stream open is waiting, not idle.
+                                    && !s.outbox.is_attached()
                             })
                             .map(|s| s.id.clone())
                             .collect()

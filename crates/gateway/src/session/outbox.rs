@@ -50,6 +50,11 @@ impl Outbox {
         r
     }
 
+    /// Is a client stream open right now?
+    pub fn is_attached(&self) -> bool {
+        self.inner.lock().map(|g| g.0.as_ref().is_some_and(|t| !t.is_closed())).unwrap_or(false)
+    }
+
     /// Closes the current stream (session ended).
     pub fn close(&self) {
         if let Ok(mut g) = self.inner.lock() {
