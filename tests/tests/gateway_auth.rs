@@ -247,3 +247,56 @@ async fn keycloak_through_gateway() {
     );
     c.exit().await;
 }
+
+/// With the provider stopped, a cached exchanged token keeps working until it expires; then
+/// the token-exchange backend reports a clear error naming it, and the other backend works.
+#[tokio::test(flavor = "multi_thread")]
+async fn cached_exchange_outlives_the_provider_until_it_expires() {
+    let mut idp =
+        OidcProvider::start_with(OidcOptions { exchange_ttl: Some(4), ..Default::default() })
+            .await
+            .unwrap();
+    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
+    let gw = Gateway::start_with_env(
+        &gateway_config(idp.issuer(), &idp.token_url(), &a, &h, "http://127.0.0.1:4483/mcp"),
+        ENV,
+    )
+    .await;
+    let token = idp.password_token("alice", "alice-pw", None).await.unwrap();
+    let mut c =
+        Client::start(Sdk::Python, &gw.url(), &[format!("Authorization: Bearer {token}")]).await;
+    c.ok(json!({"op": "initialize"})).await;
+    let first = c.ok(json!({"op": "call_tool", "name": "a_whoami", "arguments": {}})).await;
+    // Validation keys are cached too, so incoming tokens still validate.
+    idp.stop();
+    let cached = c.ok(json!({"op": "call_tool", "name": "a_whoami", "arguments": {}})).await;
+    assert_eq!(cached["text"], first["text"], "the cached exchanged token is reused");
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let r = c.cmd(json!({"op": "call_tool", "name": "a_whoami", "arguments": {}})).await;
+    assert_eq!(r["ok"], false, "{r}");
+    let e = r["error"].as_str().unwrap();
+    assert!(e.contains("backend 'a'") && e.contains("token exchange failed"), "{e}");
+    let r =
+        c.ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": "still"}})).await;
+    assert_eq!(r["text"], "h:echo:still");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "vmcp_token_exchange_idp_duration_seconds_count{backend=\"a\",outcome=\"ok\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "vmcp_token_exchange_idp_duration_seconds_count{backend=\"a\",outcome=\"error\"}"
+        ),
+        "{metrics}"
+    );
+    c.exit().await;
+}

@@ -11,7 +11,7 @@ use vmcp_gateway::auth::outgoing::CredentialFactory;
 use vmcp_gateway::auth::token_exchange::TokenExchangeFactory;
 use vmcp_gateway::config::{build_backends, spawn_reloader};
 use vmcp_gateway::http::{AppState, Authenticator, HttpSettings, router};
-use vmcp_gateway::metrics::Metrics;
+use vmcp_gateway::metrics::{Metrics, RequestOutcome};
 use vmcp_gateway::session::SessionManager;
 use vmcp_gateway::session::manager::{SessionSettings, TerminationFeedProbe};
 use vmcp_gateway::session::memory::MemoryStore;
@@ -136,10 +136,19 @@ async fn run(config_path: PathBuf, cfg: GatewayConfig) -> anyhow::Result<()> {
         .no_proxy()
         .build()
         .context("building the HTTP client")?;
-    let exchange = Arc::new(TokenExchangeFactory::new(http.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let idp_metrics = metrics.clone();
+    let exchange = Arc::new(TokenExchangeFactory::new(http.clone()).with_observer(Arc::new(
+        move |backend: &str, took: Duration, ok: bool| {
+            let labels = RequestOutcome {
+                backend: backend.to_owned(),
+                outcome: if ok { "ok" } else { "error" }.into(),
+            };
+            idp_metrics.idp_seconds.get_or_create(&labels).observe(took.as_secs_f64());
+        },
+    )));
     let factory: Arc<dyn CredentialFactory> = exchange.clone();
     let backends = build_backends(&cfg, factory.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let metrics = Arc::new(Metrics::new());
     spawn_exchange_metrics(exchange, metrics.clone());
     let (store, redis): (Arc<dyn SessionStore>, Option<Arc<RedisStore>>) =
         match (cfg.session_storage.provider, cfg.session_storage.redis.as_ref()) {

@@ -81,6 +81,17 @@ pub struct Metrics {
     pub token_cache_hits: Counter,
     /// Token exchange cache misses (IdP requests).
     pub token_cache_misses: Counter,
+    /// Token endpoint latency per backend and outcome.
+    pub idp_seconds: Family<RequestOutcome, Histogram, fn() -> Histogram>,
+}
+
+/// Labels with a backend and an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestOutcome {
+    /// Backend name.
+    pub backend: String,
+    /// `ok` or `error`.
+    pub outcome: String,
 }
 
 impl Default for Metrics {
@@ -151,8 +162,16 @@ impl Metrics {
             "Token exchange cache misses",
             token_cache_misses.clone(),
         );
+        let idp_seconds =
+            Family::<RequestOutcome, Histogram, fn() -> Histogram>::new_with_constructor(latency);
+        registry.register(
+            "token_exchange_idp_duration_seconds",
+            "Token endpoint latency of token exchanges",
+            idp_seconds.clone(),
+        );
         Self {
             registry,
+            idp_seconds,
             requests,
             request_seconds,
             sessions_live,
