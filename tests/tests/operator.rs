@@ -360,3 +360,61 @@ spec: {groupRef: {name: g}}
     );
     c.exit().await;
 }
+
+/// A missing Secret behind an auth reference shows as `AuthConfigured=False` naming it, and as
+/// a Warning Event, never only in the operator's log.
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_secret_is_a_condition_and_an_event() {
+    let (api, client, ns) = setup("op-missing-secret").await;
+    let manifests = r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {name: g}
+spec: {}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPExternalAuthConfig
+metadata: {name: needs-secret}
+spec:
+  type: headerInjection
+  headerInjection: {headerName: X-Api-Key, valueSecretRef: {name: absent-secret, key: value}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: a}
+spec: {image: example/a:1, groupRef: {name: g}, externalAuthConfigRef: {name: needs-secret}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: gw}
+spec: {groupRef: {name: g}}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("objects.yaml");
+    std::fs::write(&file, manifests).unwrap();
+    api.run_kubectl(&["apply", "-n", &ns, "-f", file.to_str().unwrap()]).await.unwrap();
+    let _stop = run_operator(client.clone(), &ns);
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    let cond = eventually("AuthConfigured=False", Duration::from_secs(30), || async {
+        let v = vmcps.get("gw").await.unwrap();
+        v.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "AuthConfigured" && c.status == "False")
+    })
+    .await;
+    assert!(cond.message.contains("absent-secret"), "{cond:?}");
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    eventually("a Warning event naming the Secret", Duration::from_secs(30), || async {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        list.items.into_iter().find(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.note.as_deref().unwrap_or_default().contains("absent-secret")
+        })
+    })
+    .await;
+    let described = api.run_kubectl(&["describe", "vmcp", "gw", "-n", &ns]).await.unwrap();
+    assert!(
+        described.contains("AuthConfigured") && described.contains("absent-secret"),
+        "{described}"
+    );
+}
