@@ -105,6 +105,13 @@ impl Gateway {
         }
     }
 
+    /// Stops with `signal` and starts again on the same port with other environment variables.
+    pub async fn restart_with_env(&mut self, signal: &str, env: &[(&str, &str)]) {
+        self.stop(signal);
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.launch().await;
+    }
+
     /// Stops with `signal` and starts again on the same port with the same config.
     pub async fn restart(&mut self, signal: &str) {
         self.stop(signal);

@@ -5,6 +5,7 @@
 //! and clients, kube-apiserver + etcd, and the vmcp binaries. Each starts on free ports and is
 //! stopped (with its data removed) when its handle is dropped.
 
+pub mod balancer;
 pub mod gateway;
 pub mod k8s;
 pub mod keycloak;

@@ -252,3 +252,62 @@ async fn security_on_restore() {
     let (s, v) = refreshed.call(&gw_b.url(), &sid, "a_echo").await;
     assert_eq!((s, v["result"]["content"][0]["text"].clone()), (200, json!("a:echo:x")), "{v}");
 }
+
+/// AC2 with the official SDK clients behind a round-robin balancer (no stickiness): every call
+/// succeeds while both replicas are healthy; after B loses its token exchange, calls to `a`
+/// that land on B fail naming `a`, the ones on A succeed, `h` always works, and the client
+/// keeps its session throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn ac2_sdk_clients_alternating_through_a_balancer() {
+    let redis = RedisServer::start().await.unwrap();
+    let idp = OidcProvider::start().await.unwrap();
+    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
+    let cfg = config(&redis, idp.issuer(), &idp.token_url(), &a, &h);
+    let gw_a = Gateway::start_with_env(&cfg, GOOD).await;
+    let mut gw_b = Gateway::start_with_env(&cfg, GOOD).await;
+    let lb = vmcp_e2e::balancer::Balancer::start(vec![gw_a.port, gw_b.port]).await;
+    let token = idp.password_token("alice", "alice-pw", None).await.unwrap();
+    let mut clients = Vec::new();
+    for sdk in [Sdk::Python, Sdk::TypeScript] {
+        let mut c =
+            Client::start(sdk, &lb.url(), &[format!("Authorization: Bearer {token}")]).await;
+        c.ok(json!({"op": "initialize"})).await;
+        for n in 0..4 {
+            let r = c.ok(json!({"op": "call_tool", "name": "a_echo", "arguments": {"text": n.to_string()}})).await;
+            assert_eq!(r["text"], format!("a:echo:{n}"), "{sdk:?}");
+            let r = c.ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": n.to_string()}})).await;
+            assert_eq!(r["text"], format!("h:echo:{n}"));
+        }
+        let sid = c.ok(json!({"op": "session_id"})).await;
+        clients.push((c, sid));
+    }
+    gw_b.restart_with_env("TERM", BAD_EXCHANGE).await;
+    for (c, sid) in clients.iter_mut() {
+        let (mut ok, mut failed) = (0, 0);
+        for _ in 0..6 {
+            let r = c
+                .cmd(json!({"op": "call_tool", "name": "a_echo", "arguments": {"text": "x"}}))
+                .await;
+            if r["ok"] == true {
+                assert_eq!(r["result"]["text"], "a:echo:x");
+                ok += 1;
+            } else {
+                let e = r["error"].as_str().unwrap_or_default();
+                assert!(e.contains("backend 'a'"), "{e}");
+                failed += 1;
+            }
+        }
+        for _ in 0..2 {
+            let r = c
+                .ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": "y"}}))
+                .await;
+            assert_eq!(r["text"], "h:echo:y", "h works on both replicas");
+        }
+        assert!(ok > 0 && failed > 0, "A serves a, B fails a: ok={ok} failed={failed}");
+        assert_eq!(&c.ok(json!({"op": "session_id"})).await, sid, "the client kept its session");
+    }
+    for (c, _) in clients {
+        c.exit().await;
+    }
+}
