@@ -319,3 +319,35 @@ async fn check_config_lists_every_error() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Cancellation, completion and subscriptions reach the backend that owns them.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancellation_completion_and_subscribe_are_forwarded() {
+    let b = Backend::start(Sdk::Python, "b", BackendOptions::default()).await;
+    let gw = Gateway::start(&format!("backends:\n  - name: b\n    url: {}\n", b.url())).await;
+    let m = Mcp { http: reqwest::Client::new(), url: gw.url() };
+    let (sid, _) = m.initialize("2025-11-25").await;
+    let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"}).to_string();
+    m.post(Some(&sid), &note).send().await.unwrap();
+
+    let slow = json!({"jsonrpc":"2.0","id":"slow-1","method":"tools/call","params":{"name":"b_slow","arguments":{"steps":40,"delay_ms":100}}}).to_string();
+    let call = tokio::spawn(m.post_json(Some(&sid), &slow).send());
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let cancel = json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"slow-1","reason":"user"}}).to_string();
+    assert_eq!(m.post(Some(&sid), &cancel).send().await.unwrap().status(), StatusCode::ACCEPTED);
+    let _ = call.await;
+    let got = |method: &str| b.requests().iter().any(|r| r["method"] == method);
+    assert!(got("notifications/cancelled"), "the cancellation reached the owning backend");
+
+    let complete = json!({"jsonrpc":"2.0","id":7,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"b_greet"},"argument":{"name":"who","value":"a"}}}).to_string();
+    let (_, v) = json_of(m.post_json(Some(&sid), &complete).send().await.unwrap()).await;
+    assert_eq!(v["id"], 7, "{v}");
+    assert!(got("completion/complete"), "completion went to b under the original prompt name: {v}");
+
+    let sub =
+        json!({"jsonrpc":"2.0","id":8,"method":"resources/subscribe","params":{"uri":"info://b"}})
+            .to_string();
+    let (_, v) = json_of(m.post_json(Some(&sid), &sub).send().await.unwrap()).await;
+    assert_eq!(v["id"], 8, "{v}");
+    assert!(got("resources/subscribe"), "{v}");
+}

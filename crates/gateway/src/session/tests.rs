@@ -207,3 +207,20 @@ async fn i7_stored_backend_session_ids_are_kept_as_hints_across_restore() {
         Some("backend-session-a")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_requests_restore_once() {
+    let store = Arc::new(MemoryStore::new());
+    store.create("s", &record("anonymous", &["a"]), Duration::from_secs(60)).await.unwrap();
+    let m = manager(store.clone(), vec![def("a", false)]);
+    let gets = (0..8).map(|_| {
+        let m = m.clone();
+        tokio::spawn(async move { m.get("s", &Identity::Anonymous).await.map(|s| s.id.clone()) })
+    });
+    for r in futures::future::join_all(gets).await {
+        assert_eq!(r.unwrap().unwrap().as_ref(), "s");
+    }
+    let ok = crate::metrics::Outcome { outcome: "ok".into() };
+    assert_eq!(m.metrics().restores.get_or_create(&ok).get(), 1, "one restore for eight requests");
+    assert_eq!(m.local_count(), 1);
+}
