@@ -7,15 +7,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::prelude::{ClientLike, Config, HashesInterface, KeysInterface};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Barrier;
+use vmcp_e2e::redis::RedisServer;
 use vmcp_gateway::session::memory::MemoryStore;
 use vmcp_gateway::session::record::{SCHEMA_VERSION, SessionRecord};
 use vmcp_gateway::session::redis::RedisStore;
@@ -26,35 +24,12 @@ use vmcp_types::config::{RedisConfig, SecretSource};
 // redis-server harness
 // ---------------------------------------------------------------------------------------------
 
-fn redis_server_binary() -> PathBuf {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|d| d.join("redis-server"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "redis-server is not installed: the Redis store contract tests need it. Install it \
-                 (`apt-get install redis-server`, or run `make test`, which installs it) and run \
-                 the tests again."
-            )
-        })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
-
-/// A `redis-server` of this test; killed (and its folder removed) on drop.
+/// A real `redis-server` of this test (the e2e harness's), with the helpers the contract
+/// needs.
 struct Redis {
+    server: RedisServer,
     port: u16,
     password: Option<String>,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
 }
 
 impl Redis {
@@ -63,56 +38,25 @@ impl Redis {
     }
 
     async fn start_with_password(password: Option<&str>) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir for redis");
-        let mut r =
-            Self { port: free_port(), password: password.map(str::to_owned), dir, child: None };
-        r.spawn().await;
-        r
+        let server = match password {
+            Some(p) => RedisServer::start_with(&["--requirepass", p]).await,
+            None => RedisServer::start().await,
+        }
+        .expect("start redis-server (make test installs it)");
+        Self { port: server.port(), server, password: password.map(str::to_owned) }
     }
 
-    async fn spawn(&mut self) {
-        let mut cmd = Command::new(redis_server_binary());
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path());
-        if let Some(p) = &self.password {
-            cmd.args(["--requirepass", p]);
-        }
-        let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("redis log");
-        cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log);
-        let child = cmd.spawn().expect("start redis-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(self.port, self.password.as_deref()).await {
-            if let Some(c) = self.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                let log =
-                    std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
-                panic!("redis-server exited with {status}:\n{log}");
-            }
-            assert!(Instant::now() < deadline, "redis-server did not answer PING within 10 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Kills the server (SIGKILL), keeping the port and folder for [`Self::restart`].
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.server.stop();
     }
 
     /// Starts the server again on the same port (empty: persistence is off).
     async fn restart(&mut self) {
-        self.kill();
-        self.spawn().await;
+        self.server.restart().await.expect("restart redis-server");
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.server.url()
     }
 
     fn config(&self, prefix: &str) -> RedisConfig {
@@ -129,41 +73,6 @@ impl Redis {
         client
     }
 }
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn ping(port: u16, password: Option<&str>) -> bool {
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    let cmd = match password {
-        Some(p) => format!("AUTH {p}\r\nPING\r\n"),
-        None => "PING\r\n".to_owned(),
-    };
-    if s.write_all(cmd.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut got = Vec::new();
-    let mut buf = [0u8; 64];
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while !got.windows(5).any(|w| w == b"+PONG") {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    got.windows(5).any(|w| w == b"+PONG")
-}
-
-// ---------------------------------------------------------------------------------------------
-// fixtures
-// ---------------------------------------------------------------------------------------------
 
 /// A typical record: 3 members, 3 hints, realistic client params.
 fn record(generation: u64) -> SessionRecord {
@@ -445,7 +354,7 @@ async fn redis_password_db_and_bare_host_port() {
 #[tokio::test]
 async fn redis_connect_to_nothing_fails_fast() {
     let cfg = RedisConfig {
-        url: format!("redis://127.0.0.1:{}", free_port()),
+        url: format!("redis://127.0.0.1:{}", vmcp_e2e::ports::free_port().unwrap()),
         db: 0,
         password: None,
         key_prefix: "x:".into(),
