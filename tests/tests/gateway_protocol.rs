@@ -351,3 +351,49 @@ async fn cancellation_completion_and_subscribe_are_forwarded() {
     assert_eq!(v["id"], 8, "{v}");
     assert!(got("resources/subscribe"), "{v}");
 }
+
+/// JSON logs with one audit line per request (subject, method, backend, outcome, latency), and
+/// a graceful shutdown that lets an in-flight call finish.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_audit_log_and_graceful_drain() {
+    let b = Backend::start(Sdk::Python, "b", BackendOptions::default()).await;
+    let mut gw = Gateway::start(&format!(
+        "telemetry:\n  logFormat: json\nbackends:\n  - name: b\n    url: {}\n",
+        b.url()
+    ))
+    .await;
+    let m = Mcp { http: reqwest::Client::new(), url: gw.url() };
+    let (sid, _) = m.initialize("2025-11-25").await;
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"b_echo","arguments":{"text":"x"}}}).to_string();
+    assert_eq!(m.post_json(Some(&sid), &call).send().await.unwrap().status(), StatusCode::OK);
+
+    // A slow call in flight when SIGTERM arrives still completes.
+    let slow = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"b_slow","arguments":{"steps":10,"delay_ms":150}}}).to_string();
+    let in_flight = tokio::spawn(m.post_json(Some(&sid), &slow).send());
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    tokio::task::spawn_blocking(move || {
+        gw.stop("TERM");
+        gw
+    })
+    .await
+    .map(|gw| {
+        let audit: Vec<Value> = gw
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == "audit")
+            .collect();
+        let line = audit
+            .iter()
+            .find(|v| v["method"] == "tools/call")
+            .unwrap_or_else(|| panic!("no audit line in {}", gw.log()));
+        assert_eq!(line["subject"], "anonymous");
+        assert_eq!(line["backend"], "b");
+        assert_eq!(line["outcome"], "ok");
+        assert!(line["latency_ms"].is_number());
+    })
+    .unwrap();
+    let r = in_flight.await.unwrap().unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["result"]["content"][0]["text"], "b:slow:done", "drained, not cut: {v}");
+}
