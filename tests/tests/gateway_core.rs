@@ -217,16 +217,30 @@ async fn dead_and_slow_backends_never_block_initialize() {
         c.cmd(json!({"op": "call_tool", "name": "alive_echo", "arguments": {"text": "x"}})).await;
     assert_eq!(r["result"]["text"], "alive:echo:x");
 
-    // /readyz names the unavailable backends.
-    let ready: Value = reqwest::get(format!("http://127.0.0.1:{}/readyz", gw.port))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let dead =
-        ready["backends"].as_array().unwrap().iter().find(|b| b["name"] == "dead").unwrap().clone();
-    assert_eq!(dead["status"], "unavailable", "{ready}");
+    // /readyz names the unavailable backends (from the background probes).
+    let readyz = format!("http://127.0.0.1:{}/readyz", gw.port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready: Value = reqwest::get(&readyz).await.unwrap().json().await.unwrap();
+        let status = |n: &str| {
+            ready["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["name"] == n)
+                .map(|b| b["status"].clone())
+        };
+        if status("dead") == Some(json!("unavailable")) {
+            assert_eq!(status("alive"), Some(json!("ready")), "{ready}");
+            assert_eq!(
+                ready["status"], "ready",
+                "unavailable backends do not make the gateway unready"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz never reported the dead backend: {ready}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // The dead backend comes up: its tools join and the client hears list_changed.
     let _late = Backend::start(

@@ -189,6 +189,12 @@ async fn redis_unavailable_is_503_and_recovers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
+    let readyz = format!("http://127.0.0.1:{}/readyz", gw.port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reqwest::get(&readyz).await.unwrap().status() != 503 {
+        assert!(std::time::Instant::now() < deadline, "/readyz stays ready without its store");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     redis.restart().await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
@@ -200,6 +206,7 @@ async fn redis_unavailable_is_503_and_recovers() {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
     assert!(gw.log().contains("session store unavailable"), "a clear log line");
+    assert_eq!(reqwest::get(&readyz).await.unwrap().status(), 200, "ready again");
 }
 
 /// Idle sessions (no request, no open GET stream) drop their local connections (there is no

@@ -12,7 +12,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Probes every configured backend concurrently. A backend whose credential needs a caller
 /// identity is only checked for reachability (any HTTP answer counts); the others get a full
 /// `initialize` with their own credential, and the probe session is closed again.
-pub async fn probe_all(manager: &Arc<SessionManager>) -> Vec<(Arc<str>, Result<(), String>)> {
+pub async fn probe_all(manager: &Arc<SessionManager>) -> Vec<ProbeResult> {
     let set = manager.backends();
     let probes = set.order.iter().filter_map(|n| set.defs.get(n)).map(|def| {
         let def = def.clone();
@@ -39,4 +39,62 @@ pub async fn probe_all(manager: &Arc<SessionManager>) -> Vec<(Arc<str>, Result<(
         }
     });
     futures::future::join_all(probes).await
+}
+
+/// One backend's probe result: `Err` holds why it is unavailable.
+pub type ProbeResult = (Arc<str>, Result<(), String>);
+
+/// How often backends are probed in the background.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A readiness check of a dependency (e.g. "the session store is connected").
+pub type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Backend probe results refreshed in the background, so that `/readyz` (called by every
+/// kubelet probe) costs no backend round trip.
+pub struct Monitor {
+    results: std::sync::RwLock<Vec<ProbeResult>>,
+    store_ready: Option<ReadyCheck>,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor").field("results", &self.results).finish_non_exhaustive()
+    }
+}
+
+impl Monitor {
+    /// Starts probing every [`PROBE_INTERVAL`] (first probe right away). `store_ready`, when
+    /// given, decides readiness: a gateway whose session store is unreachable is not ready.
+    pub fn spawn(manager: Arc<SessionManager>, store_ready: Option<ReadyCheck>) -> Arc<Self> {
+        let monitor = Arc::new(Self { results: std::sync::RwLock::new(Vec::new()), store_ready });
+        let weak = Arc::downgrade(&monitor);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROBE_INTERVAL);
+            loop {
+                tick.tick().await;
+                let results = probe_all(&manager).await;
+                for (name, r) in &results {
+                    if let Err(e) = r {
+                        tracing::warn!(backend = %name, error = %e, "backend probe failed");
+                    }
+                }
+                let Some(m) = weak.upgrade() else { return };
+                if let Ok(mut w) = m.results.write() {
+                    *w = results;
+                }
+            }
+        });
+        monitor
+    }
+
+    /// The last probe result of each backend (absent: not probed yet).
+    pub fn backends(&self) -> Vec<ProbeResult> {
+        self.results.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Is the gateway ready to serve (its session store reachable)?
+    pub fn ready(&self) -> bool {
+        self.store_ready.as_ref().is_none_or(|f| f())
+    }
 }

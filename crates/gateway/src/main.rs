@@ -169,7 +169,7 @@ async fn run(config_path: PathBuf, cfg: GatewayConfig) -> anyhow::Result<()> {
     };
     let manager = SessionManager::new(store, backends, settings, http.clone(), metrics);
     manager.spawn_idle_sweeper();
-    if let Some(r) = redis {
+    if let Some(r) = redis.clone() {
         // I5: a DELETE on any replica removes the local copy here too; while the
         // subscription is down, cached sessions are checked against Redis instead.
         let probe = r.clone();
@@ -195,7 +195,13 @@ async fn run(config_path: PathBuf, cfg: GatewayConfig) -> anyhow::Result<()> {
         factory,
         Duration::from_secs(1),
     );
+    let store_ready: Option<vmcp_gateway::health::ReadyCheck> = redis.as_ref().map(|r| {
+        let r = r.clone();
+        Arc::new(move || r.is_connected()) as vmcp_gateway::health::ReadyCheck
+    });
+    let health = vmcp_gateway::health::Monitor::spawn(manager.clone(), store_ready);
     let state = AppState {
+        health,
         manager,
         auth: Arc::new(authenticator(&cfg, &http).await?),
         http: Arc::new(HttpSettings {

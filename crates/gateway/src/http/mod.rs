@@ -26,6 +26,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Front-end settings.
     pub http: Arc<HttpSettings>,
+    /// Background backend probes and readiness.
+    pub health: Arc<crate::health::Monitor>,
 }
 
 /// Front-end settings.

@@ -12,10 +12,12 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness with detail: configured backends and whether each answered its last probe.
+/// Readiness with detail: configured backends and whether each answered its last background
+/// probe. Not ready (503) while the session store is unreachable; unavailable backends are
+/// reported but do not make the gateway unready (sessions work without them).
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let set = state.manager.backends();
-    let probes = crate::health::probe_all(&state.manager).await;
+    let probes = state.health.backends();
     let backends: Vec<_> = set
         .order
         .iter()
@@ -28,12 +30,14 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             }
         })
         .collect();
+    let ready = state.health.ready();
     let body = json!({
-        "status": "ready",
+        "status": if ready { "ready" } else { "session store unavailable" },
         "sessions": state.manager.local_count(),
         "backends": backends,
     });
-    (StatusCode::OK, Json(body)).into_response()
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
 }
 
 /// Prometheus text exposition.
