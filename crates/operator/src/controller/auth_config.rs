@@ -74,25 +74,7 @@ pub fn desired_auth_status(
 
 /// Reconciles one `MCPExternalAuthConfig`.
 pub async fn reconcile(ac: Arc<MCPExternalAuthConfig>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile(CONTROLLER);
-    match reconcile_inner(&ac, &ctx).await {
-        Ok(action) => {
-            ctx.succeeded(ac.as_ref());
-            Ok(action)
-        }
-        Err(e) => {
-            ctx.metrics.failure(CONTROLLER, e.metric_label());
-            ctx.event(
-                ac.as_ref(),
-                EventType::Warning,
-                "ReconcileFailed",
-                "Reconcile",
-                e.to_string(),
-            )
-            .await;
-            Err(e)
-        }
-    }
+    ctx.reconciled(CONTROLLER, ac.as_ref(), reconcile_inner(&ac, &ctx)).await
 }
 
 async fn reconcile_inner(ac: &MCPExternalAuthConfig, ctx: &Context) -> Result<Action, Error> {

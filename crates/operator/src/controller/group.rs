@@ -9,7 +9,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use vmcp_types::crd::{MCPGroup, MCPGroupStatus, MCPServer};
 
@@ -77,25 +76,7 @@ pub fn desired_group_status(
 
 /// Reconciles one `MCPGroup`.
 pub async fn reconcile(group: Arc<MCPGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile(CONTROLLER);
-    match reconcile_inner(&group, &ctx).await {
-        Ok(action) => {
-            ctx.succeeded(group.as_ref());
-            Ok(action)
-        }
-        Err(e) => {
-            ctx.metrics.failure(CONTROLLER, e.metric_label());
-            ctx.event(
-                group.as_ref(),
-                EventType::Warning,
-                "ReconcileFailed",
-                "Reconcile",
-                e.to_string(),
-            )
-            .await;
-            Err(e)
-        }
-    }
+    ctx.reconciled(CONTROLLER, group.as_ref(), reconcile_inner(&group, &ctx)).await
 }
 
 async fn reconcile_inner(group: &MCPGroup, ctx: &Context) -> Result<Action, Error> {

@@ -134,25 +134,7 @@ pub fn desired_server_status(
 
 /// Reconciles one `MCPServer`.
 pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile(CONTROLLER);
-    match reconcile_inner(&server, &ctx).await {
-        Ok(action) => {
-            ctx.succeeded(server.as_ref());
-            Ok(action)
-        }
-        Err(e) => {
-            ctx.metrics.failure(CONTROLLER, e.metric_label());
-            ctx.event(
-                server.as_ref(),
-                EventType::Warning,
-                "ReconcileFailed",
-                "Reconcile",
-                e.to_string(),
-            )
-            .await;
-            Err(e)
-        }
-    }
+    ctx.reconciled(CONTROLLER, server.as_ref(), reconcile_inner(&server, &ctx)).await
 }
 
 async fn reconcile_inner(server: &MCPServer, ctx: &Context) -> Result<Action, Error> {

@@ -167,6 +167,30 @@ impl Context {
     }
 
     /// Forgets the failures of `obj` after a successful reconcile.
+    /// Runs one reconcile of `obj` with its latency recorded, and records the outcome: on
+    /// success the error backoff is reset; on failure the failure is counted and shown on the
+    /// object as a Warning Event (never only in the log).
+    pub(crate) async fn reconciled<K: Resource<DynamicType = ()>>(
+        &self,
+        controller: &'static str,
+        obj: &K,
+        run: impl Future<Output = Result<Action, Error>>,
+    ) -> Result<Action, Error> {
+        let _timer = self.metrics.reconcile(controller);
+        match run.await {
+            Ok(action) => {
+                self.succeeded(obj);
+                Ok(action)
+            }
+            Err(e) => {
+                self.metrics.failure(controller, e.metric_label());
+                self.event(obj, EventType::Warning, "ReconcileFailed", "Reconcile", e.to_string())
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
     pub(crate) fn succeeded<K: Resource<DynamicType = ()>>(&self, obj: &K) {
         self.backoff.reset(&Self::backoff_key(obj));
     }

@@ -384,25 +384,7 @@ fn backends_condition<'a>(
 
 /// Reconciles one `VirtualMCPServer` (see the module documentation).
 pub async fn reconcile(vmcp: Arc<VirtualMCPServer>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile(CONTROLLER);
-    match reconcile_inner(&vmcp, &ctx).await {
-        Ok(action) => {
-            ctx.succeeded(vmcp.as_ref());
-            Ok(action)
-        }
-        Err(e) => {
-            ctx.metrics.failure(CONTROLLER, e.metric_label());
-            ctx.event(
-                vmcp.as_ref(),
-                EventType::Warning,
-                "ReconcileFailed",
-                "Reconcile",
-                e.to_string(),
-            )
-            .await;
-            Err(e)
-        }
-    }
+    ctx.reconciled(CONTROLLER, vmcp.as_ref(), reconcile_inner(&vmcp, &ctx)).await
 }
 
 /// Which children changed in this reconcile.
