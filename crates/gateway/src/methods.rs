@@ -234,6 +234,7 @@ async fn forward(
             .headers(identity)
             .await
             .map_err(|e| fail(backend_error(&backend, &BackendError::Auth(e))))?;
+        conn.ensure_stream(&headers);
         let bid = conn.next_id();
         session.track(client_id, backend.clone(), bid);
         let r = conn.request(bid, method, Some(params.clone()), &headers, progress.clone()).await;

@@ -162,6 +162,13 @@ impl Connection {
         }
     }
 
+    /// Reopens the server-notification stream if it ended, with this request's credentials.
+    pub fn ensure_stream(&self, headers: &Headers) {
+        if let Self::Streamable(c) = self {
+            c.ensure_stream(headers);
+        }
+    }
+
     /// The backend's session id (stored as a hint for restore), if it issued one.
     pub fn session_hint(&self) -> Option<String> {
         match self {

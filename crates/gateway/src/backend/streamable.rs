@@ -28,7 +28,14 @@ pub struct StreamableConn {
     pub(super) ids: AtomicU64,
     events: mpsc::UnboundedSender<BackendEvent>,
     stream: Mutex<Option<AbortHandle>>,
+    /// The backend answered the GET with 400/405: it offers no stream; never retry.
+    no_stream: Arc<std::sync::atomic::AtomicBool>,
+    /// When the stream was last (re)opened, to reopen at most every [`REOPEN_EVERY`].
+    opened_at: Mutex<Option<std::time::Instant>>,
 }
+
+/// Minimum time between two reopenings of an ended GET stream.
+const REOPEN_EVERY: Duration = Duration::from_secs(10);
 
 impl StreamableConn {
     pub(super) fn new(
@@ -44,6 +51,8 @@ impl StreamableConn {
             ids: super::new_ids(),
             events,
             stream: Mutex::new(None),
+            no_stream: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            opened_at: Mutex::new(None),
         }
     }
 
@@ -185,6 +194,10 @@ impl StreamableConn {
             .builder(reqwest::Method::GET, headers)
             .header(http::header::ACCEPT, "text/event-stream");
         let Some(template) = rb.build().ok() else { return };
+        if let Ok(mut t) = self.opened_at.lock() {
+            *t = Some(std::time::Instant::now());
+        }
+        let no_stream = self.no_stream.clone();
         let http = self.http.clone();
         let events = self.events.clone();
         let name = self.def.name.clone();
@@ -208,7 +221,14 @@ impl StreamableConn {
                             }
                         }
                     }
-                    Ok(resp) if matches!(resp.status().as_u16(), 404 | 405 | 400) => return,
+                    // No stream offered: never retry.
+                    Ok(resp) if matches!(resp.status().as_u16(), 400 | 405) => {
+                        no_stream.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
+                    // Session gone, or the credential the stream was opened with is no longer
+                    // accepted: the session's next call reopens it with a fresh one.
+                    Ok(resp) if matches!(resp.status().as_u16(), 401 | 403 | 404) => return,
                     _ => {}
                 }
                 tokio::time::sleep(backoff).await;
@@ -219,6 +239,25 @@ impl StreamableConn {
             && let Some(old) = s.replace(task.abort_handle())
         {
             old.abort();
+        }
+    }
+
+    /// Reopens the GET stream if it ended (e.g. its credential expired), with `headers` from
+    /// the request being served.
+    pub(super) fn ensure_stream(&self, headers: &Headers) {
+        if self.no_stream.load(std::sync::atomic::Ordering::Relaxed) || self.session_id().is_none()
+        {
+            return;
+        }
+        let recent =
+            self.opened_at.lock().ok().and_then(|t| *t).is_some_and(|t| t.elapsed() < REOPEN_EVERY);
+        let ended = self
+            .stream
+            .lock()
+            .map(|s| s.as_ref().is_none_or(AbortHandle::is_finished))
+            .unwrap_or(false);
+        if ended && !recent {
+            self.open_stream(headers);
         }
     }
 
