@@ -100,6 +100,19 @@ fn read_ready_port(log: &std::path::Path) -> Option<u16> {
     text.lines().find_map(|l| l.strip_prefix("READY ")).and_then(|p| p.trim().parse().ok())
 }
 
+/// A copy of a command (program, arguments, environment) to spawn it again.
+fn clone_command(cmd: &Command) -> Command {
+    let mut c = Command::new(cmd.get_program());
+    c.args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
 impl OidcProvider {
     /// Starts the provider with its defaults.
     pub async fn start() -> Result<Self, OidcError> {
@@ -134,14 +147,29 @@ impl OidcProvider {
         if opts.log {
             cmd.arg("--log");
         }
-        let log = dir.path().join("oidc.log");
-        let mut peer = Peer::spawn("oidc-provider", cmd, log.clone())?;
-        let log2 = log.clone();
-        peer.wait_ready(Duration::from_secs(120), move || {
-            let ready = read_ready_port(&log2).is_some();
-            async move { ready }
-        })
-        .await?;
+        // A provider that has not printed READY after 60 s is started once more: a start that
+        // stalled under a loaded CI machine was seen twice (stuck before key generation), and
+        // a second start has always come up in seconds.
+        let mut attempt = 0;
+        let (peer, log) = loop {
+            attempt += 1;
+            let log = dir.path().join(format!("oidc-{attempt}.log"));
+            let mut peer = Peer::spawn("oidc-provider", clone_command(&cmd), log.clone())?;
+            let log2 = log.clone();
+            let waited = peer
+                .wait_ready(Duration::from_secs(60), move || {
+                    let ready = read_ready_port(&log2).is_some();
+                    async move { ready }
+                })
+                .await;
+            match waited {
+                Ok(()) => break (peer, log),
+                Err(e) if attempt < 2 => {
+                    eprintln!("[harness] oidc-provider did not start, retrying once: {e}")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let port = read_ready_port(&log).unwrap_or_default();
         let issuer =
             format!("http://127.0.0.1:{port}{}", opts.issuer_path.as_deref().unwrap_or(""));
