@@ -138,12 +138,17 @@ impl Session {
             .unwrap_or_else(|_| Arc::new(Err("view unavailable".into())))
     }
 
-    /// Recomputes the merged view from the available backends' capabilities (shared with
-    /// other sessions whose members offer the same lists).
+    /// Recomputes the merged view from the members' capabilities (shared with other sessions
+    /// whose members offer the same lists). A member that is down on this replica keeps what
+    /// it offered when last seen (M3, I3): its names stay routed to it, so a call gets an error
+    /// naming it instead of silently going to another backend under `priority`.
     pub fn rebuild_view(&self, set: &manager::BackendSet) {
         let order = self.order.read().map(|o| o.clone()).unwrap_or_default();
-        let caps: Vec<Arc<BackendCapabilities>> =
-            self.slots().iter().filter_map(|s| s.capabilities()).collect();
+        let caps: Vec<Arc<BackendCapabilities>> = self
+            .slots()
+            .iter()
+            .filter_map(|s| s.capabilities().or_else(|| s.def.catalog.last()))
+            .collect();
         let view = set.views.view(&set.aggregation, &order, caps);
         if let Ok(mut v) = self.view.write() {
             *v = view;

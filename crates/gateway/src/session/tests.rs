@@ -292,3 +292,39 @@ async fn a_foreign_session_id_is_not_found_audited_and_counted() {
     assert!(matches!(m.get(S1, &bob).await, Err(SessionError::NotFound)));
     assert_eq!(m.metrics().sessions_foreign.get(), 2);
 }
+
+#[tokio::test]
+async fn a_member_down_here_keeps_its_names_under_priority() {
+    use vmcp_types::config::ConflictResolution;
+    let tool = |backend: &str| crate::aggregate::BackendCapabilities {
+        backend: Arc::from(backend),
+        tools: vec![json!({"name": "search", "inputSchema": {"type": "object"}})],
+        ..Default::default()
+    };
+    // `a` (first in priority) was seen offering `search` but cannot be reached now; `b` is
+    // known from its catalog.
+    let (a, b) = (def("a", true), def("b", false));
+    a.catalog.intern(tool("a"));
+    b.catalog.intern(tool("b"));
+    let aggregation = AggregationConfig {
+        conflict_resolution: ConflictResolution::Priority,
+        priority_order: vec!["a".into(), "b".into()],
+        ..Default::default()
+    };
+    let m = SessionManager::new(
+        Arc::new(MemoryStore::new()),
+        BackendSet::new(vec![a, b], aggregation),
+        SessionSettings {
+            ttl: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            init_timeout: Duration::from_secs(2),
+        },
+        reqwest::Client::new(),
+        Arc::new(Metrics::new()),
+    );
+    let (s, _) = m.create(&user("alice", "t"), &json!({})).await.unwrap();
+    let view = s.view();
+    let routes = &view.as_ref().as_ref().unwrap().routes;
+    let route = routes.tool("search").expect("search is routed");
+    assert_eq!(route.backend.as_ref(), "a", "not silently re-routed to b");
+}
