@@ -62,8 +62,9 @@ async fn initialize_params_never_grow_the_session_record() {
     client.init().await.unwrap();
     let http = reqwest::Client::new();
 
-    // One initialize with 3 MiB in every field a client controls.
-    let sid = initialize(&http, &gw.url(), &params(&"x".repeat(3 << 20))).await;
+    // One initialize near the 4 MiB body limit: 600 KiB in each of six fields a client
+    // controls.
+    let sid = initialize(&http, &gw.url(), &params(&"x".repeat(600 << 10))).await;
     let key = format!("{PREFIX}session:{sid}");
     let c_len: u64 = client.hstrlen(&key, "c").await.unwrap();
     assert!(c_len < 1024, "client params field: {c_len} bytes");
