@@ -49,3 +49,74 @@ async fn stdio_server_behind_the_bridge_behind_the_gateway() {
     assert_eq!(r["text"], "std:piped_tool");
     c.exit().await;
 }
+
+/// Child processes of the bridge's sessions (M8: they are bounded and reaped when idle).
+fn children(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|s| s.split_whitespace().count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_stdio_sessions_are_reaped_and_their_number_is_capped() {
+    ensure_installed();
+    let root = repo_root();
+    let port = vmcp_e2e::ports::free_port().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(gateway_binary());
+    cmd.args(["bridge", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--idle-timeout", "2s", "--max-sessions", "3", "--"])
+        .arg(root.join(".cache/peers/venv/bin/python"))
+        .arg(root.join("tests/peers/python/backend.py"))
+        .args(["--name", "std", "--transport", "stdio"]);
+    let mut bridge = Peer::spawn("bridge", cmd, dir.path().join("bridge.log")).unwrap();
+    bridge
+        .wait_ready(Duration::from_secs(20), || async move {
+            reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await
+        .unwrap();
+    let pid = bridge.pid().unwrap();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let http = reqwest::Client::new();
+    let initialize = || {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "reaper-test", "version": "1"}}})
+                .to_string(),
+            )
+            .send()
+    };
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = initialize().await.unwrap();
+        assert_eq!(r.status(), 200);
+        ids.push(r.headers()["mcp-session-id"].to_str().unwrap().to_owned());
+    }
+    assert_eq!(children(pid), 3);
+    let r = initialize().await.unwrap();
+    assert_eq!(r.status(), 503, "a fourth session is refused, not a fourth process");
+    assert!(r.headers().get("retry-after").is_some());
+    // Nobody uses them: after the idle timeout the children are gone and the ids unknown.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while children(pid) > 0 {
+        assert!(std::time::Instant::now() < deadline, "{} children still running", children(pid));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("mcp-session-id", &ids[0])
+        .body(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(initialize().await.unwrap().status(), 200, "room for new sessions again");
+}

@@ -1,6 +1,8 @@
 //! `vmcp-gateway bridge -- CMD ARGS`: serves Streamable HTTP for a stdio MCP server, so the
 //! operator can run stdio servers behind the gateway. Each MCP session gets its own child
-//! process (started at `initialize`, killed at DELETE or when the bridge stops); requests are
+//! process (started at `initialize`, killed at DELETE, after [`BridgeLimits::idle_timeout`]
+//! without a request or an open GET stream, or when the bridge stops; at most
+//! [`BridgeLimits::max_sessions`] at once: M8). Requests are
 //! written to its stdin, responses matched by id from its stdout, and everything else it sends
 //! goes to the session's GET stream.
 
@@ -53,6 +55,22 @@ pub enum BridgeError {
     Timeout(Duration),
 }
 
+/// Bounds on the child processes of a bridge.
+#[derive(Debug, Clone, Copy)]
+pub struct BridgeLimits {
+    /// A session with no request and no open GET stream for this long is ended (its child
+    /// killed); the gateway re-initializes it on next use (I7).
+    pub idle_timeout: Duration,
+    /// Sessions (child processes) at once; `initialize` beyond it is refused with 503.
+    pub max_sessions: usize,
+}
+
+impl Default for BridgeLimits {
+    fn default() -> Self {
+        Self { idle_timeout: Duration::from_secs(600), max_sessions: 256 }
+    }
+}
+
 /// The command the bridge runs per session.
 #[derive(Debug, Clone)]
 pub struct BridgeCommand {
@@ -70,6 +88,7 @@ struct StdioSession {
     stdin: tokio::sync::Mutex<ChildStdin>,
     pending: Arc<Pending>,
     outbox: Arc<Outbox>,
+    last_used: Mutex<std::time::Instant>,
 }
 
 impl StdioSession {
@@ -116,7 +135,19 @@ impl StdioSession {
             stdin: tokio::sync::Mutex::new(stdin),
             pending,
             outbox,
+            last_used: Mutex::new(std::time::Instant::now()),
         }))
+    }
+
+    fn used(&self) {
+        if let Ok(mut t) = self.last_used.lock() {
+            *t = std::time::Instant::now();
+        }
+    }
+
+    /// Idle longer than `limit`, with no GET stream open?
+    fn idle(&self, limit: Duration) -> bool {
+        !self.outbox.is_attached() && self.last_used.lock().is_ok_and(|t| t.elapsed() > limit)
     }
 
     async fn write(&self, msg: &Value) -> Result<(), BridgeError> {
@@ -149,6 +180,7 @@ impl StdioSession {
 #[derive(Debug, Clone)]
 struct BridgeState {
     command: Arc<BridgeCommand>,
+    limits: BridgeLimits,
     sessions: Arc<Mutex<HashMap<String, Arc<StdioSession>>>>,
 }
 
@@ -157,11 +189,46 @@ impl BridgeState {
         let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
             return Err((StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header").into_response());
         };
-        self.sessions
+        let session = self
+            .sessions
             .lock()
             .ok()
             .and_then(|m| m.get(id).cloned())
-            .ok_or_else(|| (StatusCode::NOT_FOUND, "session not found").into_response())
+            .ok_or_else(|| (StatusCode::NOT_FOUND, "session not found").into_response())?;
+        session.used();
+        Ok(session)
+    }
+
+    fn count(&self) -> usize {
+        self.sessions.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Ends the sessions idle longer than the limit (runs while the bridge runs).
+    fn spawn_reaper(&self) {
+        let me = self.clone();
+        let every = (self.limits.idle_timeout / 4)
+            .clamp(Duration::from_millis(200), Duration::from_secs(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let idle: Vec<(String, Arc<StdioSession>)> = match me.sessions.lock() {
+                    Ok(mut m) => {
+                        let ids: Vec<String> = m
+                            .iter()
+                            .filter(|(_, s)| s.idle(me.limits.idle_timeout))
+                            .map(|(id, _)| id.clone())
+                            .collect();
+                        ids.into_iter().filter_map(|id| m.remove(&id).map(|s| (id, s))).collect()
+                    }
+                    Err(_) => Vec::new(),
+                };
+                for (id, s) in idle {
+                    tracing::info!(session = %id, "idle stdio session ended");
+                    s.kill().await;
+                }
+            }
+        });
     }
 }
 
@@ -194,6 +261,16 @@ async fn post(State(st): State<BridgeState>, headers: HeaderMap, body: Bytes) ->
     if let Message::Request { id, method, .. } = &msg
         && method == "initialize"
     {
+        if st.count() >= st.limits.max_sessions {
+            tracing::warn!(
+                max = st.limits.max_sessions,
+                "stdio session limit reached; initialize refused"
+            );
+            let mut r =
+                (StatusCode::SERVICE_UNAVAILABLE, "too many sessions; retry later").into_response();
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
         let session = match StdioSession::start(&st.command).await {
             Ok(s) => s,
             Err(e) => return failure(id, &e),
@@ -256,10 +333,14 @@ async fn delete(State(st): State<BridgeState>, headers: HeaderMap) -> Response {
     }
 }
 
-/// The bridge's router (`/mcp`, `/healthz`).
-pub fn router(command: BridgeCommand) -> Router {
-    let state =
-        BridgeState { command: Arc::new(command), sessions: Arc::new(Mutex::new(HashMap::new())) };
+/// The bridge's router (`/mcp`, `/healthz`); starts the idle reaper (call inside a runtime).
+pub fn router(command: BridgeCommand, limits: BridgeLimits) -> Router {
+    let state = BridgeState {
+        command: Arc::new(command),
+        limits,
+        sessions: Arc::new(Mutex::new(HashMap::new())),
+    };
+    state.spawn_reaper();
     Router::new()
         .route("/mcp", get(get_stream).post(post).delete(delete))
         .route("/healthz", get(|| async { "ok" }))

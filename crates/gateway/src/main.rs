@@ -48,29 +48,47 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "0.0.0.0")]
         host: String,
+        /// End a session (kill its child) after this long without a request or an open GET
+        /// stream; the gateway re-initializes it on next use.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        idle_timeout: Duration,
+        /// Sessions (child processes) at once; `initialize` beyond it gets 503.
+        #[arg(long, default_value_t = 256)]
+        max_sessions: usize,
         /// The stdio server command and its arguments (after `--`).
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
 }
 
-async fn run_bridge(host: String, port: u16, mut command: Vec<String>) -> anyhow::Result<()> {
+async fn run_bridge(
+    host: String,
+    port: u16,
+    limits: vmcp_gateway::bridge::BridgeLimits,
+    mut command: Vec<String>,
+) -> anyhow::Result<()> {
     let program = command.remove(0);
     let listener = tokio::net::TcpListener::bind((host.as_str(), port))
         .await
         .with_context(|| format!("listening on {host}:{port}"))?;
     tracing::info!(addr = %listener.local_addr()?, program, "stdio bridge listening; MCP endpoint at /mcp");
-    let router = vmcp_gateway::bridge::router(vmcp_gateway::bridge::BridgeCommand {
-        program,
-        args: command,
-    });
+    let router = vmcp_gateway::bridge::router(
+        vmcp_gateway::bridge::BridgeCommand { program, args: command },
+        limits,
+    );
     axum::serve(no_delay(listener), router)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving")
 }
 
-fn init_tracing(cfg: &GatewayConfig, format: Option<&str>) {
+/// Logs (the audit line of every request included) go to stderr through a background writer
+/// thread, so a request never waits for a write to stderr; the returned guard flushes it at
+/// exit. Nothing is dropped: a full buffer makes callers wait instead.
+fn init_tracing(
+    cfg: &GatewayConfig,
+    format: Option<&str>,
+) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.telemetry.log_level));
     let json = match format {
@@ -78,20 +96,24 @@ fn init_tracing(cfg: &GatewayConfig, format: Option<&str>) {
         None => cfg.telemetry.log_format == LogFormat::Json,
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("vmcp-log")
+        .finish(std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     if json {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();
     }
+    guard
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Bridge { port, host, command }) = cli.command {
+    if let Some(Command::Bridge { port, host, idle_timeout, max_sessions, command }) = cli.command {
+        let limits = vmcp_gateway::bridge::BridgeLimits { idle_timeout, max_sessions };
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
         tracing_subscriber::fmt()
             .with_env_filter(
@@ -104,7 +126,7 @@ fn main() -> anyhow::Result<()> {
         return tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(run_bridge(host, port, command));
+            .block_on(run_bridge(host, port, limits, command));
     }
     let Some(config_path) = cli.config.clone() else {
         eprintln!("vmcp-gateway: --config FILE is required (or use the `bridge` subcommand)");
@@ -125,7 +147,7 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    init_tracing(&cfg, cli.log_format.as_deref());
+    let _flush_logs = init_tracing(&cfg, cli.log_format.as_deref());
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
