@@ -31,8 +31,10 @@ fi
 # away fails here and so no longer matches.
 key() {
     {
-        sha256sum "$PY_DIR/requirements.txt" "$TS_DIR/package.json"
-        if [[ -f "$TS_DIR/package-lock.json" ]]; then sha256sum "$TS_DIR/package-lock.json"; fi
+        # Contents only: the same pins in another checkout (path) are the same install.
+        sha256sum <"$PY_DIR/requirements.txt"
+        sha256sum <"$TS_DIR/package.json"
+        if [[ -f "$TS_DIR/package-lock.json" ]]; then sha256sum <"$TS_DIR/package-lock.json"; fi
         echo "$PYTHON"
         "$VENV/bin/python" -c 'import sys; print(sys.version)' 2>/dev/null || echo "no venv"
         node --version
