@@ -304,7 +304,7 @@ async fn status_subresource_round_trips_with_server_side_apply() {
         "apiVersion": "vmcp.dev/v1alpha1",
         "kind": "VirtualMCPServer",
         "metadata": {"name": "gw"},
-        "spec": {"groupRef": {"name": "engineering"}},
+        "spec": {"groupRef": {"name": "engineering"}, "incomingAuth": {"type": "anonymous"}},
     }))
     .unwrap();
     let created = vmcps.create(&PostParams::default(), &created).await.unwrap();
@@ -381,7 +381,7 @@ async fn status_subresource_round_trips_with_server_side_apply() {
     let status_with_spec = json!({
         "apiVersion": "vmcp.dev/v1alpha1",
         "kind": "VirtualMCPServer",
-        "spec": {"groupRef": {"name": "other"}},
+        "spec": {"groupRef": {"name": "other"}, "incomingAuth": {"type": "anonymous"}},
         "status": {"observedGeneration": 2, "phase": "Degraded"},
     });
     let after = vmcps.patch_status("gw", &pp, &Patch::Apply(&status_with_spec)).await.unwrap();

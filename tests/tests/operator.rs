@@ -201,7 +201,8 @@ async fn missing_group_is_a_condition_and_an_event() {
     let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
     let v: VirtualMCPServer = serde_json::from_value(json!({
         "apiVersion": "vmcp.dev/v1alpha1", "kind": "VirtualMCPServer",
-        "metadata": {"name": "orphan"}, "spec": {"groupRef": {"name": "nowhere"}}
+        "metadata": {"name": "orphan"},
+        "spec": {"groupRef": {"name": "nowhere"}, "incomingAuth": {"type": "anonymous"}}
     }))
     .unwrap();
     vmcps.create(&PostParams::default(), &v).await.unwrap();
@@ -310,7 +311,7 @@ spec: {image: example/h:1, port: 8080, groupRef: {name: g}, externalAuthConfigRe
 apiVersion: vmcp.dev/v1alpha1
 kind: VirtualMCPServer
 metadata: {name: gw}
-spec: {groupRef: {name: g}}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
 "#;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("objects.yaml");
@@ -386,7 +387,7 @@ spec: {image: example/a:1, groupRef: {name: g}, externalAuthConfigRef: {name: ne
 apiVersion: vmcp.dev/v1alpha1
 kind: VirtualMCPServer
 metadata: {name: gw}
-spec: {groupRef: {name: g}}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
 "#;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("objects.yaml");

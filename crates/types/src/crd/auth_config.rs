@@ -23,14 +23,17 @@ pub enum ExternalAuthType {
 }
 
 /// RFC 8693 token exchange settings.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("has(self.clientSecretRef)")
+    .message("spec.tokenExchange.clientSecretRef is required (the gateway authenticates to the token endpoint with it)"))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenExchangeConfig {
     /// Token endpoint of the authorization server.
     pub token_url: String,
     /// OAuth client id of the gateway at the authorization server.
     pub client_id: String,
-    /// Secret key holding the client secret.
+    /// Secret key holding the client secret (required; optional in the type only so that an
+    /// object stored before the rule existed is reported in status, not rejected on read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_ref: Option<SecretKeyRef>,
     /// Requested audience (usually the backend's client id).
