@@ -98,7 +98,11 @@ async fn examples_yield_the_expected_children_and_status() {
     );
 
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let dep = deps.get("engineering-gateway-vmcp").await.unwrap();
+    // The ConfigMap is applied first; the Deployment follows in the same reconcile.
+    let dep = eventually("the gateway Deployment", Duration::from_secs(30), || async {
+        deps.get_opt("engineering-gateway-vmcp").await.unwrap()
+    })
+    .await;
     let checksum = dep
         .spec
         .as_ref()
@@ -111,10 +115,12 @@ async fn examples_yield_the_expected_children_and_status() {
         .as_ref()
         .unwrap()["vmcp.dev/config-checksum"]
         .clone();
+    // The rollout checksum covers what the gateway cannot reload (not the whole config.yaml).
     assert!(
-        checksum.contains(&hex::encode(sha2::Sha256::digest(text.as_bytes()))),
+        checksum.len() == 64 && checksum.chars().all(|c| c.is_ascii_hexdigit()),
         "checksum {checksum}"
     );
+    assert_ne!(checksum, hex::encode(sha2::Sha256::digest(text.as_bytes())));
     let pod = dep.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert_eq!(pod.automount_service_account_token, Some(false));
     let c = &pod.containers[0];
@@ -418,4 +424,373 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
         described.contains("AuthConfigured") && described.contains("absent-secret"),
         "{described}"
     );
+}
+
+/// `kubectl apply` of `manifests` (YAML text) in `ns`.
+async fn apply_text(api: &ApiServer, ns: &str, manifests: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("objects.yaml");
+    std::fs::write(&file, manifests).unwrap();
+    api.run_kubectl(&["apply", "-n", ns, "-f", file.to_str().unwrap()]).await.unwrap();
+}
+
+/// The pod template's rollout annotation of Deployment `name`.
+async fn rollout_annotation(deps: &Api<Deployment>, name: &str) -> Option<String> {
+    let d = deps.get_opt(name).await.unwrap()?;
+    d.spec?.template.metadata?.annotations?.get("vmcp.dev/config-checksum").cloned()
+}
+
+/// The `Ready` condition of `obj` when its reason is `reason`.
+fn ready_with_reason(
+    conditions: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
+    reason: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    conditions?.into_iter().find(|c| c.type_ == "Ready" && c.reason == reason)
+}
+
+/// A Warning Event with `reason` on the object named `name`.
+async fn warning_event(client: &kube::Client, ns: &str, name: &str, reason: &str) -> Event {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("a Warning {reason} event on {name}"), Duration::from_secs(30), || async {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        list.items.into_iter().find(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.type_.as_deref() == Some("Warning")
+                && e.reason.as_deref() == Some(reason)
+        })
+    })
+    .await
+}
+
+/// A Service and a Deployment someone else created under an `MCPServer`'s name are never taken
+/// over by the operator's forced apply: they stay exactly as they were, and the `MCPServer`
+/// says `NameConflict` in its status and in a Warning Event.
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_objects_are_never_taken_over() {
+    let (api, client, ns) = setup("op-foreign").await;
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: redis}
+spec:
+  selector: {app: redis}
+  ports: [{port: 6379}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: redis}
+spec:
+  selector: {matchLabels: {app: redis}}
+  template:
+    metadata: {labels: {app: redis}}
+    spec: {containers: [{name: redis, image: "redis:7"}]}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: redis}
+spec: {image: example/a:1}
+"#,
+    )
+    .await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let (svc_before, dep_before) =
+        (svcs.get("redis").await.unwrap(), deps.get("redis").await.unwrap());
+    let _stop = run_operator(client.clone(), &ns);
+
+    let servers: Api<vmcp_types::crd::MCPServer> = Api::namespaced(client.clone(), &ns);
+    let cond =
+        eventually("MCPServer Ready=False/NameConflict", Duration::from_secs(30), || async {
+            ready_with_reason(
+                servers.get("redis").await.unwrap().status.map(|s| s.conditions),
+                "NameConflict",
+            )
+        })
+        .await;
+    assert_eq!(cond.status, "False");
+    for part in ["Service 'redis'", "Deployment 'redis'", "not managed by the vmcp operator"] {
+        assert!(cond.message.contains(part), "{part} missing: {}", cond.message);
+    }
+    let s = servers.get("redis").await.unwrap().status.unwrap();
+    assert_eq!(s.phase.as_deref(), Some("Failed"));
+    let ev = warning_event(&client, &ns, "redis", "NameConflict").await;
+    assert!(ev.note.unwrap_or_default().contains("Service 'redis'"));
+
+    // Give a takeover every chance: the objects are untouched.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (svc, dep) = (svcs.get("redis").await.unwrap(), deps.get("redis").await.unwrap());
+    assert_eq!(svc.metadata.resource_version, svc_before.metadata.resource_version);
+    assert_eq!(dep.metadata.resource_version, dep_before.metadata.resource_version);
+    assert!(svc.metadata.owner_references.is_none(), "{:?}", svc.metadata.owner_references);
+    assert_eq!(svc.spec.unwrap().selector.unwrap()["app"], "redis");
+}
+
+/// `VirtualMCPServer foo` and `MCPServer foo-vmcp` both want a Deployment and Service named
+/// `foo-vmcp`. Whichever came first keeps them; the other reports `NameConflict` naming the
+/// holder, in both orders, and the children are not rewritten.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_objects_never_compete_for_one_child() {
+    let (api, client, ns) = setup("op-compete").await;
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {name: g}
+spec: {}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: foo}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: bar-vmcp}
+spec: {image: example/bar:1}
+"#,
+    )
+    .await;
+    let _stop = run_operator(client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let controller = |m: &kube::api::ObjectMeta| {
+        m.owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| format!("{}/{}", o.kind, o.name))
+    };
+    for (name, owner) in [("foo-vmcp", "VirtualMCPServer/foo"), ("bar-vmcp", "MCPServer/bar-vmcp")]
+    {
+        eventually(&format!("{name} owned by {owner}"), Duration::from_secs(30), || async {
+            let d = deps.get_opt(name).await.unwrap()?;
+            let s = svcs.get_opt(name).await.unwrap()?;
+            (controller(&d.metadata).as_deref() == Some(owner)
+                && controller(&s.metadata).as_deref() == Some(owner))
+            .then_some(())
+        })
+        .await;
+    }
+    let versions = || async {
+        let mut v = Vec::new();
+        for name in ["foo-vmcp", "bar-vmcp"] {
+            v.push(deps.get(name).await.unwrap().metadata.resource_version);
+            v.push(svcs.get(name).await.unwrap().metadata.resource_version);
+        }
+        v
+    };
+    let before = versions().await;
+
+    // The latecomers: an MCPServer named like an existing gateway's children, and a gateway
+    // whose children's name an MCPServer already has.
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: foo-vmcp}
+spec: {image: example/foo:1}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: bar}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
+"#,
+    )
+    .await;
+    let servers: Api<vmcp_types::crd::MCPServer> = Api::namespaced(client.clone(), &ns);
+    let cond = eventually("MCPServer foo-vmcp NameConflict", Duration::from_secs(30), || async {
+        ready_with_reason(
+            servers.get("foo-vmcp").await.unwrap().status.map(|s| s.conditions),
+            "NameConflict",
+        )
+    })
+    .await;
+    assert!(cond.message.contains("controlled by VirtualMCPServer 'foo'"), "{}", cond.message);
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    let cond = eventually("VirtualMCPServer bar NameConflict", Duration::from_secs(30), || async {
+        ready_with_reason(
+            vmcps.get("bar").await.unwrap().status.map(|s| s.conditions),
+            "NameConflict",
+        )
+    })
+    .await;
+    assert!(cond.message.contains("controlled by MCPServer 'bar-vmcp'"), "{}", cond.message);
+    let st = vmcps.get("bar").await.unwrap().status.unwrap();
+    assert_eq!(st.phase, Some(VirtualMCPServerPhase::Failed));
+    warning_event(&client, &ns, "bar", "NameConflict").await;
+    warning_event(&client, &ns, "foo-vmcp", "NameConflict").await;
+    // bar's other child (its ConfigMap) is not created either: nothing is applied.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    assert!(cms.get_opt("bar-vmcp-config").await.unwrap().is_none());
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(versions().await, before, "the children were rewritten");
+}
+
+/// A rotated Secret reaches the gateway: rotating a token-exchange client secret changes the
+/// Deployment's rollout annotation (so the pods restart and read the new file), and nothing
+/// else: not the ConfigMap, not the rest of the Deployment.
+#[tokio::test(flavor = "multi_thread")]
+async fn rotated_secret_rolls_the_gateway_and_nothing_else() {
+    let (api, client, ns) = setup("op-rotate").await;
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: te-client}
+stringData: {secret: first-secret}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {name: g}
+spec: {}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPExternalAuthConfig
+metadata: {name: te}
+spec:
+  type: tokenExchange
+  tokenExchange:
+    tokenUrl: https://idp.example.com/token
+    clientId: gw
+    clientSecretRef: {name: te-client, key: secret}
+    audience: backend-a
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: a}
+spec: {image: example/a:1, groupRef: {name: g}, externalAuthConfigRef: {name: te}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: gw}
+spec:
+  groupRef: {name: g}
+  incomingAuth:
+    type: oidc
+    oidc: {issuer: "https://idp.example.com", audience: gw}
+"#,
+    )
+    .await;
+    let _stop = run_operator(client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    eventually("AuthConfigured=True with 1 backend", Duration::from_secs(60), || async {
+        let s = vmcps.get("gw").await.unwrap().status?;
+        (s.backend_count == 1
+            && s.conditions.iter().any(|c| c.type_ == "AuthConfigured" && c.status == "True"))
+        .then_some(())
+    })
+    .await;
+    let before = rollout_annotation(&deps, "gw-vmcp").await.unwrap();
+    let dep_before = deps.get("gw-vmcp").await.unwrap();
+    let cm_before = cms.get("gw-vmcp-config").await.unwrap();
+    let server_dep_before = deps.get("a").await.unwrap().metadata.resource_version;
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .patch(
+            "te-client",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"stringData": {"secret": "rotated-secret"}})),
+        )
+        .await
+        .unwrap();
+    let after = eventually("a new rollout annotation", Duration::from_secs(30), || async {
+        rollout_annotation(&deps, "gw-vmcp").await.filter(|a| *a != before)
+    })
+    .await;
+    assert_ne!(after, before);
+    let cm = cms.get("gw-vmcp-config").await.unwrap();
+    assert_eq!(cm.metadata.resource_version, cm_before.metadata.resource_version);
+    assert!(!cm.data.unwrap()["config.yaml"].contains("rotated-secret"));
+    let mut dep = deps.get("gw-vmcp").await.unwrap();
+    let template = &mut dep.spec.as_mut().unwrap().template;
+    template
+        .metadata
+        .as_mut()
+        .unwrap()
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("vmcp.dev/config-checksum".into(), before.clone());
+    assert_eq!(dep.spec, dep_before.spec, "only the rollout annotation changed");
+    assert_eq!(deps.get("a").await.unwrap().metadata.resource_version, server_dep_before);
+}
+
+/// Adding or removing a group member changes the ConfigMap (which the running gateway reloads
+/// in place) and not the pod template: no gateway pod restarts, no session is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn membership_change_keeps_the_pod_template() {
+    let (api, client, ns) = setup("op-members").await;
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {name: g}
+spec: {}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: a}
+spec: {image: example/a:1, groupRef: {name: g}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: gw}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
+"#,
+    )
+    .await;
+    let _stop = run_operator(client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let config = || async {
+        cms.get_opt("gw-vmcp-config").await.unwrap().and_then(|c| c.data?.remove("config.yaml"))
+    };
+    eventually("a config with backend a", Duration::from_secs(60), || async {
+        config().await.filter(|t| t.contains("name: a"))
+    })
+    .await;
+    let annotation = rollout_annotation(&deps, "gw-vmcp").await.unwrap();
+    let template = deps.get("gw-vmcp").await.unwrap().spec.unwrap().template;
+
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: b}
+spec: {image: example/b:1, port: 9000, groupRef: {name: g}}
+"#,
+    )
+    .await;
+    eventually("a config with backends a and b", Duration::from_secs(30), || async {
+        config().await.filter(|t| t.contains("name: a") && t.contains("name: b"))
+    })
+    .await;
+    let servers: Api<vmcp_types::crd::MCPServer> = Api::namespaced(client.clone(), &ns);
+    servers.delete("a", &DeleteParams::default()).await.unwrap();
+    let text = eventually("a config with backend b only", Duration::from_secs(30), || async {
+        config().await.filter(|t| !t.contains("name: a") && t.contains("name: b"))
+    })
+    .await;
+    assert!(text.contains(":9000/mcp"), "{text}");
+    // Status is written after every child of that reconcile was applied.
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    eventually("status listing backend b only", Duration::from_secs(30), || async {
+        let s = vmcps.get("gw").await.unwrap().status?;
+        let names: Vec<_> = s.discovered_backends.iter().map(|b| b.name.as_str()).collect();
+        (names == ["b"]).then_some(())
+    })
+    .await;
+    assert_eq!(rollout_annotation(&deps, "gw-vmcp").await.unwrap(), annotation);
+    assert_eq!(deps.get("gw-vmcp").await.unwrap().spec.unwrap().template, template);
 }

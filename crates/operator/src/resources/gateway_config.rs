@@ -172,7 +172,10 @@ impl Mounts {
     }
 
     fn into_vec(self) -> Vec<SecretMount> {
-        self.0.into_iter().map(|(secret, keys)| SecretMount { secret, keys }).collect()
+        self.0
+            .into_iter()
+            .map(|(secret, keys)| SecretMount { secret, keys, version: None })
+            .collect()
     }
 }
 
