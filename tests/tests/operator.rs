@@ -794,3 +794,181 @@ spec: {image: example/b:1, port: 9000, groupRef: {name: g}}
     assert_eq!(rollout_annotation(&deps, "gw-vmcp").await.unwrap(), annotation);
     assert_eq!(deps.get("gw-vmcp").await.unwrap().spec.unwrap().template, template);
 }
+
+/// Drift correction: a deleted child (Deployment, ConfigMap) is recreated, and a missing
+/// Secret created after the fact clears `AuthConfigured=False` and brings the backend back.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_children_are_recreated_and_a_late_secret_clears_the_condition() {
+    let (api, client, ns) = setup("op-drift").await;
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {name: g}
+spec: {}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPExternalAuthConfig
+metadata: {name: needs-secret}
+spec:
+  type: headerInjection
+  headerInjection: {headerName: X-Api-Key, valueSecretRef: {name: late-secret, key: value}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: a}
+spec: {image: example/a:1, groupRef: {name: g}, externalAuthConfigRef: {name: needs-secret}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: gw}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
+"#,
+    )
+    .await;
+    let _stop = run_operator(client.clone(), &ns);
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    let auth = |status: &'static str| {
+        let vmcps = vmcps.clone();
+        async move {
+            let s = vmcps.get("gw").await.unwrap().status?;
+            s.conditions.into_iter().find(|c| c.type_ == "AuthConfigured" && c.status == status)
+        }
+    };
+    let c = eventually("AuthConfigured=False", Duration::from_secs(30), || auth("False")).await;
+    assert!(c.message.contains("late-secret"), "{c:?}");
+
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    for _ in 0..2 {
+        let uid = deps.get("gw-vmcp").await.unwrap().metadata.uid;
+        deps.delete("gw-vmcp", &DeleteParams::default()).await.unwrap();
+        eventually("the gateway Deployment recreated", Duration::from_secs(30), || async {
+            let d = deps.get_opt("gw-vmcp").await.unwrap()?;
+            (d.metadata.uid != uid).then_some(())
+        })
+        .await;
+        let uid = cms.get("gw-vmcp-config").await.unwrap().metadata.uid;
+        cms.delete("gw-vmcp-config", &DeleteParams::default()).await.unwrap();
+        eventually("the gateway ConfigMap recreated", Duration::from_secs(30), || async {
+            let c = cms.get_opt("gw-vmcp-config").await.unwrap()?;
+            (c.metadata.uid != uid && c.data.is_some()).then_some(())
+        })
+        .await;
+    }
+    // Drift in a field the operator owns is reverted too.
+    deps.patch(
+        "gw-vmcp",
+        &kube::api::PatchParams::apply("someone-else").force(),
+        &kube::api::Patch::Apply(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "spec": {"replicas": 7}
+        })),
+    )
+    .await
+    .unwrap();
+    eventually("replicas back at 1", Duration::from_secs(30), || async {
+        let d = deps.get("gw-vmcp").await.unwrap();
+        (d.spec?.replicas == Some(1)).then_some(())
+    })
+    .await;
+
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: late-secret}
+stringData: {value: k-1}
+"#,
+    )
+    .await;
+    eventually("AuthConfigured=True", Duration::from_secs(30), || auth("True")).await;
+    let v = vmcps.get("gw").await.unwrap().status.unwrap();
+    assert_eq!(v.backend_count, 1);
+    let text = cms.get("gw-vmcp-config").await.unwrap().data.unwrap()["config.yaml"].clone();
+    assert!(text.contains("late-secret/value"), "{text}");
+}
+
+/// Leader election against the real API server: acquire (Lease created), renew (a candidate
+/// never takes a live Lease), release on shutdown (a standby takes over at once), failover after
+/// a holder dies without releasing (not before the lease duration), and a holder that sees
+/// another holder gives up.
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_election_acquire_renew_release_failover() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use vmcp_operator::leader::{Attempt, LeaderElector, LeaderError, LeaseConfig};
+    let (_api, client, ns) = setup("op-leader").await;
+    let lease_duration = Duration::from_secs(2);
+    let config = |id: &str| LeaseConfig {
+        lease_duration,
+        renew_deadline: Duration::from_millis(1500),
+        retry_period: Duration::from_millis(200),
+        ..LeaseConfig::new("vmcp-operator-leader", ns.as_str(), id)
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let spec = || async { leases.get("vmcp-operator-leader").await.unwrap().spec.unwrap() };
+    let never = std::future::pending::<()>;
+
+    // Acquire: the first candidate creates the Lease.
+    let mut a = LeaderElector::new(client.clone(), config("a"));
+    let mut b = LeaderElector::new(client.clone(), config("b"));
+    assert_eq!(a.try_acquire_or_renew().await.unwrap(), Attempt::Held);
+    let s = spec().await;
+    assert_eq!(s.holder_identity.as_deref(), Some("a"));
+    assert_eq!(s.lease_duration_seconds, Some(2));
+    assert_eq!(b.try_acquire_or_renew().await.unwrap(), Attempt::HeldBy("a".into()));
+
+    // Renew: while `a` renews, `b` does not get the Lease in three lease durations.
+    let first_renew = s.renew_time.clone().unwrap();
+    let (stop_a, stopped) = tokio::sync::oneshot::channel::<()>();
+    let hold_a = tokio::spawn(a.hold(async move {
+        let _ = stopped.await;
+    }));
+    let waited = tokio::time::timeout(lease_duration * 3, b.acquire(never())).await;
+    assert!(waited.is_err(), "b acquired a Lease that a kept renewing");
+    let s = spec().await;
+    assert_eq!(s.holder_identity.as_deref(), Some("a"));
+    assert!(s.renew_time.unwrap().0 > first_renew.0, "a did not renew");
+
+    // Release: a graceful stop clears the holder and `b` takes over well within a lease
+    // duration.
+    stop_a.send(()).unwrap();
+    hold_a.await.unwrap().unwrap();
+    let t = Instant::now();
+    assert!(b.acquire(never()).await);
+    assert!(t.elapsed() < lease_duration, "took {:?} after a release", t.elapsed());
+    let s = spec().await;
+    assert_eq!(s.holder_identity.as_deref(), Some("b"));
+    assert_eq!(s.lease_transitions, Some(1));
+
+    // Failover: `b` dies without releasing; `c` waits for the lease to expire, then takes it.
+    let hold_b = tokio::spawn(b.hold(never()));
+    let mut c = LeaderElector::new(client.clone(), config("c"));
+    assert_eq!(c.try_acquire_or_renew().await.unwrap(), Attempt::HeldBy("b".into()));
+    hold_b.abort();
+    let _ = hold_b.await;
+    let t = Instant::now();
+    assert!(c.acquire(never()).await);
+    let took = t.elapsed();
+    assert!(
+        took >= lease_duration - Duration::from_millis(300),
+        "took a live lease after {took:?}"
+    );
+    assert!(took < lease_duration * 5, "failover took {took:?}");
+    let s = spec().await;
+    assert_eq!(s.holder_identity.as_deref(), Some("c"));
+    assert_eq!(s.lease_transitions, Some(2));
+
+    // Lost: another holder writes the Lease; the holder notices and gives up.
+    let hold_c = tokio::spawn(c.hold(never()));
+    let mut lease = leases.get("vmcp-operator-leader").await.unwrap();
+    lease.spec.as_mut().unwrap().holder_identity = Some("intruder".into());
+    leases.replace("vmcp-operator-leader", &PostParams::default(), &lease).await.unwrap();
+    let lost = tokio::time::timeout(Duration::from_secs(10), hold_c).await.unwrap().unwrap();
+    match lost {
+        Err(LeaderError::Lost { reason, .. }) => assert!(reason.contains("intruder"), "{reason}"),
+        other => panic!("expected Lost, got {other:?}"),
+    }
+}
