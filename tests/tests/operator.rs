@@ -972,3 +972,113 @@ async fn leader_election_acquire_renew_release_failover() {
         other => panic!("expected Lost, got {other:?}"),
     }
 }
+
+/// The operator under the chart's own RBAC: the chart's ClusterRole, its RoleBinding for one
+/// watched namespace and its leader-election Role, rendered by real helm, bound to the chart's
+/// ServiceAccount, which the controllers impersonate. Every call the controllers make is
+/// allowed: the examples reconcile to children and status on all four kinds, and the Lease can
+/// be taken. The impersonated client really is restricted (it cannot list Pods).
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_runs_under_the_charts_rbac() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Pod;
+    let (api, admin, ns) = setup("op-rbac").await;
+    let chart = repo_root().join("charts/vmcp-operator");
+    let out = api
+        .helm()
+        .args(["template", "vmcp", "--namespace", &ns, "--set", &format!("watchNamespace={ns}")])
+        .args(["--show-only", "templates/clusterrole.yaml"])
+        .args(["--show-only", "templates/clusterrolebinding.yaml"])
+        .args(["--show-only", "templates/leader-election-rbac.yaml"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+    let rbac = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rbac).unwrap();
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "RoleBinding" && d["roleRef"]["kind"] == "ClusterRole")
+        .unwrap_or_else(|| panic!("no RoleBinding of the ClusterRole in:\n{rbac}"));
+    let subject = &binding["subjects"][0];
+    assert_eq!(subject["kind"], "ServiceAccount");
+    let user = format!(
+        "system:serviceaccount:{}:{}",
+        subject["namespace"].as_str().unwrap(),
+        subject["name"].as_str().unwrap()
+    );
+    apply_text(api, &ns, &rbac).await;
+    kubectl_apply(api, &ns, "examples/k8s/").await;
+
+    let mut config = api.config().clone();
+    config.auth_info.impersonate = Some(user.clone());
+    let client = kube::Client::try_from(config).unwrap();
+    // RBAC reads bindings from a cache: wait until they apply to the impersonated user.
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    eventually("the RoleBinding in effect", Duration::from_secs(10), || async {
+        vmcps.list(&ListParams::default()).await.ok().map(|_| ())
+    })
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&ListParams::default()).await;
+    assert!(
+        matches!(&pods, Err(kube::Error::Api(s)) if s.code == 403),
+        "{user} may list Pods: {pods:?}"
+    );
+
+    let _stop = run_operator(client.clone(), &ns);
+    let v = eventually("gateway status with 2 backends", Duration::from_secs(60), || async {
+        let v = vmcps.get("engineering-gateway").await.unwrap();
+        v.status.clone().filter(|s| s.backend_count == 2).map(|_| v)
+    })
+    .await;
+    let st = v.status.unwrap();
+    for t in ["GroupRefValidated", "AuthConfigured", "BackendsDiscovered"] {
+        let c = st.conditions.iter().find(|c| c.type_ == t).unwrap();
+        assert_eq!(c.status, "True", "{t}: {c:?}");
+    }
+    let deps: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    for name in ["engineering-gateway-vmcp", "github-tools", "time"] {
+        eventually(&format!("Deployment {name}"), Duration::from_secs(30), || async {
+            deps.get_opt(name).await.unwrap().map(|_| ())
+        })
+        .await;
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &ns);
+    assert!(pdbs.get_opt("engineering-gateway-vmcp").await.unwrap().is_some());
+    let servers: Api<vmcp_types::crd::MCPServer> = Api::namespaced(admin.clone(), &ns);
+    let groups: Api<vmcp_types::crd::MCPGroup> = Api::namespaced(admin.clone(), &ns);
+    let auths: Api<vmcp_types::crd::MCPExternalAuthConfig> = Api::namespaced(admin.clone(), &ns);
+    eventually("status on every kind", Duration::from_secs(30), || async {
+        let s = servers.get("time").await.unwrap().status?;
+        let g = groups.get("engineering").await.unwrap().status?;
+        let a = auths.get("github-tools-token-exchange").await.unwrap().status?;
+        (s.observed_generation.is_some()
+            && g.server_count == 2
+            && a.conditions.iter().any(|c| c.type_ == "Valid" && c.status == "True"))
+        .then_some(())
+    })
+    .await;
+    // No call was refused: no ReconcileFailed Event anywhere in the namespace.
+    let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
+    let failed: Vec<_> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ReconcileFailed"))
+        .map(|e| e.note.unwrap_or_default())
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+
+    // Leader election under the chart's leader-election Role (in the release namespace).
+    let mut elector = vmcp_operator::leader::LeaderElector::new(
+        client.clone(),
+        vmcp_operator::leader::LeaseConfig::new("vmcp-operator-leader", ns.as_str(), "rbac-test"),
+    );
+    let attempt = elector.try_acquire_or_renew().await.unwrap();
+    assert_eq!(attempt, vmcp_operator::leader::Attempt::Held);
+    assert_eq!(elector.try_acquire_or_renew().await.unwrap(), vmcp_operator::leader::Attempt::Held);
+    let lease = Api::<Lease>::namespaced(admin, &ns).get("vmcp-operator-leader").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("rbac-test"));
+}
