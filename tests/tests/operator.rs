@@ -338,20 +338,22 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
     let secrets = dir.path().join("secrets");
     std::fs::create_dir_all(secrets.join("h-key")).unwrap();
     std::fs::write(secrets.join("h-key/value"), "k-9\n").unwrap();
-    let local = text
-        .lines()
-        .filter(|l| !l.starts_with("listen:"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .replace(
-            &format!("http://a.{ns}.svc.cluster.local:8080"),
-            &format!("http://127.0.0.1:{}", a.port),
-        )
-        .replace(
-            &format!("http://h.{ns}.svc.cluster.local:8080"),
-            &format!("http://127.0.0.1:{}", h.port),
-        )
-        .replace("/var/run/secrets/vmcp", secrets.to_str().unwrap());
+    let localize = |text: &str| {
+        text.lines()
+            .filter(|l| !l.starts_with("listen:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace(
+                &format!("http://a.{ns}.svc.cluster.local:8080"),
+                &format!("http://127.0.0.1:{}", a.port),
+            )
+            .replace(
+                &format!("http://h.{ns}.svc.cluster.local:8080"),
+                &format!("http://127.0.0.1:{}", h.port),
+            )
+            .replace("/var/run/secrets/vmcp", secrets.to_str().unwrap())
+    };
+    let local = localize(&text);
     assert!(local.contains("127.0.0.1") && local.contains(secrets.to_str().unwrap()), "{local}");
     let gw = vmcp_e2e::gateway::Gateway::start(&format!("{local}\n")).await;
     let mut c = Client::start(Sdk::Python, &gw.url(), &[]).await;
@@ -365,6 +367,34 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
         h.requests().iter().any(|r| r["headers"]["x-api-key"] == "k-9"),
         "the mounted secret reached h"
     );
+
+    // A member leaves the group: the operator changes the ConfigMap and not the pod template,
+    // and the running gateway applies the new file in place (as the kubelet's ConfigMap
+    // update would deliver it), keeping the client's session.
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let annotation = rollout_annotation(&deps, "gw-vmcp").await.unwrap();
+    let sid = c.ok(json!({"op": "session_id"})).await;
+    let servers: Api<vmcp_types::crd::MCPServer> = Api::namespaced(client.clone(), &ns);
+    servers.delete("a", &DeleteParams::default()).await.unwrap();
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    eventually("status with backend h only", Duration::from_secs(30), || async {
+        let s = vmcps.get("gw").await.unwrap().status?;
+        let names: Vec<_> = s.discovered_backends.iter().map(|b| b.name.as_str()).collect();
+        (names == ["h"]).then_some(())
+    })
+    .await;
+    assert_eq!(rollout_annotation(&deps, "gw-vmcp").await.unwrap(), annotation);
+    let text = cms.get("gw-vmcp-config").await.unwrap().data.unwrap()["config.yaml"].clone();
+    assert!(!text.contains("name: a"), "{text}");
+    gw.rewrite_config(&format!("{}\n", localize(&text)));
+    c.ok(json!({"op": "wait_notification", "method": "notifications/tools/list_changed", "timeout_ms": 15000})).await;
+    let tools = c.ok(json!({"op": "list_tools"})).await;
+    let names: Vec<&str> =
+        tools.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(!names.contains(&"a_echo") && names.contains(&"h_echo"), "{names:?}");
+    let r = c.ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": "y"}})).await;
+    assert_eq!(r["text"], "h:echo:y");
+    assert_eq!(c.ok(json!({"op": "session_id"})).await, sid, "same session throughout");
     c.exit().await;
 }
 
