@@ -18,7 +18,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use vmcp_types::crd::{MCPGroup, MCPServer, MCPServerStatus};
 
-use super::ownership::{self, CONFLICT_RECHECK, NAME_CONFLICT, find_conflict};
+use super::ownership::{self, CONFLICT_RECHECK, NAME_CONFLICT, claim};
 use super::{
     Context, Error, ShutdownSignal, apply, apply_status, error_policy, log_result,
     managed_selector, namespace,
@@ -171,16 +171,10 @@ async fn reconcile_inner(server: &MCPServer, ctx: &Context) -> Result<Action, Er
             let svc_api = ctx.api::<Service>(&ns);
             let _locked = ctx.name_locks.lock(&ns, &[&name]).await;
             let uid = ownership::uid(server);
-            let conflicts: Vec<_> = find_conflict(&dep_api, &name, &uid)
-                .await?
-                .into_iter()
-                .chain(find_conflict(&svc_api, &name, &uid).await?)
-                .collect();
+            let mut conflicts = Vec::new();
+            let prior = claim(&dep_api, &name, &uid, &mut conflicts).await?;
+            let prior_svc = claim(&svc_api, &name, &uid, &mut conflicts).await?;
             if conflicts.is_empty() {
-                let prior =
-                    ctx.api::<PartialObjectMeta<Deployment>>(&ns).get_metadata_opt(&name).await?;
-                let prior_svc =
-                    ctx.api::<PartialObjectMeta<Service>>(&ns).get_metadata_opt(&name).await?;
                 let svc = apply(&svc_api, &service).await?;
                 let dep = apply(&dep_api, &deployment).await?;
                 created = prior.is_none();

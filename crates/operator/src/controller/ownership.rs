@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, MutexGuard};
@@ -69,12 +70,15 @@ pub fn conflict(
     }
 }
 
-/// Reads the metadata of child `name` and reports a conflict if someone else holds it.
-pub(crate) async fn find_conflict<K>(
+/// Reads the metadata of child `name`: returns it when the child exists and is controlled by
+/// the object with uid `owner_uid`, `None` when it is absent or held by someone else (then the
+/// conflict is pushed onto `conflicts`).
+pub(crate) async fn claim<K>(
     api: &Api<K>,
     name: &str,
     owner_uid: &str,
-) -> Result<Option<NameConflict>, kube::Error>
+    conflicts: &mut Vec<NameConflict>,
+) -> Result<Option<PartialObjectMeta<K>>, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + fmt::Debug,
 {
@@ -82,7 +86,14 @@ where
         std::borrow::Cow::Borrowed(k) => k,
         std::borrow::Cow::Owned(_) => "object",
     };
-    Ok(api.get_metadata_opt(name).await?.and_then(|m| conflict(kind, name, m.meta(), owner_uid)))
+    let Some(existing) = api.get_metadata_opt(name).await? else { return Ok(None) };
+    match conflict(kind, name, existing.meta(), owner_uid) {
+        None => Ok(Some(existing)),
+        Some(c) => {
+            conflicts.push(c);
+            Ok(None)
+        }
+    }
 }
 
 /// The uid of `obj` (every stored object has one).

@@ -37,7 +37,7 @@ use vmcp_types::crd::{
     VirtualMCPServer, VirtualMCPServerPhase, VirtualMCPServerStatus,
 };
 
-use super::ownership::{self, CONFLICT_RECHECK, NAME_CONFLICT, NameConflict, find_conflict};
+use super::ownership::{self, CONFLICT_RECHECK, NAME_CONFLICT, NameConflict, claim};
 use super::{
     Context, Error, RefIndex, RefKind, ShutdownSignal, apply, apply_status, error_policy,
     log_result, managed_selector, namespace,
@@ -553,18 +553,16 @@ async fn apply_children(
     let _locked = ctx.name_locks.lock(ns, &[&name, &cm_name]).await;
     let uid = ownership::uid(v);
     let mut conflicts = Vec::new();
-    conflicts.extend(find_conflict(&cm_api, &cm_name, &uid).await?);
-    conflicts.extend(find_conflict(&sa_api, &name, &uid).await?);
-    conflicts.extend(find_conflict(&svc_api, &name, &uid).await?);
-    conflicts.extend(find_conflict(&dep_api, &name, &uid).await?);
+    let prior_cm = claim(&cm_api, &cm_name, &uid, &mut conflicts).await?;
+    claim(&sa_api, &name, &uid, &mut conflicts).await?;
+    claim(&svc_api, &name, &uid, &mut conflicts).await?;
+    let prior_dep = claim(&dep_api, &name, &uid, &mut conflicts).await?;
     if children.pdb.is_some() {
-        conflicts.extend(find_conflict(&pdb_api, &name, &uid).await?);
+        claim(&pdb_api, &name, &uid, &mut conflicts).await?;
     }
     if !conflicts.is_empty() {
         return Ok(Err(conflicts));
     }
-    let prior_cm = cm_api.get_metadata_opt(&cm_name).await?;
-    let prior_dep = ctx.api::<PartialObjectMeta<Deployment>>(ns).get_metadata_opt(&name).await?;
 
     let cm = apply(&cm_api, &children.config_map).await?;
     apply(&sa_api, &children.service_account).await?;
