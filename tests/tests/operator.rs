@@ -87,6 +87,9 @@ async fn examples_yield_the_expected_children_and_status() {
     assert_eq!(names, ["github-tools", "time"]);
     let te = cfg.backends[0].auth.token_exchange.as_ref().unwrap();
     assert_eq!(te.audience.as_deref(), Some("backend-a"));
+    assert_eq!(te.client_auth_method, vmcp_types::config::ClientAuthMethod::ClientSecretPost);
+    assert_eq!(cfg.http.allowed_origins, ["https://chat.example.com"]);
+    assert_eq!(cfg.backends[0].timeout, Duration::from_secs(45));
     assert!(
         te.client_secret
             .file

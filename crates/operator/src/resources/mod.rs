@@ -72,6 +72,14 @@ pub enum RenderError {
     /// `sessionStorage.ttl` is not a duration.
     #[error("spec.sessionStorage.ttl: '{0}' is not a duration like 30m or 1h30m")]
     InvalidTtl(String),
+    /// A duration field is malformed or zero.
+    #[error("{field}: '{value}' is not a duration like 30s, 2m or 1h30m")]
+    InvalidDuration {
+        /// The field, e.g. `spec.backendTimeout`.
+        field: &'static str,
+        /// The value given.
+        value: String,
+    },
     /// `sessionStorage.db` is out of range.
     #[error("spec.sessionStorage.db: {0} is out of range (0-255)")]
     InvalidDb(i32),

@@ -44,6 +44,19 @@ pub struct OidcConfig {
     /// Public URL of the gateway's MCP endpoint (the RFC 9728 `resource`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_url: Option<String>,
+    /// Accepted JWS algorithms (default: the asymmetric ones; `none` and HMAC are never
+    /// accepted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, e.g. `30s` (default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub leeway: Option<String>,
+    /// How often the JWKS is re-fetched even without an unknown `kid`, e.g. `15m` (default
+    /// `15m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub jwks_refresh_interval: Option<String>,
 }
 
 /// Client authentication of the gateway.
@@ -282,6 +295,15 @@ pub struct VirtualMCPServerSpec {
     /// Compute resources of the gateway container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Browser origins allowed in the `Origin` header besides the gateway's own
+    /// (`incomingAuth.oidc.resourceUrl`) and loopback origins, e.g. `https://app.example.com`;
+    /// `*` allows every origin. Requests with any other `Origin` get 403.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// Timeout of one request to a backend, e.g. `30s` or `2m` (default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub backend_timeout: Option<String>,
     /// A partial PodTemplateSpec merged over the generated pod template (kept as given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown_object")]
