@@ -521,9 +521,19 @@ spec:
     spec: {containers: [{name: redis, image: "redis:7"}]}
 ---
 apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {name: g}
+spec: {}
+---
+apiVersion: vmcp.dev/v1alpha1
 kind: MCPServer
 metadata: {name: redis}
-spec: {image: example/a:1}
+spec: {image: example/a:1, groupRef: {name: g}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: gw}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
 "#,
     )
     .await;
@@ -550,6 +560,23 @@ spec: {image: example/a:1}
     assert_eq!(s.phase.as_deref(), Some("Failed"));
     let ev = warning_event(&client, &ns, "redis", "NameConflict").await;
     assert!(ev.note.unwrap_or_default().contains("Service 'redis'"));
+
+    // A gateway never sends traffic (or backend credentials) to the Service someone else owns:
+    // the member is reported and left out of the config.
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    let st =
+        eventually("the gateway reporting redis as an error", Duration::from_secs(30), || async {
+            let s = vmcps.get("gw").await.unwrap().status?;
+            s.discovered_backends
+                .iter()
+                .any(|b| b.name == "redis" && b.status.as_deref() == Some("error"))
+                .then_some(s)
+        })
+        .await;
+    assert_eq!(st.backend_count, 0);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let text = cms.get("gw-vmcp-config").await.unwrap().data.unwrap()["config.yaml"].clone();
+    assert!(!text.contains("redis"), "{text}");
 
     // Give a takeover every chance: the objects are untouched.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -213,7 +213,19 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
             auth_type: None,
             message: None,
         };
-        let outcome = if is_valid_backend_name(&name) {
+        let name_conflict = server
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .filter(|c| c.reason == "NameConflict");
+        let outcome = if let Some(c) = name_conflict {
+            // Its Service name belongs to another object: never send traffic (and backend
+            // credentials) there.
+            Err(Problem {
+                kind: ProblemKind::Backend,
+                message: format!("MCPServer '{name}' left out: {}", c.message),
+            })
+        } else if is_valid_backend_name(&name) {
             resolve_auth(input, server, &name, &mut mounts)
         } else {
             Err(Problem {
@@ -1041,6 +1053,40 @@ mod tests {
             gateway_config(&plain, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
         assert!(config.http.allowed_origins.is_empty());
         assert!(config.backends.iter().all(|b| b.timeout == Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_server_whose_name_is_taken_is_left_out() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let mut servers = fixtures::servers();
+        servers[0].status = Some(vmcp_types::crd::MCPServerStatus {
+            phase: Some("Failed".into()),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: "NameConflict".into(),
+                message: "Service 'github-tools' already exists and is not managed by the vmcp \
+                          operator"
+                    .into(),
+                observed_generation: Some(1),
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            }],
+            ..Default::default()
+        });
+        let r = render_gateway_config(&RenderInput {
+            vmcp: &fixtures::vmcp(),
+            members: &servers,
+            auth_configs: &fixtures::auth_configs(),
+            missing_secrets: &BTreeSet::new(),
+        })
+        .unwrap();
+        let names: Vec<_> = r.config.backends.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["time"], "no traffic to a Service someone else owns");
+        let p = r.problems.iter().find(|p| p.kind == ProblemKind::Backend).unwrap();
+        assert!(p.message.contains("'github-tools' left out"), "{}", p.message);
+        assert_eq!(r.backends[0].status.as_deref(), Some("error"));
+        // Nor its token-exchange client secret mounted.
+        assert!(r.secret_mounts.iter().all(|m| m.secret != "vmcp-gateway-oidc-client"));
     }
 
     #[test]
