@@ -189,6 +189,10 @@ async fn examples_are_accepted_and_read_back_typed() {
                     let te = a.spec.token_exchange.unwrap();
                     assert_eq!(te.audience.as_deref(), Some("backend-a"));
                     assert_eq!(te.client_secret_ref.unwrap().name, "vmcp-gateway-oidc-client");
+                    assert_eq!(
+                        te.client_auth_method,
+                        Some(vmcp_types::crd::TokenClientAuthMethod::ClientSecretPost)
+                    );
                 }
                 "MCPServer" => {
                     let s: MCPServer = read_back(&client, &ns, &doc).await;
@@ -213,6 +217,8 @@ async fn examples_are_accepted_and_read_back_typed() {
                     let v: VirtualMCPServer = read_back(&client, &ns, &doc).await;
                     assert_eq!(v.spec.group_ref.name, "engineering");
                     assert_eq!(v.spec.replicas, Some(2));
+                    assert_eq!(v.spec.allowed_origins, ["https://chat.example.com"]);
+                    assert_eq!(v.spec.backend_timeout.as_deref(), Some("45s"));
                     let oidc = v.spec.incoming_auth.unwrap().oidc.unwrap();
                     assert_eq!(
                         oidc.issuer.as_deref(),
@@ -304,7 +310,7 @@ async fn status_subresource_round_trips_with_server_side_apply() {
         "apiVersion": "vmcp.dev/v1alpha1",
         "kind": "VirtualMCPServer",
         "metadata": {"name": "gw"},
-        "spec": {"groupRef": {"name": "engineering"}},
+        "spec": {"groupRef": {"name": "engineering"}, "incomingAuth": {"type": "anonymous"}},
     }))
     .unwrap();
     let created = vmcps.create(&PostParams::default(), &created).await.unwrap();
@@ -381,7 +387,7 @@ async fn status_subresource_round_trips_with_server_side_apply() {
     let status_with_spec = json!({
         "apiVersion": "vmcp.dev/v1alpha1",
         "kind": "VirtualMCPServer",
-        "spec": {"groupRef": {"name": "other"}},
+        "spec": {"groupRef": {"name": "other"}, "incomingAuth": {"type": "anonymous"}},
         "status": {"observedGeneration": 2, "phase": "Degraded"},
     });
     let after = vmcps.patch_status("gw", &pp, &Patch::Apply(&status_with_spec)).await.unwrap();

@@ -87,6 +87,9 @@ async fn examples_yield_the_expected_children_and_status() {
     assert_eq!(names, ["github-tools", "time"]);
     let te = cfg.backends[0].auth.token_exchange.as_ref().unwrap();
     assert_eq!(te.audience.as_deref(), Some("backend-a"));
+    assert_eq!(te.client_auth_method, vmcp_types::config::ClientAuthMethod::ClientSecretPost);
+    assert_eq!(cfg.http.allowed_origins, ["https://chat.example.com"]);
+    assert_eq!(cfg.backends[0].timeout, Duration::from_secs(45));
     assert!(
         te.client_secret
             .file
@@ -98,7 +101,11 @@ async fn examples_yield_the_expected_children_and_status() {
     );
 
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let dep = deps.get("engineering-gateway-vmcp").await.unwrap();
+    // The ConfigMap is applied first; the Deployment follows in the same reconcile.
+    let dep = eventually("the gateway Deployment", Duration::from_secs(30), || async {
+        deps.get_opt("engineering-gateway-vmcp").await.unwrap()
+    })
+    .await;
     let checksum = dep
         .spec
         .as_ref()
@@ -111,10 +118,12 @@ async fn examples_yield_the_expected_children_and_status() {
         .as_ref()
         .unwrap()["vmcp.dev/config-checksum"]
         .clone();
+    // The rollout checksum covers what the gateway cannot reload (not the whole config.yaml).
     assert!(
-        checksum.contains(&hex::encode(sha2::Sha256::digest(text.as_bytes()))),
+        checksum.len() == 64 && checksum.chars().all(|c| c.is_ascii_hexdigit()),
         "checksum {checksum}"
     );
+    assert_ne!(checksum, hex::encode(sha2::Sha256::digest(text.as_bytes())));
     let pod = dep.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert_eq!(pod.automount_service_account_token, Some(false));
     let c = &pod.containers[0];
@@ -201,7 +210,8 @@ async fn missing_group_is_a_condition_and_an_event() {
     let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
     let v: VirtualMCPServer = serde_json::from_value(json!({
         "apiVersion": "vmcp.dev/v1alpha1", "kind": "VirtualMCPServer",
-        "metadata": {"name": "orphan"}, "spec": {"groupRef": {"name": "nowhere"}}
+        "metadata": {"name": "orphan"},
+        "spec": {"groupRef": {"name": "nowhere"}, "incomingAuth": {"type": "anonymous"}}
     }))
     .unwrap();
     vmcps.create(&PostParams::default(), &v).await.unwrap();
@@ -310,7 +320,7 @@ spec: {image: example/h:1, port: 8080, groupRef: {name: g}, externalAuthConfigRe
 apiVersion: vmcp.dev/v1alpha1
 kind: VirtualMCPServer
 metadata: {name: gw}
-spec: {groupRef: {name: g}}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
 "#;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("objects.yaml");
@@ -331,20 +341,22 @@ spec: {groupRef: {name: g}}
     let secrets = dir.path().join("secrets");
     std::fs::create_dir_all(secrets.join("h-key")).unwrap();
     std::fs::write(secrets.join("h-key/value"), "k-9\n").unwrap();
-    let local = text
-        .lines()
-        .filter(|l| !l.starts_with("listen:"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .replace(
-            &format!("http://a.{ns}.svc.cluster.local:8080"),
-            &format!("http://127.0.0.1:{}", a.port),
-        )
-        .replace(
-            &format!("http://h.{ns}.svc.cluster.local:8080"),
-            &format!("http://127.0.0.1:{}", h.port),
-        )
-        .replace("/var/run/secrets/vmcp", secrets.to_str().unwrap());
+    let localize = |text: &str| {
+        text.lines()
+            .filter(|l| !l.starts_with("listen:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace(
+                &format!("http://a.{ns}.svc.cluster.local:8080"),
+                &format!("http://127.0.0.1:{}", a.port),
+            )
+            .replace(
+                &format!("http://h.{ns}.svc.cluster.local:8080"),
+                &format!("http://127.0.0.1:{}", h.port),
+            )
+            .replace("/var/run/secrets/vmcp", secrets.to_str().unwrap())
+    };
+    let local = localize(&text);
     assert!(local.contains("127.0.0.1") && local.contains(secrets.to_str().unwrap()), "{local}");
     let gw = vmcp_e2e::gateway::Gateway::start(&format!("{local}\n")).await;
     let mut c = Client::start(Sdk::Python, &gw.url(), &[]).await;
@@ -358,6 +370,34 @@ spec: {groupRef: {name: g}}
         h.requests().iter().any(|r| r["headers"]["x-api-key"] == "k-9"),
         "the mounted secret reached h"
     );
+
+    // A member leaves the group: the operator changes the ConfigMap and not the pod template,
+    // and the running gateway applies the new file in place (as the kubelet's ConfigMap
+    // update would deliver it), keeping the client's session.
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let annotation = rollout_annotation(&deps, "gw-vmcp").await.unwrap();
+    let sid = c.ok(json!({"op": "session_id"})).await;
+    let servers: Api<vmcp_types::crd::MCPServer> = Api::namespaced(client.clone(), &ns);
+    servers.delete("a", &DeleteParams::default()).await.unwrap();
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    eventually("status with backend h only", Duration::from_secs(30), || async {
+        let s = vmcps.get("gw").await.unwrap().status?;
+        let names: Vec<_> = s.discovered_backends.iter().map(|b| b.name.as_str()).collect();
+        (names == ["h"]).then_some(())
+    })
+    .await;
+    assert_eq!(rollout_annotation(&deps, "gw-vmcp").await.unwrap(), annotation);
+    let text = cms.get("gw-vmcp-config").await.unwrap().data.unwrap()["config.yaml"].clone();
+    assert!(!text.contains("name: a"), "{text}");
+    gw.rewrite_config(&format!("{}\n", localize(&text)));
+    c.ok(json!({"op": "wait_notification", "method": "notifications/tools/list_changed", "timeout_ms": 15000})).await;
+    let tools = c.ok(json!({"op": "list_tools"})).await;
+    let names: Vec<&str> =
+        tools.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(!names.contains(&"a_echo") && names.contains(&"h_echo"), "{names:?}");
+    let r = c.ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": "y"}})).await;
+    assert_eq!(r["text"], "h:echo:y");
+    assert_eq!(c.ok(json!({"op": "session_id"})).await, sid, "same session throughout");
     c.exit().await;
 }
 
@@ -386,7 +426,7 @@ spec: {image: example/a:1, groupRef: {name: g}, externalAuthConfigRef: {name: ne
 apiVersion: vmcp.dev/v1alpha1
 kind: VirtualMCPServer
 metadata: {name: gw}
-spec: {groupRef: {name: g}}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
 "#;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("objects.yaml");
@@ -417,4 +457,688 @@ spec: {groupRef: {name: g}}
         described.contains("AuthConfigured") && described.contains("absent-secret"),
         "{described}"
     );
+}
+
+/// `kubectl apply` of `manifests` (YAML text) in `ns`.
+async fn apply_text(api: &ApiServer, ns: &str, manifests: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("objects.yaml");
+    std::fs::write(&file, manifests).unwrap();
+    api.run_kubectl(&["apply", "-n", ns, "-f", file.to_str().unwrap()]).await.unwrap();
+}
+
+/// The pod template's rollout annotation of Deployment `name`.
+async fn rollout_annotation(deps: &Api<Deployment>, name: &str) -> Option<String> {
+    let d = deps.get_opt(name).await.unwrap()?;
+    d.spec?.template.metadata?.annotations?.get("vmcp.dev/config-checksum").cloned()
+}
+
+/// The `Ready` condition of `obj` when its reason is `reason`.
+fn ready_with_reason(
+    conditions: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
+    reason: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    conditions?.into_iter().find(|c| c.type_ == "Ready" && c.reason == reason)
+}
+
+/// A Warning Event with `reason` on the object named `name`.
+async fn warning_event(client: &kube::Client, ns: &str, name: &str, reason: &str) -> Event {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("a Warning {reason} event on {name}"), Duration::from_secs(30), || async {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        list.items.into_iter().find(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.type_.as_deref() == Some("Warning")
+                && e.reason.as_deref() == Some(reason)
+        })
+    })
+    .await
+}
+
+/// A Service and a Deployment someone else created under an `MCPServer`'s name are never taken
+/// over by the operator's forced apply: they stay exactly as they were, and the `MCPServer`
+/// says `NameConflict` in its status and in a Warning Event.
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_objects_are_never_taken_over() {
+    let (api, client, ns) = setup("op-foreign").await;
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: redis}
+spec:
+  selector: {app: redis}
+  ports: [{port: 6379}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: redis}
+spec:
+  selector: {matchLabels: {app: redis}}
+  template:
+    metadata: {labels: {app: redis}}
+    spec: {containers: [{name: redis, image: "redis:7"}]}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {name: g}
+spec: {}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: redis}
+spec: {image: example/a:1, groupRef: {name: g}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: gw}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
+"#,
+    )
+    .await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let (svc_before, dep_before) =
+        (svcs.get("redis").await.unwrap(), deps.get("redis").await.unwrap());
+    let _stop = run_operator(client.clone(), &ns);
+
+    let servers: Api<vmcp_types::crd::MCPServer> = Api::namespaced(client.clone(), &ns);
+    let cond =
+        eventually("MCPServer Ready=False/NameConflict", Duration::from_secs(30), || async {
+            ready_with_reason(
+                servers.get("redis").await.unwrap().status.map(|s| s.conditions),
+                "NameConflict",
+            )
+        })
+        .await;
+    assert_eq!(cond.status, "False");
+    for part in ["Service 'redis'", "Deployment 'redis'", "not managed by the vmcp operator"] {
+        assert!(cond.message.contains(part), "{part} missing: {}", cond.message);
+    }
+    let s = servers.get("redis").await.unwrap().status.unwrap();
+    assert_eq!(s.phase.as_deref(), Some("Failed"));
+    let ev = warning_event(&client, &ns, "redis", "NameConflict").await;
+    assert!(ev.note.unwrap_or_default().contains("Service 'redis'"));
+
+    // A gateway never sends traffic (or backend credentials) to the Service someone else owns:
+    // the member is reported and left out of the config.
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    let st =
+        eventually("the gateway reporting redis as an error", Duration::from_secs(30), || async {
+            let s = vmcps.get("gw").await.unwrap().status?;
+            s.discovered_backends
+                .iter()
+                .any(|b| b.name == "redis" && b.status.as_deref() == Some("error"))
+                .then_some(s)
+        })
+        .await;
+    assert_eq!(st.backend_count, 0);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let text = cms.get("gw-vmcp-config").await.unwrap().data.unwrap()["config.yaml"].clone();
+    assert!(!text.contains("redis"), "{text}");
+
+    // Give a takeover every chance: the objects are untouched.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (svc, dep) = (svcs.get("redis").await.unwrap(), deps.get("redis").await.unwrap());
+    assert_eq!(svc.metadata.resource_version, svc_before.metadata.resource_version);
+    assert_eq!(dep.metadata.resource_version, dep_before.metadata.resource_version);
+    assert!(svc.metadata.owner_references.is_none(), "{:?}", svc.metadata.owner_references);
+    assert_eq!(svc.spec.unwrap().selector.unwrap()["app"], "redis");
+}
+
+/// `VirtualMCPServer foo` and `MCPServer foo-vmcp` both want a Deployment and Service named
+/// `foo-vmcp`. Whichever came first keeps them; the other reports `NameConflict` naming the
+/// holder, in both orders, and the children are not rewritten.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_objects_never_compete_for_one_child() {
+    let (api, client, ns) = setup("op-compete").await;
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {name: g}
+spec: {}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: foo}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: bar-vmcp}
+spec: {image: example/bar:1}
+"#,
+    )
+    .await;
+    let _stop = run_operator(client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let controller = |m: &kube::api::ObjectMeta| {
+        m.owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| format!("{}/{}", o.kind, o.name))
+    };
+    for (name, owner) in [("foo-vmcp", "VirtualMCPServer/foo"), ("bar-vmcp", "MCPServer/bar-vmcp")]
+    {
+        eventually(&format!("{name} owned by {owner}"), Duration::from_secs(30), || async {
+            let d = deps.get_opt(name).await.unwrap()?;
+            let s = svcs.get_opt(name).await.unwrap()?;
+            (controller(&d.metadata).as_deref() == Some(owner)
+                && controller(&s.metadata).as_deref() == Some(owner))
+            .then_some(())
+        })
+        .await;
+    }
+    let versions = || async {
+        let mut v = Vec::new();
+        for name in ["foo-vmcp", "bar-vmcp"] {
+            v.push(deps.get(name).await.unwrap().metadata.resource_version);
+            v.push(svcs.get(name).await.unwrap().metadata.resource_version);
+        }
+        v
+    };
+    let before = versions().await;
+
+    // The latecomers: an MCPServer named like an existing gateway's children, and a gateway
+    // whose children's name an MCPServer already has.
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: foo-vmcp}
+spec: {image: example/foo:1}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: bar}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
+"#,
+    )
+    .await;
+    let servers: Api<vmcp_types::crd::MCPServer> = Api::namespaced(client.clone(), &ns);
+    let cond = eventually("MCPServer foo-vmcp NameConflict", Duration::from_secs(30), || async {
+        ready_with_reason(
+            servers.get("foo-vmcp").await.unwrap().status.map(|s| s.conditions),
+            "NameConflict",
+        )
+    })
+    .await;
+    assert!(cond.message.contains("controlled by VirtualMCPServer 'foo'"), "{}", cond.message);
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    let cond = eventually("VirtualMCPServer bar NameConflict", Duration::from_secs(30), || async {
+        ready_with_reason(
+            vmcps.get("bar").await.unwrap().status.map(|s| s.conditions),
+            "NameConflict",
+        )
+    })
+    .await;
+    assert!(cond.message.contains("controlled by MCPServer 'bar-vmcp'"), "{}", cond.message);
+    let st = vmcps.get("bar").await.unwrap().status.unwrap();
+    assert_eq!(st.phase, Some(VirtualMCPServerPhase::Failed));
+    warning_event(&client, &ns, "bar", "NameConflict").await;
+    warning_event(&client, &ns, "foo-vmcp", "NameConflict").await;
+    // bar's other child (its ConfigMap) is not created either: nothing is applied.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    assert!(cms.get_opt("bar-vmcp-config").await.unwrap().is_none());
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(versions().await, before, "the children were rewritten");
+}
+
+/// A rotated Secret reaches the gateway: rotating a token-exchange client secret changes the
+/// Deployment's rollout annotation (so the pods restart and read the new file), and nothing
+/// else: not the ConfigMap, not the rest of the Deployment.
+#[tokio::test(flavor = "multi_thread")]
+async fn rotated_secret_rolls_the_gateway_and_nothing_else() {
+    let (api, client, ns) = setup("op-rotate").await;
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: te-client}
+stringData: {secret: first-secret}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {name: g}
+spec: {}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPExternalAuthConfig
+metadata: {name: te}
+spec:
+  type: tokenExchange
+  tokenExchange:
+    tokenUrl: https://idp.example.com/token
+    clientId: gw
+    clientSecretRef: {name: te-client, key: secret}
+    audience: backend-a
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: a}
+spec: {image: example/a:1, groupRef: {name: g}, externalAuthConfigRef: {name: te}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: gw}
+spec:
+  groupRef: {name: g}
+  incomingAuth:
+    type: oidc
+    oidc: {issuer: "https://idp.example.com", audience: gw}
+"#,
+    )
+    .await;
+    let _stop = run_operator(client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    eventually("AuthConfigured=True with 1 backend", Duration::from_secs(60), || async {
+        let s = vmcps.get("gw").await.unwrap().status?;
+        (s.backend_count == 1
+            && s.conditions.iter().any(|c| c.type_ == "AuthConfigured" && c.status == "True"))
+        .then_some(())
+    })
+    .await;
+    let before = rollout_annotation(&deps, "gw-vmcp").await.unwrap();
+    let dep_before = deps.get("gw-vmcp").await.unwrap();
+    let cm_before = cms.get("gw-vmcp-config").await.unwrap();
+    let server_dep_before = deps.get("a").await.unwrap().metadata.resource_version;
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .patch(
+            "te-client",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"stringData": {"secret": "rotated-secret"}})),
+        )
+        .await
+        .unwrap();
+    let after = eventually("a new rollout annotation", Duration::from_secs(30), || async {
+        rollout_annotation(&deps, "gw-vmcp").await.filter(|a| *a != before)
+    })
+    .await;
+    assert_ne!(after, before);
+    let cm = cms.get("gw-vmcp-config").await.unwrap();
+    assert_eq!(cm.metadata.resource_version, cm_before.metadata.resource_version);
+    assert!(!cm.data.unwrap()["config.yaml"].contains("rotated-secret"));
+    let mut dep = deps.get("gw-vmcp").await.unwrap();
+    let template = &mut dep.spec.as_mut().unwrap().template;
+    template
+        .metadata
+        .as_mut()
+        .unwrap()
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("vmcp.dev/config-checksum".into(), before.clone());
+    assert_eq!(dep.spec, dep_before.spec, "only the rollout annotation changed");
+    assert_eq!(deps.get("a").await.unwrap().metadata.resource_version, server_dep_before);
+}
+
+/// Adding or removing a group member changes the ConfigMap (which the running gateway reloads
+/// in place) and not the pod template: no gateway pod restarts, no session is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn membership_change_keeps_the_pod_template() {
+    let (api, client, ns) = setup("op-members").await;
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {name: g}
+spec: {}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: a}
+spec: {image: example/a:1, groupRef: {name: g}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: gw}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
+"#,
+    )
+    .await;
+    let _stop = run_operator(client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let config = || async {
+        cms.get_opt("gw-vmcp-config").await.unwrap().and_then(|c| c.data?.remove("config.yaml"))
+    };
+    eventually("a config with backend a", Duration::from_secs(60), || async {
+        config().await.filter(|t| t.contains("name: a"))
+    })
+    .await;
+    let annotation = rollout_annotation(&deps, "gw-vmcp").await.unwrap();
+    let template = deps.get("gw-vmcp").await.unwrap().spec.unwrap().template;
+
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: b}
+spec: {image: example/b:1, port: 9000, groupRef: {name: g}}
+"#,
+    )
+    .await;
+    eventually("a config with backends a and b", Duration::from_secs(30), || async {
+        config().await.filter(|t| t.contains("name: a") && t.contains("name: b"))
+    })
+    .await;
+    let servers: Api<vmcp_types::crd::MCPServer> = Api::namespaced(client.clone(), &ns);
+    servers.delete("a", &DeleteParams::default()).await.unwrap();
+    let text = eventually("a config with backend b only", Duration::from_secs(30), || async {
+        config().await.filter(|t| !t.contains("name: a") && t.contains("name: b"))
+    })
+    .await;
+    assert!(text.contains(":9000/mcp"), "{text}");
+    // Status is written after every child of that reconcile was applied.
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    eventually("status listing backend b only", Duration::from_secs(30), || async {
+        let s = vmcps.get("gw").await.unwrap().status?;
+        let names: Vec<_> = s.discovered_backends.iter().map(|b| b.name.as_str()).collect();
+        (names == ["b"]).then_some(())
+    })
+    .await;
+    assert_eq!(rollout_annotation(&deps, "gw-vmcp").await.unwrap(), annotation);
+    assert_eq!(deps.get("gw-vmcp").await.unwrap().spec.unwrap().template, template);
+}
+
+/// Drift correction: a deleted child (Deployment, ConfigMap) is recreated, and a missing
+/// Secret created after the fact clears `AuthConfigured=False` and brings the backend back.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_children_are_recreated_and_a_late_secret_clears_the_condition() {
+    let (api, client, ns) = setup("op-drift").await;
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {name: g}
+spec: {}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPExternalAuthConfig
+metadata: {name: needs-secret}
+spec:
+  type: headerInjection
+  headerInjection: {headerName: X-Api-Key, valueSecretRef: {name: late-secret, key: value}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: a}
+spec: {image: example/a:1, groupRef: {name: g}, externalAuthConfigRef: {name: needs-secret}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: gw}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
+"#,
+    )
+    .await;
+    let _stop = run_operator(client.clone(), &ns);
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    let auth = |status: &'static str| {
+        let vmcps = vmcps.clone();
+        async move {
+            let s = vmcps.get("gw").await.unwrap().status?;
+            s.conditions.into_iter().find(|c| c.type_ == "AuthConfigured" && c.status == status)
+        }
+    };
+    let c = eventually("AuthConfigured=False", Duration::from_secs(30), || auth("False")).await;
+    assert!(c.message.contains("late-secret"), "{c:?}");
+
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    for _ in 0..2 {
+        let uid = deps.get("gw-vmcp").await.unwrap().metadata.uid;
+        deps.delete("gw-vmcp", &DeleteParams::default()).await.unwrap();
+        eventually("the gateway Deployment recreated", Duration::from_secs(30), || async {
+            let d = deps.get_opt("gw-vmcp").await.unwrap()?;
+            (d.metadata.uid != uid).then_some(())
+        })
+        .await;
+        let uid = cms.get("gw-vmcp-config").await.unwrap().metadata.uid;
+        cms.delete("gw-vmcp-config", &DeleteParams::default()).await.unwrap();
+        eventually("the gateway ConfigMap recreated", Duration::from_secs(30), || async {
+            let c = cms.get_opt("gw-vmcp-config").await.unwrap()?;
+            (c.metadata.uid != uid && c.data.is_some()).then_some(())
+        })
+        .await;
+    }
+    // Drift in a field the operator owns is reverted too.
+    deps.patch(
+        "gw-vmcp",
+        &kube::api::PatchParams::apply("someone-else").force(),
+        &kube::api::Patch::Apply(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "spec": {"replicas": 7}
+        })),
+    )
+    .await
+    .unwrap();
+    eventually("replicas back at 1", Duration::from_secs(30), || async {
+        let d = deps.get("gw-vmcp").await.unwrap();
+        (d.spec?.replicas == Some(1)).then_some(())
+    })
+    .await;
+
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: late-secret}
+stringData: {value: k-1}
+"#,
+    )
+    .await;
+    eventually("AuthConfigured=True", Duration::from_secs(30), || auth("True")).await;
+    let v = vmcps.get("gw").await.unwrap().status.unwrap();
+    assert_eq!(v.backend_count, 1);
+    let text = cms.get("gw-vmcp-config").await.unwrap().data.unwrap()["config.yaml"].clone();
+    assert!(text.contains("late-secret/value"), "{text}");
+}
+
+/// Leader election against the real API server: acquire (Lease created), renew (a candidate
+/// never takes a live Lease), release on shutdown (a standby takes over at once), failover after
+/// a holder dies without releasing (not before the lease duration), and a holder that sees
+/// another holder gives up.
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_election_acquire_renew_release_failover() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use vmcp_operator::leader::{Attempt, LeaderElector, LeaderError, LeaseConfig};
+    let (_api, client, ns) = setup("op-leader").await;
+    let lease_duration = Duration::from_secs(2);
+    let config = |id: &str| LeaseConfig {
+        lease_duration,
+        renew_deadline: Duration::from_millis(1500),
+        retry_period: Duration::from_millis(200),
+        ..LeaseConfig::new("vmcp-operator-leader", ns.as_str(), id)
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let spec = || async { leases.get("vmcp-operator-leader").await.unwrap().spec.unwrap() };
+    let never = std::future::pending::<()>;
+
+    // Acquire: the first candidate creates the Lease.
+    let mut a = LeaderElector::new(client.clone(), config("a"));
+    let mut b = LeaderElector::new(client.clone(), config("b"));
+    assert_eq!(a.try_acquire_or_renew().await.unwrap(), Attempt::Held);
+    let s = spec().await;
+    assert_eq!(s.holder_identity.as_deref(), Some("a"));
+    assert_eq!(s.lease_duration_seconds, Some(2));
+    assert_eq!(b.try_acquire_or_renew().await.unwrap(), Attempt::HeldBy("a".into()));
+
+    // Renew: while `a` renews, `b` does not get the Lease in three lease durations.
+    let first_renew = s.renew_time.clone().unwrap();
+    let (stop_a, stopped) = tokio::sync::oneshot::channel::<()>();
+    let hold_a = tokio::spawn(a.hold(async move {
+        let _ = stopped.await;
+    }));
+    let waited = tokio::time::timeout(lease_duration * 3, b.acquire(never())).await;
+    assert!(waited.is_err(), "b acquired a Lease that a kept renewing");
+    let s = spec().await;
+    assert_eq!(s.holder_identity.as_deref(), Some("a"));
+    assert!(s.renew_time.unwrap().0 > first_renew.0, "a did not renew");
+
+    // Release: a graceful stop clears the holder and `b` takes over well within a lease
+    // duration.
+    stop_a.send(()).unwrap();
+    hold_a.await.unwrap().unwrap();
+    let t = Instant::now();
+    assert!(b.acquire(never()).await);
+    assert!(t.elapsed() < lease_duration, "took {:?} after a release", t.elapsed());
+    let s = spec().await;
+    assert_eq!(s.holder_identity.as_deref(), Some("b"));
+    assert_eq!(s.lease_transitions, Some(1));
+
+    // Failover: `b` dies without releasing; `c` waits for the lease to expire, then takes it.
+    let hold_b = tokio::spawn(b.hold(never()));
+    let mut c = LeaderElector::new(client.clone(), config("c"));
+    assert_eq!(c.try_acquire_or_renew().await.unwrap(), Attempt::HeldBy("b".into()));
+    hold_b.abort();
+    let _ = hold_b.await;
+    let t = Instant::now();
+    assert!(c.acquire(never()).await);
+    let took = t.elapsed();
+    assert!(
+        took >= lease_duration - Duration::from_millis(300),
+        "took a live lease after {took:?}"
+    );
+    assert!(took < lease_duration * 5, "failover took {took:?}");
+    let s = spec().await;
+    assert_eq!(s.holder_identity.as_deref(), Some("c"));
+    assert_eq!(s.lease_transitions, Some(2));
+
+    // Lost: another holder writes the Lease; the holder notices and gives up.
+    let hold_c = tokio::spawn(c.hold(never()));
+    let mut lease = leases.get("vmcp-operator-leader").await.unwrap();
+    lease.spec.as_mut().unwrap().holder_identity = Some("intruder".into());
+    leases.replace("vmcp-operator-leader", &PostParams::default(), &lease).await.unwrap();
+    let lost = tokio::time::timeout(Duration::from_secs(10), hold_c).await.unwrap().unwrap();
+    match lost {
+        Err(LeaderError::Lost { reason, .. }) => assert!(reason.contains("intruder"), "{reason}"),
+        other => panic!("expected Lost, got {other:?}"),
+    }
+}
+
+/// The operator under the chart's own RBAC: the chart's ClusterRole, its RoleBinding for one
+/// watched namespace and its leader-election Role, rendered by real helm, bound to the chart's
+/// ServiceAccount, which the controllers impersonate. Every call the controllers make is
+/// allowed: the examples reconcile to children and status on all four kinds, and the Lease can
+/// be taken. The impersonated client really is restricted (it cannot list Pods).
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_runs_under_the_charts_rbac() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Pod;
+    let (api, admin, ns) = setup("op-rbac").await;
+    let chart = repo_root().join("charts/vmcp-operator");
+    let out = api
+        .helm()
+        .args(["template", "vmcp", "--namespace", &ns, "--set", &format!("watchNamespace={ns}")])
+        .args(["--show-only", "templates/clusterrole.yaml"])
+        .args(["--show-only", "templates/clusterrolebinding.yaml"])
+        .args(["--show-only", "templates/leader-election-rbac.yaml"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+    let rbac = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rbac).unwrap();
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "RoleBinding" && d["roleRef"]["kind"] == "ClusterRole")
+        .unwrap_or_else(|| panic!("no RoleBinding of the ClusterRole in:\n{rbac}"));
+    let subject = &binding["subjects"][0];
+    assert_eq!(subject["kind"], "ServiceAccount");
+    let user = format!(
+        "system:serviceaccount:{}:{}",
+        subject["namespace"].as_str().unwrap(),
+        subject["name"].as_str().unwrap()
+    );
+    apply_text(api, &ns, &rbac).await;
+    kubectl_apply(api, &ns, "examples/k8s/").await;
+
+    let mut config = api.config().clone();
+    config.auth_info.impersonate = Some(user.clone());
+    let client = kube::Client::try_from(config).unwrap();
+    // RBAC reads bindings from a cache: wait until they apply to the impersonated user.
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    eventually("the RoleBinding in effect", Duration::from_secs(10), || async {
+        vmcps.list(&ListParams::default()).await.ok().map(|_| ())
+    })
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&ListParams::default()).await;
+    assert!(
+        matches!(&pods, Err(kube::Error::Api(s)) if s.code == 403),
+        "{user} may list Pods: {pods:?}"
+    );
+
+    let _stop = run_operator(client.clone(), &ns);
+    let v = eventually("gateway status with 2 backends", Duration::from_secs(60), || async {
+        let v = vmcps.get("engineering-gateway").await.unwrap();
+        v.status.clone().filter(|s| s.backend_count == 2).map(|_| v)
+    })
+    .await;
+    let st = v.status.unwrap();
+    for t in ["GroupRefValidated", "AuthConfigured", "BackendsDiscovered"] {
+        let c = st.conditions.iter().find(|c| c.type_ == t).unwrap();
+        assert_eq!(c.status, "True", "{t}: {c:?}");
+    }
+    let deps: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    for name in ["engineering-gateway-vmcp", "github-tools", "time"] {
+        eventually(&format!("Deployment {name}"), Duration::from_secs(30), || async {
+            deps.get_opt(name).await.unwrap().map(|_| ())
+        })
+        .await;
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &ns);
+    assert!(pdbs.get_opt("engineering-gateway-vmcp").await.unwrap().is_some());
+    let servers: Api<vmcp_types::crd::MCPServer> = Api::namespaced(admin.clone(), &ns);
+    let groups: Api<vmcp_types::crd::MCPGroup> = Api::namespaced(admin.clone(), &ns);
+    let auths: Api<vmcp_types::crd::MCPExternalAuthConfig> = Api::namespaced(admin.clone(), &ns);
+    eventually("status on every kind", Duration::from_secs(30), || async {
+        let s = servers.get("time").await.unwrap().status?;
+        let g = groups.get("engineering").await.unwrap().status?;
+        let a = auths.get("github-tools-token-exchange").await.unwrap().status?;
+        (s.observed_generation.is_some()
+            && g.server_count == 2
+            && a.conditions.iter().any(|c| c.type_ == "Valid" && c.status == "True"))
+        .then_some(())
+    })
+    .await;
+    // No call was refused: no ReconcileFailed Event anywhere in the namespace.
+    let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
+    let failed: Vec<_> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ReconcileFailed"))
+        .map(|e| e.note.unwrap_or_default())
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+
+    // Leader election under the chart's leader-election Role (in the release namespace).
+    let mut elector = vmcp_operator::leader::LeaderElector::new(
+        client.clone(),
+        vmcp_operator::leader::LeaseConfig::new("vmcp-operator-leader", ns.as_str(), "rbac-test"),
+    );
+    let attempt = elector.try_acquire_or_renew().await.unwrap();
+    assert_eq!(attempt, vmcp_operator::leader::Attempt::Held);
+    assert_eq!(elector.try_acquire_or_renew().await.unwrap(), vmcp_operator::leader::Attempt::Held);
+    let lease = Api::<Lease>::namespaced(admin, &ns).get("vmcp-operator-leader").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("rbac-test"));
 }

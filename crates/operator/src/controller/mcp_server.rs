@@ -1,6 +1,8 @@
 //! `MCPServer` controller: applies the server's Deployment and Service and reports phase
 //! (`Pending`, `Running`, `Failed`), URL, ready pods and conditions (`Ready`,
-//! `GroupRefValidated` when `groupRef` is set).
+//! `GroupRefValidated` when `groupRef` is set). Nothing is applied when the server's name is
+//! held by a Deployment or Service it does not control ([`super::ownership`]): `Ready` is then
+//! `False` with reason `NameConflict`.
 
 use std::sync::Arc;
 
@@ -16,10 +18,12 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use vmcp_types::crd::{MCPGroup, MCPServer, MCPServerStatus};
 
+use super::ownership::{self, CONFLICT_RECHECK, NAME_CONFLICT, claim};
 use super::{
     Context, Error, ShutdownSignal, apply, apply_status, error_policy, log_result,
     managed_selector, namespace,
 };
+use crate::resources::check_service_name;
 use crate::resources::mcp_server::{
     SERVER_COMPONENT, server_deployment, server_service, server_url,
 };
@@ -68,6 +72,8 @@ pub struct ServerObservation {
     pub group: Option<(String, bool)>,
     /// Render error, if the spec could not be built (nothing applied).
     pub render_error: Option<String>,
+    /// Name conflicts with objects this server does not control (nothing applied).
+    pub conflict: Option<String>,
     /// Desired pods.
     pub replicas: i32,
     /// Ready pods of the Deployment.
@@ -117,12 +123,13 @@ pub fn desired_server_status(
         }
     }
     let pods = format!("{} of {} pods ready", o.ready_replicas, o.replicas);
-    let (phase, ready) = match &o.render_error {
-        Some(e) => ("Failed", NewCondition::new(READY, false, "InvalidSpec", e.clone())),
-        None if o.ready_replicas >= 1 => {
+    let (phase, ready) = match (&o.render_error, &o.conflict) {
+        (Some(e), _) => ("Failed", NewCondition::new(READY, false, "InvalidSpec", e.clone())),
+        (None, Some(c)) => ("Failed", NewCondition::new(READY, false, NAME_CONFLICT, c.clone())),
+        (None, None) if o.ready_replicas >= 1 => {
             ("Running", NewCondition::new(READY, true, "Running", pods))
         }
-        None => ("Pending", NewCondition::new(READY, false, "DeploymentNotReady", pods)),
+        (None, None) => ("Pending", NewCondition::new(READY, false, "DeploymentNotReady", pods)),
     };
     set_condition(c, ready, g, now);
     s.phase = Some(phase.into());
@@ -151,32 +158,42 @@ async fn reconcile_inner(server: &MCPServer, ctx: &Context) -> Result<Action, Er
         Some(r) => Some((r.name.clone(), false)),
         None => None,
     };
-    let built = server_deployment(server, &ctx.settings.gateway_image)
+    let built = check_service_name("MCPServer", &name, &name)
+        .and_then(|()| server_deployment(server, &ctx.settings.gateway_image))
         .and_then(|d| server_service(server).map(|s| (d, s)));
     let mut created = false;
     let mut updated = false;
+    let mut conflict = None;
     let (render_error, ready_replicas) = match built {
         Err(e) => (Some(e.to_string()), 0),
         Ok((deployment, service)) => {
             let dep_api = ctx.api::<Deployment>(&ns);
-            let prior =
-                ctx.api::<PartialObjectMeta<Deployment>>(&ns).get_metadata_opt(&name).await?;
-            let prior_svc =
-                ctx.api::<PartialObjectMeta<Service>>(&ns).get_metadata_opt(&name).await?;
-            let svc = apply(&ctx.api::<Service>(&ns), &service).await?;
-            let dep = apply(&dep_api, &deployment).await?;
-            created = prior.is_none();
-            updated = !created
-                && (prior.and_then(|p| p.metadata.generation) != dep.metadata.generation
-                    || prior_svc.and_then(|p| p.metadata.resource_version)
-                        != svc.metadata.resource_version);
-            (None, dep.status.and_then(|s| s.ready_replicas).unwrap_or(0))
+            let svc_api = ctx.api::<Service>(&ns);
+            let _locked = ctx.name_locks.lock(&ns, &[&name]).await;
+            let uid = ownership::uid(server);
+            let mut conflicts = Vec::new();
+            let prior = claim(&dep_api, &name, &uid, &mut conflicts).await?;
+            let prior_svc = claim(&svc_api, &name, &uid, &mut conflicts).await?;
+            if conflicts.is_empty() {
+                let svc = apply(&svc_api, &service).await?;
+                let dep = apply(&dep_api, &deployment).await?;
+                created = prior.is_none();
+                updated = !created
+                    && (prior.and_then(|p| p.metadata.generation) != dep.metadata.generation
+                        || prior_svc.and_then(|p| p.metadata.resource_version)
+                            != svc.metadata.resource_version);
+                (None, dep.status.and_then(|s| s.ready_replicas).unwrap_or(0))
+            } else {
+                conflict = Some(ownership::describe(&conflicts));
+                (None, 0)
+            }
         }
     };
     let observation = ServerObservation {
         generation: server.metadata.generation,
         group,
         render_error,
+        conflict: conflict.clone(),
         replicas: server.spec.replicas.unwrap_or(1),
         ready_replicas,
         url: server_url(server, &ns),
@@ -219,13 +236,14 @@ async fn reconcile_inner(server: &MCPServer, ctx: &Context) -> Result<Action, Er
         .await;
     }
     if let Some(a) = status::find(&new.conditions, READY)
-        && a.reason == "InvalidSpec"
+        && (a.reason == "InvalidSpec" || a.reason == NAME_CONFLICT)
         && status::find(&prev.conditions, READY)
             .is_none_or(|b| b.reason != a.reason || b.message != a.message)
     {
-        ctx.event(server, EventType::Warning, "InvalidSpec", "Render", a.message.clone()).await;
+        let action = if a.reason == NAME_CONFLICT { "Apply" } else { "Render" };
+        ctx.event(server, EventType::Warning, &a.reason, action, a.message.clone()).await;
     }
-    Ok(ctx.resync())
+    Ok(if conflict.is_some() { Action::requeue(CONFLICT_RECHECK) } else { ctx.resync() })
 }
 
 #[cfg(test)]
@@ -243,6 +261,7 @@ mod tests {
             generation: Some(1),
             group: Some(("engineering".into(), true)),
             render_error: None,
+            conflict: None,
             replicas: 1,
             ready_replicas: 0,
             url: "http://time.team-a.svc.cluster.local:8080/mcp".into(),
@@ -277,6 +296,14 @@ mod tests {
             &t(1),
         );
         assert_eq!(failed.phase.as_deref(), Some("Failed"));
+        let conflict = desired_server_status(
+            Some(&running),
+            &ServerObservation { conflict: Some("Service 'time' already exists".into()), ..obs() },
+            &t(12),
+        );
+        assert_eq!(conflict.phase.as_deref(), Some("Failed"));
+        let ready = status::find(&conflict.conditions, READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", NAME_CONFLICT));
         insta::assert_yaml_snapshot!("server_status_running", running);
     }
 

@@ -9,13 +9,16 @@
 //! | [`auth_config`] | `MCPExternalAuthConfig` | - | Secret (metadata only) |
 //!
 //! Every write is a server-side apply with the one field manager `vmcp-operator` (forced), so
-//! re-applying an unchanged desired state writes nothing; status is compared with the stored
+//! re-applying an unchanged desired state writes nothing. A child is only applied when it is
+//! absent or controlled by the reconciled object ([`ownership`]): a forced apply never takes
+//! over somebody else's object; status is compared with the stored
 //! status first and only written when it differs. Secrets are only ever read as metadata
 //! (existence), never their values.
 
 pub mod auth_config;
 pub mod group;
 pub mod mcp_server;
+pub mod ownership;
 pub mod virtual_server;
 
 use std::collections::{BTreeSet, HashMap};
@@ -87,6 +90,8 @@ pub struct Context {
     group_members: RefIndex,
     /// Per `MCPExternalAuthConfig`: the Secrets it references.
     auth_secrets: RefIndex,
+    /// Serializes the ownership check and apply of each child name.
+    name_locks: ownership::NameLocks,
 }
 
 impl Debug for Context {
@@ -109,6 +114,7 @@ impl Context {
             vmcp_refs: RefIndex::default(),
             group_members: RefIndex::default(),
             auth_secrets: RefIndex::default(),
+            name_locks: ownership::NameLocks::default(),
         }
     }
 

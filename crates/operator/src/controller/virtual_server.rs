@@ -7,7 +7,9 @@
 //! 2. Render ([`crate::resources::render_gateway_config`]); backends with unresolvable
 //!    credentials are left out and reported.
 //! 3. Apply ConfigMap, ServiceAccount, Service, Deployment and (replicas > 1) the PDB with
-//!    server-side apply; delete a PDB of ours when replicas drop to 1.
+//!    server-side apply; delete a PDB of ours when replicas drop to 1. Nothing is applied when
+//!    one of those names is held by an object this gateway does not control
+//!    ([`super::ownership`]): the status says `NameConflict` instead.
 //! 4. Compute the status from what was observed ([`desired_status`], pure) and write it only when
 //!    it differs from the stored status. Events: `Created`, `Updated`, and a Warning when a
 //!    condition turns bad or a reconcile fails.
@@ -35,6 +37,7 @@ use vmcp_types::crd::{
     VirtualMCPServer, VirtualMCPServerPhase, VirtualMCPServerStatus,
 };
 
+use super::ownership::{self, CONFLICT_RECHECK, NAME_CONFLICT, NameConflict, claim};
 use super::{
     Context, Error, RefIndex, RefKind, ShutdownSignal, apply, apply_status, error_policy,
     log_result, managed_selector, namespace,
@@ -166,6 +169,8 @@ pub enum Outcome {
     GroupNotFound,
     /// The spec cannot be rendered: nothing was applied.
     RenderFailed(String),
+    /// A child name is held by an object this gateway does not control: nothing was applied.
+    NameConflict(String),
     /// The children were applied.
     Applied {
         /// Every member as discovered.
@@ -254,23 +259,24 @@ pub fn desired_status(
             s.discovered_backends = Vec::new();
             (VirtualMCPServerPhase::Failed, NewCondition::new(READY, false, "GroupNotFound", msg))
         }
-        Outcome::RenderFailed(msg) => {
+        Outcome::RenderFailed(msg) | Outcome::NameConflict(msg) => {
+            let reason = match &o.outcome {
+                Outcome::NameConflict(_) => NAME_CONFLICT,
+                _ => "InvalidSpec",
+            };
             set_condition(
                 c,
-                NewCondition::new(AUTH_CONFIGURED, Status::Unknown, "InvalidSpec", msg.clone()),
+                NewCondition::new(AUTH_CONFIGURED, Status::Unknown, reason, msg.clone()),
                 g,
                 now,
             );
             set_condition(
                 c,
-                NewCondition::new(BACKENDS_DISCOVERED, Status::Unknown, "InvalidSpec", msg.clone()),
+                NewCondition::new(BACKENDS_DISCOVERED, Status::Unknown, reason, msg.clone()),
                 g,
                 now,
             );
-            (
-                VirtualMCPServerPhase::Failed,
-                NewCondition::new(READY, false, "InvalidSpec", msg.clone()),
-            )
+            (VirtualMCPServerPhase::Failed, NewCondition::new(READY, false, reason, msg.clone()))
         }
         Outcome::Applied { backends, backend_count, problems, available_replicas } => {
             let auth = join(problems, &[ProblemKind::Auth]);
@@ -422,23 +428,26 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
     let outcome = if group_found {
         match render(v, &members, ctx, &ns, &mut refs).await? {
             Err(e) => Outcome::RenderFailed(e.to_string()),
-            Ok((r, children)) => {
-                let (available, ch) = apply_children(v, &children, ctx, &ns).await?;
-                change = ch;
-                rendered_backends = r.config.backends.len();
-                Outcome::Applied {
-                    backend_count: i32::try_from(r.config.backends.len()).unwrap_or(i32::MAX),
-                    backends: r.backends,
-                    problems: r.problems,
-                    available_replicas: available,
+            Ok((r, children)) => match apply_children(v, &children, ctx, &ns).await? {
+                Err(conflicts) => Outcome::NameConflict(ownership::describe(&conflicts)),
+                Ok((available, ch)) => {
+                    change = ch;
+                    rendered_backends = r.config.backends.len();
+                    Outcome::Applied {
+                        backend_count: i32::try_from(r.config.backends.len()).unwrap_or(i32::MAX),
+                        backends: r.backends,
+                        problems: r.problems,
+                        available_replicas: available,
+                    }
                 }
-            }
+            },
         }
     } else {
         Outcome::GroupNotFound
     };
     ctx.vmcp_refs.set(&ns, &name, refs);
 
+    let conflicted = matches!(outcome, Outcome::NameConflict(_));
     let observation = Observation {
         generation: vmcp.metadata.generation,
         namespace: ns.clone(),
@@ -463,11 +472,12 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
         ctx.metrics.status_write(CONTROLLER);
     }
     publish_events(vmcp, ctx, &prev, &new, change, rendered_backends).await;
-    Ok(ctx.resync())
+    Ok(if conflicted { Action::requeue(CONFLICT_RECHECK) } else { ctx.resync() })
 }
 
 /// Renders the configuration and the children. Secrets are checked by metadata only; backends
-/// needing a missing one are re-rendered out.
+/// needing a missing one are re-rendered out, and the others' `resourceVersion`s go into the
+/// rollout checksum.
 async fn render(
     v: &VirtualMCPServer,
     members: &[MCPServer],
@@ -498,13 +508,19 @@ async fn render(
     };
     let secrets = ctx.api::<Secret>(ns);
     let mut missing = BTreeSet::new();
+    let mut versions = BTreeMap::new();
     for m in &first.secret_mounts {
         refs.insert((RefKind::Secret, m.secret.clone()));
-        if secrets.get_metadata_opt(&m.secret).await?.is_none() {
-            missing.insert(m.secret.clone());
+        match secrets.get_metadata_opt(&m.secret).await? {
+            None => {
+                missing.insert(m.secret.clone());
+            }
+            Some(meta) => {
+                versions.insert(m.secret.clone(), meta.metadata.resource_version);
+            }
         }
     }
-    let rendered = if missing.is_empty() {
+    let mut rendered = if missing.is_empty() {
         first
     } else {
         match render_gateway_config(&RenderInput { missing_secrets: &missing, ..input }) {
@@ -512,27 +528,45 @@ async fn render(
             Err(e) => return Ok(Err(e)),
         }
     };
+    // A rotated Secret (new resourceVersion) changes the rollout checksum: new pods read it.
+    for m in &mut rendered.secret_mounts {
+        m.version = versions.get(&m.secret).cloned().flatten();
+    }
     Ok(gateway_children(v, &rendered.config, &rendered.secret_mounts, &ctx.settings.gateway_image)
         .map(|children| (rendered, children)))
 }
 
-/// Applies every child; returns the available gateway pods and what changed.
+/// Applies every child; returns the available gateway pods and what changed, or, when a child
+/// name is held by an object this gateway does not control, the conflicts (nothing applied).
 async fn apply_children(
     v: &VirtualMCPServer,
     children: &GatewayChildren,
     ctx: &Context,
     ns: &str,
-) -> Result<(i32, Change), Error> {
+) -> Result<Result<(i32, Change), Vec<NameConflict>>, Error> {
     let cm_api = ctx.api::<ConfigMap>(ns);
+    let sa_api = ctx.api::<ServiceAccount>(ns);
+    let svc_api = ctx.api::<Service>(ns);
     let dep_api = ctx.api::<Deployment>(ns);
     let pdb_api = ctx.api::<PodDisruptionBudget>(ns);
-    let prior_cm = cm_api.get_metadata_opt(&config_map_name(v)).await?;
-    let prior_dep =
-        ctx.api::<PartialObjectMeta<Deployment>>(ns).get_metadata_opt(&gateway_name(v)).await?;
+    let (name, cm_name) = (gateway_name(v), config_map_name(v));
+    let _locked = ctx.name_locks.lock(ns, &[&name, &cm_name]).await;
+    let uid = ownership::uid(v);
+    let mut conflicts = Vec::new();
+    let prior_cm = claim(&cm_api, &cm_name, &uid, &mut conflicts).await?;
+    claim(&sa_api, &name, &uid, &mut conflicts).await?;
+    claim(&svc_api, &name, &uid, &mut conflicts).await?;
+    let prior_dep = claim(&dep_api, &name, &uid, &mut conflicts).await?;
+    if children.pdb.is_some() {
+        claim(&pdb_api, &name, &uid, &mut conflicts).await?;
+    }
+    if !conflicts.is_empty() {
+        return Ok(Err(conflicts));
+    }
 
     let cm = apply(&cm_api, &children.config_map).await?;
-    apply(&ctx.api::<ServiceAccount>(ns), &children.service_account).await?;
-    apply(&ctx.api::<Service>(ns), &children.service).await?;
+    apply(&sa_api, &children.service_account).await?;
+    apply(&svc_api, &children.service).await?;
     let dep = apply(&dep_api, &children.deployment).await?;
     match &children.pdb {
         Some(pdb) => {
@@ -557,7 +591,7 @@ async fn apply_children(
         },
     };
     let available = dep.status.and_then(|s| s.available_replicas).unwrap_or(0);
-    Ok((available, change))
+    Ok(Ok((available, change)))
 }
 
 async fn publish_events(
@@ -603,11 +637,12 @@ async fn publish_events(
         ctx.event(vmcp, EventType::Warning, "SessionStorageWarning", "Reconcile", msg).await;
     }
     if let Some(a) = status::find(after, READY)
-        && a.reason == "InvalidSpec"
+        && (a.reason == "InvalidSpec" || a.reason == NAME_CONFLICT)
         && status::find(before, READY)
             .is_none_or(|b| b.reason != a.reason || b.message != a.message)
     {
-        ctx.event(vmcp, EventType::Warning, "InvalidSpec", "Render", a.message.clone()).await;
+        let action = if a.reason == NAME_CONFLICT { "Apply" } else { "Render" };
+        ctx.event(vmcp, EventType::Warning, &a.reason, action, a.message.clone()).await;
     }
 }
 
@@ -765,6 +800,18 @@ mod tests {
         assert_eq!(s.phase, Some(VirtualMCPServerPhase::Failed));
         assert_eq!(cond(&s, READY).reason, "InvalidSpec");
         assert!(cond(&s, READY).message.contains("ttl"));
+    }
+
+    #[test]
+    fn name_conflict_fails_and_says_why() {
+        let msg = "Service 'engineering-gateway-vmcp' already exists and is controlled by \
+                   MCPServer 'engineering-gateway-vmcp'";
+        let s = desired_status(None, &observation(Outcome::NameConflict(msg.into())), &t(1));
+        assert_eq!(s.phase, Some(VirtualMCPServerPhase::Failed));
+        let ready = cond(&s, READY);
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", NAME_CONFLICT));
+        assert_eq!(ready.message, msg);
+        assert_eq!(cond(&s, GROUP_REF_VALIDATED).status, "True");
     }
 
     #[test]

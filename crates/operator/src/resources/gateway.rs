@@ -2,8 +2,10 @@
 //! (for more than one replica) PodDisruptionBudget.
 //!
 //! The gateway never talks to the Kubernetes API: its pods run under their own ServiceAccount
-//! with no token mounted. The rendered configuration's sha256 is a pod template annotation, so a
-//! configuration change rolls the pods.
+//! with no token mounted. A pod template annotation ([`rollout_checksum`]) rolls the pods when
+//! something changes that the gateway cannot apply in place: configuration outside `backends`
+//! and `aggregation`, or the content of a mounted Secret. Membership changes only change the
+//! ConfigMap, which the running gateway reloads without dropping sessions.
 
 use std::collections::BTreeMap;
 
@@ -17,14 +19,14 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use vmcp_types::config::GatewayConfig;
+use vmcp_types::config::{AggregationConfig, GatewayConfig};
 use vmcp_types::crd::{ServiceType, VirtualMCPServer};
 
 use super::merge::overlay_pod_template;
 use super::{
     CONFIG_CHECKSUM_ANNOTATION, CONFIG_DIR, CONFIG_KEY, GATEWAY_PORT, RenderError, SecretMount,
-    child_meta, drop_all_capabilities, labels, namespace_of, runtime_default_seccomp,
-    selector_labels, sha256_hex,
+    check_service_name, child_meta, drop_all_capabilities, labels, namespace_of,
+    runtime_default_seccomp, selector_labels, sha256_hex,
 };
 
 /// `app.kubernetes.io/name` of gateway objects.
@@ -83,6 +85,31 @@ pub struct GatewayChildren {
     pub pdb: Option<PodDisruptionBudget>,
 }
 
+/// The value of the rollout annotation: the sha256 of what the gateway cannot apply without a
+/// restart.
+///
+/// - The configuration without `backends` and `aggregation`: the gateway reloads those from the
+///   mounted ConfigMap in place, keeping sessions (`crates/gateway/src/config.rs`, `reload`);
+///   any other change applies only after a restart.
+/// - Each mounted Secret's name and `resourceVersion` (`SecretMount::version`): the gateway reads
+///   secret files once, so a rotated Secret needs new pods. A new or dropped Secret mount
+///   changes the pod's volumes anyway.
+pub fn rollout_checksum(
+    config: &GatewayConfig,
+    mounts: &[SecretMount],
+) -> Result<String, RenderError> {
+    let restart_only = GatewayConfig {
+        backends: Vec::new(),
+        aggregation: AggregationConfig::default(),
+        ..config.clone()
+    };
+    let mut text = render_config_yaml(&restart_only)?;
+    for m in mounts {
+        text.push_str(&format!("\n# secret {} {}", m.secret, m.version.as_deref().unwrap_or("")));
+    }
+    Ok(sha256_hex(text.as_bytes()))
+}
+
 /// Builds every child from the rendered configuration.
 pub fn gateway_children(
     v: &VirtualMCPServer,
@@ -90,12 +117,13 @@ pub fn gateway_children(
     mounts: &[SecretMount],
     gateway_image: &str,
 ) -> Result<GatewayChildren, RenderError> {
+    check_service_name(KIND, &instance(v), &gateway_name(v))?;
     let yaml = render_config_yaml(config)?;
     Ok(GatewayChildren {
         config_map: config_map(v, &yaml)?,
         service_account: service_account(v)?,
         service: service(v)?,
-        deployment: deployment(v, &sha256_hex(yaml.as_bytes()), mounts, gateway_image)?,
+        deployment: deployment(v, &rollout_checksum(config, mounts)?, mounts, gateway_image)?,
         pdb: pod_disruption_budget(v)?,
     })
 }
@@ -155,7 +183,7 @@ fn http_probe(path: &str, period: i32) -> Probe {
     }
 }
 
-/// The gateway Deployment. `config_checksum` is the sha256 of `config.yaml`.
+/// The gateway Deployment. `config_checksum` is the [`rollout_checksum`].
 pub fn deployment(
     v: &VirtualMCPServer,
     config_checksum: &str,
@@ -358,7 +386,14 @@ mod tests {
         let yaml = &c.config_map.data.as_ref().unwrap()["config.yaml"];
         let spec = c.deployment.spec.unwrap();
         let annotations = spec.template.metadata.unwrap().annotations.unwrap();
-        assert_eq!(annotations[CONFIG_CHECKSUM_ANNOTATION], sha256_hex(yaml.as_bytes()));
+        assert!(yaml.contains("backends:"), "{yaml}");
+        let (config, mounts, _) =
+            gateway_config(&fixtures::vmcp(), &fixtures::servers(), &fixtures::auth_configs())
+                .unwrap();
+        assert_eq!(
+            annotations[CONFIG_CHECKSUM_ANNOTATION],
+            rollout_checksum(&config, &mounts).unwrap()
+        );
         let pod = spec.template.spec.unwrap();
         assert_eq!(pod.automount_service_account_token, Some(false));
         let g = &pod.containers[0];
@@ -374,6 +409,88 @@ mod tests {
         assert!(mounts.contains(&"/var/run/secrets/vmcp/vmcp-redis"), "{mounts:?}");
         assert!(mounts.contains(&"/var/run/secrets/vmcp/vmcp-gateway-oidc-client"));
         assert_eq!(spec.replicas, Some(2));
+    }
+
+    fn checksum(v: &VirtualMCPServer, servers: &[vmcp_types::crd::MCPServer]) -> String {
+        let (config, mounts, _) = gateway_config(v, servers, &fixtures::auth_configs()).unwrap();
+        rollout_checksum(&config, &mounts).unwrap()
+    }
+
+    #[test]
+    fn membership_and_aggregation_do_not_roll_the_pods() {
+        let v = fixtures::vmcp();
+        let all = fixtures::servers();
+        let base = checksum(&v, &all);
+        // A member leaves the group, or a member's port changes: the ConfigMap changes, the
+        // pods reload it in place.
+        assert_eq!(checksum(&v, &all[..1]), base);
+        let mut moved = all.clone();
+        moved[1].spec.port = Some(9090);
+        assert_eq!(checksum(&v, &moved), base);
+        let mut agg = v.clone();
+        agg.spec.aggregation.as_mut().unwrap().prefix_format = Some("{backend}.".into());
+        assert_eq!(checksum(&agg, &all), base);
+        // What only a restart applies does roll them.
+        let mut ttl = v.clone();
+        ttl.spec.session_storage.as_mut().unwrap().ttl = Some("1h".into());
+        assert_ne!(checksum(&ttl, &all), base);
+        let mut issuer = v.clone();
+        issuer.spec.incoming_auth.as_mut().unwrap().oidc.as_mut().unwrap().issuer =
+            Some("https://other.example.com/realms/vmcp".into());
+        assert_ne!(checksum(&issuer, &all), base);
+    }
+
+    #[test]
+    fn a_rotated_secret_rolls_the_pods() {
+        let v = fixtures::vmcp();
+        let (config, mut mounts, _) =
+            gateway_config(&v, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
+        for (i, m) in mounts.iter_mut().enumerate() {
+            m.version = Some(format!("{}", 100 + i));
+        }
+        let before = gateway_children(&v, &config, &mounts, IMAGE).unwrap();
+        mounts[0].version = Some("999".into());
+        let after = gateway_children(&v, &config, &mounts, IMAGE).unwrap();
+        assert_eq!(before.config_map, after.config_map, "the ConfigMap does not change");
+        let ann = |c: &GatewayChildren| {
+            c.deployment
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()[CONFIG_CHECKSUM_ANNOTATION]
+                .clone()
+        };
+        assert_ne!(ann(&before), ann(&after));
+        let mut d = after.deployment.clone();
+        d.spec.as_mut().unwrap().template.metadata.as_mut().unwrap().annotations = before
+            .deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .clone();
+        assert_eq!(d, before.deployment, "only the annotation differs");
+    }
+
+    #[test]
+    fn names_that_make_invalid_services_are_render_errors() {
+        let mut v = fixtures::vmcp();
+        v.metadata.name = Some("my.gateway".into());
+        let (config, mounts, _) =
+            gateway_config(&v, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
+        let e = gateway_children(&v, &config, &mounts, IMAGE).unwrap_err();
+        assert!(matches!(e, RenderError::InvalidChildName { .. }), "{e}");
+        assert!(e.to_string().contains("'my.gateway-vmcp'"), "{e}");
     }
 
     #[test]

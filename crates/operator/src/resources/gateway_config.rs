@@ -23,7 +23,7 @@ use vmcp_types::config::{
 use vmcp_types::crd::{
     BackendAuth, DiscoveredBackend, ExternalAuthType, IncomingAuthType, MCPExternalAuthConfig,
     MCPExternalAuthConfigSpec, MCPServer, OutgoingAuthSource, SecretKeyRef, SessionStorage,
-    SessionStorageProvider, VirtualMCPServer,
+    SessionStorageProvider, TokenClientAuthMethod, VirtualMCPServer,
 };
 
 use super::mcp_server::{server_transport_is_sse, server_url};
@@ -172,7 +172,10 @@ impl Mounts {
     }
 
     fn into_vec(self) -> Vec<SecretMount> {
-        self.0.into_iter().map(|(secret, keys)| SecretMount { secret, keys }).collect()
+        self.0
+            .into_iter()
+            .map(|(secret, keys)| SecretMount { secret, keys, version: None })
+            .collect()
     }
 }
 
@@ -193,6 +196,10 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
         .collect();
     members.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
 
+    let backend_timeout = match &spec.backend_timeout {
+        None => Duration::from_secs(30),
+        Some(t) => duration("spec.backendTimeout", t)?,
+    };
     let mut backends = Vec::new();
     let mut discovered = Vec::new();
     for server in members {
@@ -206,7 +213,19 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
             auth_type: None,
             message: None,
         };
-        let outcome = if is_valid_backend_name(&name) {
+        let name_conflict = server
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .filter(|c| c.reason == "NameConflict");
+        let outcome = if let Some(c) = name_conflict {
+            // Its Service name belongs to another object: never send traffic (and backend
+            // credentials) there.
+            Err(Problem {
+                kind: ProblemKind::Backend,
+                message: format!("MCPServer '{name}' left out: {}", c.message),
+            })
+        } else if is_valid_backend_name(&name) {
             resolve_auth(input, server, &name, &mut mounts)
         } else {
             Err(Problem {
@@ -241,7 +260,7 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
                     } else {
                         BackendTransport::StreamableHttp
                     },
-                    timeout: Duration::from_secs(30),
+                    timeout: backend_timeout,
                     auth,
                 });
             }
@@ -273,7 +292,7 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
         });
     }
 
-    let config = GatewayConfig {
+    let mut config = GatewayConfig {
         listen: cfg::DEFAULT_LISTEN.to_owned(),
         resource_url,
         incoming_auth,
@@ -283,6 +302,7 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
         telemetry: cfg::TelemetryConfig { log_format: LogFormat::Json, ..Default::default() },
         ..GatewayConfig::default()
     };
+    config.http.allowed_origins.clone_from(&spec.allowed_origins);
     let errors = config.validate();
     if !errors.is_empty() {
         return Err(RenderError::InvalidConfig(errors));
@@ -470,15 +490,22 @@ fn outgoing_from_spec(spec: &MCPExternalAuthConfigSpec, mounts: &mut Mounts) -> 
                         .as_ref()
                         .map(|r| mounts.file(r))
                         .unwrap_or_default(),
-                    client_auth_method: cfg::ClientAuthMethod::default(),
+                    client_auth_method: match t.client_auth_method.unwrap_or_default() {
+                        TokenClientAuthMethod::ClientSecretBasic => {
+                            cfg::ClientAuthMethod::ClientSecretBasic
+                        }
+                        TokenClientAuthMethod::ClientSecretPost => {
+                            cfg::ClientAuthMethod::ClientSecretPost
+                        }
+                    },
                     audience: t.audience.clone(),
-                    resource: None,
+                    resource: t.resource.clone(),
                     scopes: t.scopes.clone(),
                     subject_token_type: t
                         .subject_token_type
                         .clone()
                         .unwrap_or_else(|| cfg::ACCESS_TOKEN_TYPE.to_owned()),
-                    requested_token_type: None,
+                    requested_token_type: t.requested_token_type.clone(),
                     external_token_header_name: t.external_token_header_name.clone(),
                 });
             }
@@ -592,6 +619,15 @@ fn incoming(vmcp: &VirtualMCPServer) -> Result<(IncomingAuthConfig, Option<Strin
                 jwks_url: o.jwks_url,
                 client_id: o.client_id,
                 scopes: o.scopes,
+                algorithms: o.algorithms,
+                leeway: match &o.leeway {
+                    Some(l) => duration("spec.incomingAuth.oidc.leeway", l)?,
+                    None => defaults.leeway,
+                },
+                jwks_refresh_interval: match &o.jwks_refresh_interval {
+                    Some(j) => duration("spec.incomingAuth.oidc.jwksRefreshInterval", j)?,
+                    None => defaults.jwks_refresh_interval,
+                },
                 ..defaults
             };
             Ok((
@@ -628,6 +664,12 @@ fn session_storage(
         });
     }
     Ok(out)
+}
+
+/// `text` (a duration field of the spec) parsed, or an error naming `field`.
+fn duration(field: &'static str, text: &str) -> Result<Duration, RenderError> {
+    parse_duration(text)
+        .ok_or_else(|| RenderError::InvalidDuration { field, value: text.to_owned() })
 }
 
 /// Parses `30m`, `1h30m`, `500ms`, `45s` (the CRD's `ttl` pattern). `None` if malformed or 0.
@@ -971,6 +1013,93 @@ mod tests {
         .unwrap();
         assert!(r.config.aggregation.tools.is_empty());
         assert_eq!(r.problems[0].kind, ProblemKind::Aggregation);
+    }
+
+    #[test]
+    fn gateway_settings_from_the_spec() {
+        let mut vmcp = fixtures::vmcp();
+        vmcp.spec.allowed_origins = vec!["https://app.example.com".into()];
+        vmcp.spec.backend_timeout = Some("2m".into());
+        let oidc = vmcp.spec.incoming_auth.as_mut().unwrap().oidc.as_mut().unwrap();
+        oidc.algorithms = vec!["ES256".into()];
+        oidc.leeway = Some("5s".into());
+        oidc.jwks_refresh_interval = Some("1h".into());
+        let mut auth = fixtures::auth_configs();
+        let te = auth.values_mut().next().unwrap().spec.token_exchange.as_mut().unwrap();
+        te.client_auth_method = Some(TokenClientAuthMethod::ClientSecretPost);
+        te.resource = Some("https://github-tools.example.com/mcp".into());
+        te.requested_token_type = Some("urn:ietf:params:oauth:token-type:jwt".into());
+        let (config, _, _) = gateway_config(&vmcp, &fixtures::servers(), &auth).unwrap();
+        assert_eq!(config.http.allowed_origins, ["https://app.example.com"]);
+        assert!(config.backends.iter().all(|b| b.timeout == Duration::from_secs(120)));
+        let o = config.incoming_auth.oidc.as_ref().unwrap();
+        assert_eq!(o.algorithms, ["ES256"]);
+        assert_eq!(o.leeway, Duration::from_secs(5));
+        assert_eq!(o.jwks_refresh_interval, Duration::from_secs(3600));
+        let t = config.backends[0].auth.token_exchange.as_ref().unwrap();
+        assert_eq!(t.client_auth_method, cfg::ClientAuthMethod::ClientSecretPost);
+        assert_eq!(t.resource.as_deref(), Some("https://github-tools.example.com/mcp"));
+        assert_eq!(t.requested_token_type.as_deref(), Some("urn:ietf:params:oauth:token-type:jwt"));
+        // The gateway's own validation still applies: an HMAC algorithm is refused.
+        let oidc = vmcp.spec.incoming_auth.as_mut().unwrap().oidc.as_mut().unwrap();
+        oidc.algorithms = vec!["HS256".into()];
+        let e = gateway_config(&vmcp, &fixtures::servers(), &auth).unwrap_err().to_string();
+        assert!(e.contains("HS256"), "{e}");
+        // Unset, the defaults hold.
+        let mut plain = fixtures::vmcp();
+        plain.spec.allowed_origins.clear();
+        plain.spec.backend_timeout = None;
+        let (config, _, _) =
+            gateway_config(&plain, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
+        assert!(config.http.allowed_origins.is_empty());
+        assert!(config.backends.iter().all(|b| b.timeout == Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_server_whose_name_is_taken_is_left_out() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let mut servers = fixtures::servers();
+        servers[0].status = Some(vmcp_types::crd::MCPServerStatus {
+            phase: Some("Failed".into()),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: "NameConflict".into(),
+                message: "Service 'github-tools' already exists and is not managed by the vmcp \
+                          operator"
+                    .into(),
+                observed_generation: Some(1),
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            }],
+            ..Default::default()
+        });
+        let r = render_gateway_config(&RenderInput {
+            vmcp: &fixtures::vmcp(),
+            members: &servers,
+            auth_configs: &fixtures::auth_configs(),
+            missing_secrets: &BTreeSet::new(),
+        })
+        .unwrap();
+        let names: Vec<_> = r.config.backends.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["time"], "no traffic to a Service someone else owns");
+        let p = r.problems.iter().find(|p| p.kind == ProblemKind::Backend).unwrap();
+        assert!(p.message.contains("'github-tools' left out"), "{}", p.message);
+        assert_eq!(r.backends[0].status.as_deref(), Some("error"));
+        // Nor its token-exchange client secret mounted.
+        assert!(r.secret_mounts.iter().all(|m| m.secret != "vmcp-gateway-oidc-client"));
+    }
+
+    #[test]
+    fn malformed_durations_name_their_field() {
+        let mut vmcp = fixtures::vmcp();
+        vmcp.spec.backend_timeout = Some("0s".into());
+        let e = gateway_config(&vmcp, &[], &BTreeMap::new()).unwrap_err().to_string();
+        assert!(e.contains("spec.backendTimeout") && e.contains("'0s'"), "{e}");
+        let mut vmcp = fixtures::vmcp();
+        vmcp.spec.incoming_auth.as_mut().unwrap().oidc.as_mut().unwrap().leeway =
+            Some("soon".into());
+        let e = gateway_config(&vmcp, &[], &BTreeMap::new()).unwrap_err().to_string();
+        assert!(e.contains("spec.incomingAuth.oidc.leeway"), "{e}");
     }
 
     #[test]

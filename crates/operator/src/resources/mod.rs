@@ -42,7 +42,8 @@ pub const CONFIG_KEY: &str = "config.yaml";
 pub const CONFIG_DIR: &str = "/etc/vmcp";
 /// Folder under which each referenced Secret is mounted (`<dir>/<secret>/<key>`).
 pub const SECRETS_DIR: &str = "/var/run/secrets/vmcp";
-/// Pod template annotation holding the sha256 of the rendered configuration.
+/// Pod template annotation whose change rolls the gateway pods (see
+/// [`gateway::rollout_checksum`]).
 pub const CONFIG_CHECKSUM_ANNOTATION: &str = "vmcp.dev/config-checksum";
 /// Path of the gateway binary inside the gateway image.
 pub const GATEWAY_BINARY: &str = "/usr/local/bin/vmcp-gateway";
@@ -71,6 +72,14 @@ pub enum RenderError {
     /// `sessionStorage.ttl` is not a duration.
     #[error("spec.sessionStorage.ttl: '{0}' is not a duration like 30m or 1h30m")]
     InvalidTtl(String),
+    /// A duration field is malformed or zero.
+    #[error("{field}: '{value}' is not a duration like 30s, 2m or 1h30m")]
+    InvalidDuration {
+        /// The field, e.g. `spec.backendTimeout`.
+        field: &'static str,
+        /// The value given.
+        value: String,
+    },
     /// `sessionStorage.db` is out of range.
     #[error("spec.sessionStorage.db: {0} is out of range (0-255)")]
     InvalidDb(i32),
@@ -94,6 +103,50 @@ pub enum RenderError {
     /// A stdio `MCPServer` has no command for the bridge to run.
     #[error("spec.command is required for transport 'stdio' (the bridge runs it)")]
     StdioWithoutCommand,
+    /// The object's name yields a child name the API server would reject.
+    #[error(
+        "metadata.name '{owner}' cannot be used: the {kind}'s Service would be named '{child}', \
+         which {reason}; rename the {kind}"
+    )]
+    InvalidChildName {
+        /// Kind of the object.
+        kind: &'static str,
+        /// Its name.
+        owner: String,
+        /// The Service name it implies.
+        child: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// Checks that `child` (derived from the name of `kind` `owner`) is a valid Service name: a
+/// DNS-1035 label (at most 63 characters; lower-case letters, digits and `-`; starting with a
+/// letter, ending with a letter or digit). Admission rejects such object names already; this
+/// covers objects stored before those rules existed.
+pub fn check_service_name(kind: &'static str, owner: &str, child: &str) -> Result<(), RenderError> {
+    let reason = if child.is_empty() {
+        Some("is empty")
+    } else if child.len() > 63 {
+        Some("is longer than 63 characters")
+    } else if !child.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        Some("may contain only lower-case letters, digits and '-'")
+    } else if !child.starts_with(|c: char| c.is_ascii_lowercase()) {
+        Some("must start with a letter")
+    } else if child.ends_with('-') {
+        Some("must end with a letter or digit")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(RenderError::InvalidChildName {
+            kind,
+            owner: owner.to_owned(),
+            child: child.to_owned(),
+            reason,
+        }),
+    }
 }
 
 fn list(errors: &[vmcp_types::config::FieldError]) -> String {
@@ -108,6 +161,11 @@ pub struct SecretMount {
     pub secret: String,
     /// Keys referenced by the configuration.
     pub keys: BTreeSet<String>,
+    /// The Secret's `resourceVersion`, when the controller has read it: part of the rollout
+    /// checksum, so that a rotated Secret rolls the gateway pods (the gateway reads secret files
+    /// once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl SecretMount {
@@ -275,15 +333,38 @@ mod tests {
 
     #[test]
     fn secret_volume_names_are_valid_and_stable() {
-        let short = SecretMount { secret: "vmcp-redis".into(), keys: BTreeSet::new() };
+        let short = SecretMount { secret: "vmcp-redis".into(), ..SecretMount::default() };
         assert_eq!(short.volume_name(), "secret-vmcp-redis");
         assert_eq!(short.dir(), "/var/run/secrets/vmcp/vmcp-redis");
-        let dotted = SecretMount { secret: "tls.example.com".into(), keys: BTreeSet::new() };
+        let dotted = SecretMount { secret: "tls.example.com".into(), ..SecretMount::default() };
         let v = dotted.volume_name();
         assert!(v.starts_with("secret-") && !v.contains('.') && v.len() <= 63, "{v}");
         assert_eq!(v, dotted.volume_name());
-        let long = SecretMount { secret: "x".repeat(100), keys: BTreeSet::new() };
+        let long = SecretMount { secret: "x".repeat(100), ..SecretMount::default() };
         assert!(long.volume_name().len() <= 63);
+    }
+
+    #[test]
+    fn service_names_are_dns_1035_labels() {
+        for ok in ["a", "time", "github-tools", "a1-b2", &"x".repeat(63)] {
+            assert!(check_service_name("MCPServer", ok, ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("my.server", "only lower-case"),
+            ("Time", "only lower-case"),
+            ("1time", "start with a letter"),
+            ("time-", "end with a letter"),
+            ("", "empty"),
+            (&"x".repeat(64), "longer than 63"),
+        ] {
+            let e = check_service_name("MCPServer", bad, bad).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("rename the MCPServer"), "{bad}: {e}");
+        }
+        let long = "g".repeat(59);
+        let e = check_service_name("VirtualMCPServer", &long, &format!("{long}-vmcp"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("'{long}-vmcp'")), "{e}");
     }
 
     #[test]

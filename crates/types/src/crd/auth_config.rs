@@ -22,15 +22,29 @@ pub enum ExternalAuthType {
     BearerToken,
 }
 
+/// How the gateway authenticates to the token endpoint (OAuth client authentication method).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenClientAuthMethod {
+    /// HTTP Basic with the client id and secret (default).
+    #[default]
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
 /// RFC 8693 token exchange settings.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("has(self.clientSecretRef)")
+    .message("spec.tokenExchange.clientSecretRef is required (the gateway authenticates to the token endpoint with it)"))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenExchangeConfig {
     /// Token endpoint of the authorization server.
     pub token_url: String,
     /// OAuth client id of the gateway at the authorization server.
     pub client_id: String,
-    /// Secret key holding the client secret.
+    /// Secret key holding the client secret (required; optional in the type only so that an
+    /// object stored before the rule existed is reported in status, not rejected on read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_ref: Option<SecretKeyRef>,
     /// Requested audience (usually the backend's client id).
@@ -42,6 +56,15 @@ pub struct TokenExchangeConfig {
     /// Subject token type (default `urn:ietf:params:oauth:token-type:access_token`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_token_type: Option<String>,
+    /// `client_secret_basic` (default) or `client_secret_post`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth_method: Option<TokenClientAuthMethod>,
+    /// `resource` parameter (RFC 8707): the backend's URI at the authorization server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// `requested_token_type` (omitted when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_token_type: Option<String>,
     /// When set, the exchanged token goes into this header instead of `Authorization: Bearer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_token_header_name: Option<String>,

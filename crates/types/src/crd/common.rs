@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct LocalRef {
     /// Name of the referenced object (same namespace).
+    #[schemars(length(min = 1))]
     pub name: String,
 }
 

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -35,11 +35,15 @@ pub struct SecretEnv {
 }
 
 /// An MCP server run by the operator (Deployment + Service).
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "vmcp.dev",
     version = "v1alpha1",
     kind = "MCPServer",
+    // The Deployment and Service are named like the server (a Service name is a DNS-1035
+    // label); the name is also the gateway's backend name and a label value.
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63")
+        .message("metadata.name must be a DNS-1035 label of at most 63 characters (lower-case letters, digits and '-', starting with a letter): the server's Service has this name"),
     doc = "An MCPServer: an MCP server workload (Deployment + Service) run by the operator",
     plural = "mcpservers",
     shortname = "mcps",
@@ -56,6 +60,8 @@ pub struct SecretEnv {
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
+#[x_kube(validation = Rule::new("self.transport != 'stdio' || (has(self.command) && size(self.command) > 0)")
+    .message("spec.command is required when spec.transport is 'stdio' (the bridge runs it)"))]
 #[serde(rename_all = "camelCase")]
 pub struct MCPServerSpec {
     /// Container image of the MCP server.

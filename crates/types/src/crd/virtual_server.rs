@@ -44,12 +44,29 @@ pub struct OidcConfig {
     /// Public URL of the gateway's MCP endpoint (the RFC 9728 `resource`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_url: Option<String>,
+    /// Accepted JWS algorithms (default: the asymmetric ones; `none` and HMAC are never
+    /// accepted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, e.g. `30s` (default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub leeway: Option<String>,
+    /// How often the JWKS is re-fetched even without an unknown `kid`, e.g. `15m` (default
+    /// `15m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub jwks_refresh_interval: Option<String>,
 }
 
 /// Client authentication of the gateway.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-#[x_kube(validation = Rule::new("self.type != 'oidc' || (has(self.oidc) && has(self.oidc.issuer) && self.oidc.issuer != '')")
-    .message("incomingAuth.oidc.issuer is required when incomingAuth.type is 'oidc'"))]
+#[x_kube(
+    validation = Rule::new("self.type != 'oidc' || (has(self.oidc) && has(self.oidc.issuer) && self.oidc.issuer != '')")
+        .message("incomingAuth.oidc.issuer is required when incomingAuth.type is 'oidc'"),
+    validation = Rule::new("self.type != 'oidc' || (has(self.oidc) && ((has(self.oidc.audience) && self.oidc.audience != '') || (has(self.oidc.resourceUrl) && self.oidc.resourceUrl != '')))")
+        .message("incomingAuth.oidc.audience or incomingAuth.oidc.resourceUrl (the expected token audience) is required when incomingAuth.type is 'oidc'")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct IncomingAuth {
     /// `anonymous` or `oidc`.
@@ -58,6 +75,12 @@ pub struct IncomingAuth {
     /// OIDC settings (required for `type: oidc`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<OidcConfig>,
+}
+
+/// Schema of `spec.incomingAuth`: required and *not* nullable, so `incomingAuth: null` is not a
+/// way around `required` (the API server drops a null of a non-nullable field before checking).
+fn incoming_auth_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    generator.subschema_for::<IncomingAuth>()
 }
 
 /// Where backend credentials come from.
@@ -72,7 +95,9 @@ pub enum OutgoingAuthSource {
 }
 
 /// The credential for one backend.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("self.type == 'unauthenticated' || has(self.externalAuthConfigRef)")
+    .message("externalAuthConfigRef is required when the backend auth type is not 'unauthenticated' (it names the MCPExternalAuthConfig with the settings)"))]
 #[serde(rename_all = "camelCase")]
 pub struct BackendAuth {
     /// Kind of credential; for anything but `unauthenticated`, `externalAuthConfigRef` names the
@@ -215,11 +240,15 @@ pub enum ServiceType {
 }
 
 /// A Virtual MCP Server: one gateway endpoint in front of the MCP servers of a group.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "vmcp.dev",
     version = "v1alpha1",
     kind = "VirtualMCPServer",
+    // The children are `<name>-vmcp` (Deployment, Service: a DNS-1035 label of at most 63
+    // characters) and `<name>-vmcp-config`; the name is also a label value.
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 58")
+        .message("metadata.name must be a DNS-1035 label of at most 58 characters (lower-case letters, digits and '-', starting with a letter): the gateway's Service is named '<name>-vmcp'"),
     doc = "A VirtualMCPServer: one MCP gateway endpoint in front of the MCP servers of a group",
     plural = "virtualmcpservers",
     shortname = "vmcp",
@@ -239,8 +268,13 @@ pub enum ServiceType {
 pub struct VirtualMCPServerSpec {
     /// The `MCPGroup` whose servers this gateway aggregates.
     pub group_ref: LocalRef,
-    /// Client authentication (default anonymous).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Client authentication. Required, so that a gateway without client authentication is
+    /// always a deliberate choice (`type: anonymous`).
+    // Optional in the Rust type only so that objects stored before the field was required
+    // still read (as anonymous): serde reads a missing `Option` as `None` (no `default` here,
+    // which would make schemars drop the field from `required`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(required, schema_with = "incoming_auth_schema")]
     pub incoming_auth: Option<IncomingAuth>,
     /// Backend credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,6 +295,15 @@ pub struct VirtualMCPServerSpec {
     /// Compute resources of the gateway container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Browser origins allowed in the `Origin` header besides the gateway's own
+    /// (`incomingAuth.oidc.resourceUrl`) and loopback origins, e.g. `https://app.example.com`;
+    /// `*` allows every origin. Requests with any other `Origin` get 403.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// Timeout of one request to a backend, e.g. `30s` or `2m` (default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub backend_timeout: Option<String>,
     /// A partial PodTemplateSpec merged over the generated pod template (kept as given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown_object")]
@@ -325,4 +368,17 @@ pub struct VirtualMCPServerStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_stored_without_incoming_auth_still_read() {
+        let spec: VirtualMCPServerSpec =
+            serde_json::from_value(serde_json::json!({"groupRef": {"name": "g"}}))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.incoming_auth, None);
+    }
 }
