@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install the official-SDK test peers (tests/peers/): a Python venv at .cache/peers/venv with the
-# exact pins of tests/peers/python/requirements.txt, and tests/peers/ts/node_modules from
-# package-lock.json (npm ci). Idempotent: a stamp keyed by the pin files and tool versions makes a
-# repeat run a no-op. Progress goes to stderr; on success stdout gets exactly "peers ready".
+# exact pins of tests/peers/python/requirements.txt, a second one at .cache/peers/venv-mcp1 with
+# the old SDK of tests/peers/python-mcp1/requirements.txt, and tests/peers/ts/node_modules from
+# package-lock.json (npm ci). Idempotent: stamps keyed by the pin files and tool versions make a
+# repeat run a no-op (the old-SDK venv has its own stamp, so adding or changing it never
+# reinstalls the others). Progress goes to stderr; on success stdout gets exactly "peers ready".
 #
 # Env: PEERS_PYTHON (default python3, needs >= 3.10), PEERS_FORCE=1 to reinstall.
 set -euo pipefail
@@ -12,6 +14,9 @@ CACHE="$ROOT/.cache/peers"
 VENV="$CACHE/venv"
 STAMP="$CACHE/stamp"
 PY_DIR="$ROOT/tests/peers/python"
+VENV_MCP1="$CACHE/venv-mcp1"
+STAMP_MCP1="$CACHE/stamp-mcp1"
+PY_MCP1_DIR="$ROOT/tests/peers/python-mcp1"
 TS_DIR="$ROOT/tests/peers/ts"
 PYTHON="${PEERS_PYTHON:-python3}"
 
@@ -41,6 +46,44 @@ key() {
     } | sha256sum | cut -d' ' -f1
 }
 
+# Creates venv $1 with the exact pins of requirements file $2 (replacing what was there).
+# A venv without its own pip is much faster to create; the base Python's pip (>= 22.3) can
+# install into it with --python. Otherwise fall back to a venv with pip.
+make_venv() {
+    local venv="$1" req="$2"
+    command -v "$PYTHON" >/dev/null || die "$PYTHON not found"
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "$PYTHON is older than 3.10 (mcp needs >= 3.10)"
+    log "creating Python venv at ${venv#"$ROOT"/} with $("$PYTHON" --version 2>&1)"
+    rm -rf "$venv"
+    local pip_args=(install --quiet --disable-pip-version-check --no-input -r "$req")
+    local pybin
+    pybin="$("$PYTHON" -c 'import sys; print(sys.executable)')"
+    log "pip install -r ${req#"$ROOT"/}"
+    if "$pybin" -m pip --python "$pybin" --version >/dev/null 2>&1; then
+        "$pybin" -m venv --without-pip "$venv"
+        "$pybin" -m pip --python "$venv/bin/python" "${pip_args[@]}" 1>&2
+    else
+        "$pybin" -m venv "$venv"
+        "$venv/bin/python" -m pip "${pip_args[@]}" 1>&2
+    fi
+}
+
+# The old-SDK venv (tests/peers/python-mcp1), under its own stamp.
+key_mcp1() {
+    {
+        sha256sum <"$PY_MCP1_DIR/requirements.txt" # content only: worktrees may share .cache
+        echo "$PYTHON"
+        "$VENV_MCP1/bin/python" -c 'import sys; print(sys.version)' 2>/dev/null || echo "no venv"
+    } | sha256sum | cut -d' ' -f1
+}
+if [[ "${PEERS_FORCE:-0}" == 1 || ! -f "$STAMP_MCP1" || "$(cat "$STAMP_MCP1")" != "$(key_mcp1)" ]]; then
+    rm -f "$STAMP_MCP1"
+    make_venv "$VENV_MCP1" "$PY_MCP1_DIR/requirements.txt"
+    "$VENV_MCP1/bin/python" -c 'import mcp.server.fastmcp, mcp.server.streamable_http' \
+        || die "the venv-mcp1 cannot import the mcp 1.x SDK"
+    key_mcp1 >"$STAMP_MCP1"
+fi
+
 installed() {
     [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(key)" ]] &&
         [[ -x "$VENV/bin/python" ]] &&
@@ -54,25 +97,8 @@ if [[ "${PEERS_FORCE:-0}" != 1 ]] && installed; then
 fi
 
 rm -f "$STAMP"
-command -v "$PYTHON" >/dev/null || die "$PYTHON not found"
 command -v npm >/dev/null || die "npm not found"
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "$PYTHON is older than 3.10 (mcp 2.x needs >= 3.10)"
-
-log "creating Python venv at ${VENV#"$ROOT"/} with $("$PYTHON" --version 2>&1)"
-rm -rf "$VENV"
-PIP_ARGS=(install --quiet --disable-pip-version-check --no-input -r "$PY_DIR/requirements.txt")
-# A venv without its own pip is much faster to create; the base Python's pip (>= 22.3) can
-# install into it with --python. Otherwise fall back to a venv with pip.
-PYBIN="$("$PYTHON" -c 'import sys; print(sys.executable)')"
-if "$PYBIN" -m pip --python "$PYBIN" --version >/dev/null 2>&1; then
-    "$PYBIN" -m venv --without-pip "$VENV"
-    log "pip install -r tests/peers/python/requirements.txt"
-    "$PYBIN" -m pip --python "$VENV/bin/python" "${PIP_ARGS[@]}" 1>&2
-else
-    "$PYBIN" -m venv "$VENV"
-    log "pip install -r tests/peers/python/requirements.txt"
-    "$VENV/bin/python" -m pip "${PIP_ARGS[@]}" 1>&2
-fi
+make_venv "$VENV" "$PY_DIR/requirements.txt"
 "$VENV/bin/python" -c 'import mcp.server.mcpserver, mcp.client.streamable_http' \
     || die "the venv cannot import the mcp SDK"
 

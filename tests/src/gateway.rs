@@ -12,9 +12,15 @@ use crate::process::Peer;
 use crate::repo_root;
 
 /// Path of the gateway binary, built once per test process (`cargo build -p vmcp-gateway`).
+/// `VMCP_E2E_GATEWAY_BIN` names another build to run instead (e.g. one of an earlier commit, to
+/// check that a regression test fails there); nothing is built then.
 pub fn gateway_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| workspace_binary("vmcp-gateway", "vmcp-gateway")).clone()
+    BIN.get_or_init(|| match std::env::var_os("VMCP_E2E_GATEWAY_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => workspace_binary("vmcp-gateway", "vmcp-gateway"),
+    })
+    .clone()
 }
 
 /// Builds binary `bin` of workspace package `package` (debug profile) and returns its path.

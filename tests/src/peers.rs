@@ -22,6 +22,9 @@ pub enum Sdk {
     Python,
     /// `@modelcontextprotocol/sdk` from npm.
     TypeScript,
+    /// An old `mcp` 1.x release (`tests/peers/python-mcp1`): negotiates 2025-06-18 at most and
+    /// answers 400 to a newer `MCP-Protocol-Version`. Backend only (no client driver).
+    PythonMcp1,
 }
 
 /// Installs the pinned SDK peers once per test process (`scripts/peers-install.sh`).
@@ -48,6 +51,12 @@ fn program(sdk: Sdk, script: &str) -> Command {
         Sdk::TypeScript => {
             let mut c = Command::new("node");
             c.arg(root.join("tests/peers/ts").join(format!("{script}.mjs")));
+            c
+        }
+        Sdk::PythonMcp1 => {
+            assert_eq!(script, "backend", "the mcp 1.x peer is a backend only");
+            let mut c = Command::new(root.join(".cache/peers/venv-mcp1/bin/python"));
+            c.arg(root.join("tests/peers/python-mcp1/backend.py"));
             c
         }
     }
