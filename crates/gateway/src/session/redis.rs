@@ -8,10 +8,10 @@
 //! | `v`         | record layout version ([`SCHEMA_VERSION`])             |
 //! | `b`         | binding hash (`anonymous` / `sha256:…`, I2)            |
 //! | `p`         | negotiated protocol revision                           |
-//! | `c`         | the client's `initialize` params (JSON, opaque)        |
+//! | `c`         | what restore needs of `initialize` (JSON, capped, H4)  |
 //! | `g`         | membership generation (decimal)                        |
 //! | `m`         | member backends (JSON array of names, in order)        |
-//! | `h:<name>`  | backend `Mcp-Session-Id` hint of member `<name>` (I7)  |
+//! | `h:<name>`  | member hint (I7): `<Mcp-Session-Id> <protocol version>` |
 //!
 //! A hash lets a hint change without rewriting (or re-encoding) the rest of the record, and
 //! lets the Lua scripts treat the client params as an opaque string. Nothing secret is written
