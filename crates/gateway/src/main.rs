@@ -214,6 +214,7 @@ async fn run(config_path: PathBuf, cfg: GatewayConfig) -> anyhow::Result<()> {
         Arc::new(move || r.is_connected()) as vmcp_gateway::health::ReadyCheck
     });
     let health = vmcp_gateway::health::Monitor::spawn(manager.clone(), store_ready);
+    let draining = manager.clone();
     let state = AppState {
         health,
         manager,
@@ -233,6 +234,9 @@ async fn run(config_path: PathBuf, cfg: GatewayConfig) -> anyhow::Result<()> {
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(no_delay(listener), router(state)).with_graceful_shutdown(async move {
         shutdown_signal().await;
+        // Open GET streams would hold the drain for the whole grace period: end them (clients
+        // reopen them on the next replica; the sessions stay stored).
+        draining.end_client_streams();
         tracing::info!(grace = ?grace, "shutting down: draining in-flight requests; stored sessions are kept");
         let _ = drained_tx.send(());
     });

@@ -574,6 +574,16 @@ impl SessionManager {
         Ok(())
     }
 
+    /// Ends every client GET stream (shutdown: in-flight calls drain, listeners reconnect
+    /// elsewhere); the sessions themselves stay, here and in the store.
+    pub fn end_client_streams(&self) {
+        let sessions: Vec<Arc<Session>> =
+            self.local.read().map(|l| l.values().cloned().collect()).unwrap_or_default();
+        for s in sessions {
+            s.outbox.detach();
+        }
+    }
+
     /// Drops the local copy of a session (its record stays in the store): its client stream
     /// ends and its backend connections are parked (streams closed, hints kept).
     pub fn forget(&self, id: &str) {

@@ -55,6 +55,14 @@ impl Outbox {
         self.inner.lock().map(|g| g.0.as_ref().is_some_and(|t| !t.is_closed())).unwrap_or(false)
     }
 
+    /// Ends the current stream, keeping the backlog (the session goes on; the client
+    /// reconnects).
+    pub fn detach(&self) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.0 = None;
+        }
+    }
+
     /// Closes the current stream (session ended).
     pub fn close(&self) {
         if let Ok(mut g) = self.inner.lock() {
