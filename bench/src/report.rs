@@ -168,6 +168,9 @@ pub struct Report {
     pub restore: Vec<RestoreRow>,
     /// Idle sessions.
     pub idle: Vec<IdleRow>,
+    /// Token exchanges the IdP performed per `tools/call` in the OIDC scenario, per target
+    /// (counted from the provider's grant log over a series of calls on one session).
+    pub idp_exchanges_per_call: std::collections::BTreeMap<String, f64>,
     /// What could not be measured, and why.
     pub notes: Vec<String>,
     /// Wall time of the whole run, s.
@@ -216,6 +219,14 @@ pub fn markdown(r: &Report) -> String {
             ratio(row.req_s_vs_toolhive),
             ratio(row.req_s_vs_direct),
             s.errors
+        ));
+    }
+    if !r.idp_exchanges_per_call.is_empty() {
+        let each: Vec<String> =
+            r.idp_exchanges_per_call.iter().map(|(t, n)| format!("{t} {n:.2}")).collect();
+        m.push_str(&format!(
+            "\nToken exchanges at the IdP per `tools/call` (oidc scenario): {}.\n",
+            each.join(", ")
         ));
     }
     if !r.restore.is_empty() {

@@ -156,6 +156,22 @@ async fn matrix(
         .collect()
 }
 
+/// Token exchanges the IdP logs per `tools/call` over 20 calls on one fresh session.
+async fn exchanges_per_call(idp: &OidcProvider, t: &Target, bearer: &str) -> anyhow::Result<f64> {
+    use crate::mcp::{Conn, Endpoint};
+    let count = || idp.log_text().matches("exchange: client=").count();
+    let mut conn = Conn::new(Endpoint::parse(&t.url)?, load::REQUEST_TIMEOUT);
+    let s = conn.open_session(Some(bearer.to_owned())).await?;
+    load::one_call(&mut conn, &s, Method::Call, &t.tool).await?;
+    let before = count();
+    for _ in 0..20 {
+        load::one_call(&mut conn, &s, Method::Call, &t.tool).await?;
+    }
+    let after = count();
+    let _ = conn.delete(&s).await;
+    Ok((after - before) as f64 / 20.0)
+}
+
 fn oidc_users(n: usize) -> serde_json::Value {
     let mut users = serde_json::Map::new();
     for i in 0..n {
@@ -215,6 +231,7 @@ pub async fn run(mut plan: Plan) -> anyhow::Result<Report> {
     let idp = if needs_idp {
         let opts = OidcOptions {
             access_ttl: Some(7200),
+            log: true,
             config: Some(oidc_users(plan.restore_sessions)),
             ..Default::default()
         };
@@ -236,7 +253,15 @@ pub async fn run(mut plan: Plan) -> anyhow::Result<Report> {
                 Err(e) => rep.notes.push(format!("ToolHive vmcp, OIDC + token exchange: {e:#}")),
             }
         }
-        rep.load.extend(matrix(&plan, "oidc", &targets, Some(bearer)).await);
+        rep.load.extend(matrix(&plan, "oidc", &targets, Some(bearer.clone())).await);
+        for t in &targets {
+            match exchanges_per_call(idp, t, &bearer).await {
+                Ok(n) => {
+                    rep.idp_exchanges_per_call.insert(t.label.clone(), n);
+                }
+                Err(e) => rep.notes.push(format!("counting exchanges of {}: {e:#}", t.label)),
+            }
+        }
     }
 
     let redis = if plan.has("redis") || plan.has("restore") {
