@@ -152,6 +152,8 @@ pub struct Report {
     pub mode: String,
     /// CPU model and core count.
     pub machine: String,
+    /// `/proc/loadavg` at the start and at the end (other work on the machine skews results).
+    pub loadavg: [String; 2],
     /// How processes were pinned.
     pub pinning: String,
     /// Rounds per cell.
@@ -188,9 +190,11 @@ fn ratio(v: Option<f64>) -> String {
 /// The report as markdown: one table per section.
 pub fn markdown(r: &Report) -> String {
     let mut m = format!(
-        "## vmcp bench ({mode})\n\nMachine: {machine}. Pinning: {pin}. ToolHive: {th}. Median of {rounds} alternating round(s), {measure:.1} s measured per cell. Run took {dur:.0} s.\n\n",
+        "## vmcp bench ({mode})\n\nMachine: {machine}; load average at start {l0}, at end {l1}. Pinning: {pin}. ToolHive: {th}. Median of {rounds} alternating round(s), {measure:.1} s measured per cell. Run took {dur:.0} s.\n\n",
         mode = r.mode,
         machine = r.machine,
+        l0 = r.loadavg[0],
+        l1 = r.loadavg[1],
         pin = r.pinning,
         th = r.toolhive,
         rounds = r.rounds,

@@ -188,6 +188,7 @@ pub async fn run(mut plan: Plan) -> anyhow::Result<Report> {
         rounds: plan.rounds,
         measure_s: plan.measure.as_secs_f64(),
         machine: machine(),
+        loadavg: [loadavg(), String::new()],
         pinning: if plan.env.pin {
             "gateway under test on core 0; backends, load generator, Redis and the OpenID provider on core 1 (taskset)".into()
         } else {
@@ -359,7 +360,15 @@ pub async fn run(mut plan: Plan) -> anyhow::Result<Report> {
     }
     report::add_ratios(&mut rep.load);
     rep.duration_s = started.elapsed().as_secs_f64();
+    rep.loadavg[1] = loadavg();
     Ok(rep)
+}
+
+/// The 1-, 5- and 15-minute load averages.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn machine() -> String {
