@@ -14,20 +14,22 @@ use crate::repo_root;
 /// Path of the gateway binary, built once per test process (`cargo build -p vmcp-gateway`).
 pub fn gateway_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = repo_root();
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-q", "-p", "vmcp-gateway", "--bin", "vmcp-gateway"])
-            .current_dir(&root)
-            .status()
-            .expect("cargo build -p vmcp-gateway");
-        assert!(status.success(), "building vmcp-gateway failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        target.join("debug/vmcp-gateway")
-    })
-    .clone()
+    BIN.get_or_init(|| workspace_binary("vmcp-gateway", "vmcp-gateway")).clone()
+}
+
+/// Builds binary `bin` of workspace package `package` (debug profile) and returns its path.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let root = repo_root();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "-q", "-p", package, "--bin", bin])
+        .current_dir(&root)
+        .status()
+        .unwrap_or_else(|e| panic!("cargo build -p {package}: {e}"));
+    assert!(status.success(), "building {bin} failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    target.join("debug").join(bin)
 }
 
 /// A running gateway; killed on drop.
@@ -85,6 +87,25 @@ impl Gateway {
         .await
         .expect("gateway ready");
         self.peer = Some(peer);
+    }
+
+    /// The gateway's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.peer.as_ref().and_then(Peer::pid)
+    }
+
+    /// Open sockets of the gateway process (client connections, backend connections,
+    /// listeners), from `/proc/<pid>/fd`.
+    pub fn open_sockets(&self) -> usize {
+        let Some(pid) = self.pid() else { return 0 };
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .filter(|l| l.to_string_lossy().starts_with("socket:"))
+                    .count()
+            })
+            .unwrap_or(0)
     }
 
     /// The MCP endpoint.

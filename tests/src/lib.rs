@@ -6,6 +6,7 @@
 //! stopped (with its data removed) when its handle is dropped.
 
 pub mod balancer;
+pub mod example_backend;
 pub mod gateway;
 pub mod k8s;
 pub mod keycloak;

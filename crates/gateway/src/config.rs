@@ -46,6 +46,7 @@ pub fn build_backends(
                 timeout: b.timeout,
                 credentials,
                 config: b.clone(),
+                catalog: Default::default(),
             })),
             Err(e) => errors.push(format!("backends[{i}] ({}): {e}", b.name)),
         }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::Identity;
-use crate::backend::{BackendError, Connection};
+use crate::backend::BackendError;
 use crate::session::SessionManager;
+use crate::session::slot::Slot;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -27,11 +27,8 @@ pub async fn probe_all(manager: &Arc<SessionManager>) -> Vec<ProbeResult> {
                         .map(drop)
                         .map_err(|e| BackendError::from_reqwest(e, PROBE_TIMEOUT));
                 }
-                let headers = def.credentials.headers(&Identity::Anonymous).await?;
-                let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-                let (conn, _) = Connection::open(def.clone(), http, &headers, None, tx).await?;
-                conn.close(&headers).await;
-                Ok(())
+                // Lists too: the catalog new sessions start from (I8).
+                Slot::discover(def.clone(), &http).await
             })
             .await
             .unwrap_or(Err(BackendError::Timeout(PROBE_TIMEOUT)));

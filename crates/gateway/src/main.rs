@@ -64,7 +64,10 @@ async fn run_bridge(host: String, port: u16, mut command: Vec<String>) -> anyhow
         program,
         args: command,
     });
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.context("serving")
+    axum::serve(no_delay(listener), router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")
 }
 
 fn init_tracing(cfg: &GatewayConfig, format: Option<&str>) {
@@ -130,6 +133,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config_path: PathBuf, cfg: GatewayConfig) -> anyhow::Result<()> {
+    // Every client connection and backend socket is a descriptor: use all the process may.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     let http = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
@@ -217,7 +225,7 @@ async fn run(config_path: PathBuf, cfg: GatewayConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, backends = cfg.backends.len(), "vmcp gateway listening; MCP endpoint at /mcp");
     let grace = cfg.http.shutdown_grace;
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+    let server = axum::serve(no_delay(listener), router(state)).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!(grace = ?grace, "shutting down: draining in-flight requests; stored sessions are kept");
         let _ = drained_tx.send(());
@@ -273,6 +281,20 @@ fn spawn_exchange_metrics(exchange: Arc<TokenExchangeFactory>, metrics: Arc<Metr
             (hits, misses) = (h, m);
         }
     });
+}
+
+/// Every accepted connection gets `TCP_NODELAY`: an answer often leaves as two small writes
+/// (SSE headers, then the event), and Nagle's algorithm would hold the second until the
+/// client's delayed ACK, about 40 ms later.
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    })
 }
 
 async fn shutdown_signal() {

@@ -124,7 +124,7 @@ async fn refresh_stale(manager: &Arc<SessionManager>, session: &Arc<Session>, id
         }
     }
     if changed {
-        session.rebuild_view(&manager.backends().aggregation);
+        session.rebuild_view(&manager.backends());
     }
 }
 
@@ -234,7 +234,9 @@ async fn forward(
             .headers(identity)
             .await
             .map_err(|e| fail(backend_error(&backend, &BackendError::Auth(e))))?;
-        conn.ensure_stream(&headers);
+        if session.outbox.is_attached() {
+            conn.ensure_stream(&headers);
+        }
         let bid = conn.next_id();
         session.track(client_id, backend.clone(), bid);
         let r = conn.request(bid, method, Some(params.clone()), &headers, progress.clone()).await;
@@ -286,7 +288,7 @@ async fn unavailable_owner(
     let backend = slot.def.name.clone();
     match manager.connect_slot(session, &slot, identity, true).await {
         Ok(_) => {
-            session.rebuild_view(&set.aggregation);
+            session.rebuild_view(&set);
             Some(Ok(()))
         }
         Err(e) => Some(Err((Some(backend.clone()), backend_error(&backend, &e)))),

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub token_cache_misses: Counter,
     /// Token endpoint latency per backend and outcome.
     pub idp_seconds: Family<RequestOutcome, Histogram, fn() -> Histogram>,
+    /// Requests for a session bound to another identity (answered 404).
+    pub sessions_foreign: Counter,
 }
 
 /// Labels with a backend and an outcome.
@@ -169,8 +171,15 @@ impl Metrics {
             "Token endpoint latency of token exchanges",
             idp_seconds.clone(),
         );
+        let sessions_foreign = Counter::default();
+        registry.register(
+            "session_binding_rejections",
+            "Requests rejected because the session is bound to another identity",
+            sessions_foreign.clone(),
+        );
         Self {
             registry,
+            sessions_foreign,
             idp_seconds,
             requests,
             request_seconds,

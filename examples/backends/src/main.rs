@@ -92,6 +92,13 @@ async fn main() -> anyhow::Result<()> {
     println!("READY {}", addr.port());
 
     let shutdown = config.cancellation_token.clone();
+    // TCP_NODELAY on every connection: a Streamable HTTP answer leaves as two small writes and
+    // Nagle's algorithm would delay the second by the client's delayed ACK (~40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown_requested.await;

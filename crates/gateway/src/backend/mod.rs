@@ -5,10 +5,12 @@
 //! own: every call takes the credential headers derived from the live request (invariant I1).
 //! Backend `Mcp-Session-Id`s are exposed as hints so a restored session can reuse them (I7).
 
+mod catalog;
 mod error;
 mod legacy_sse;
 mod streamable;
 
+pub use catalog::Catalog;
 pub use error::BackendError;
 
 use std::sync::Arc;
@@ -47,6 +49,8 @@ pub struct BackendDef {
     pub credentials: Arc<dyn CredentialSource>,
     /// The configuration this was built from (to detect changes on reload).
     pub config: BackendConfig,
+    /// The capability lists last seen from this backend, shared by sessions.
+    pub catalog: Catalog,
 }
 
 /// What `initialize` told us about a backend.
@@ -83,14 +87,11 @@ impl Connection {
             BackendTransport::StreamableHttp => {
                 let conn = streamable::StreamableConn::new(def, http, events);
                 if let Some(h) = hint {
-                    conn.resume(h, headers);
+                    conn.resume(crate::session::record::BackendHint::parse(&h));
                     return Ok((Self::Streamable(conn), None));
                 }
                 let c = Self::Streamable(conn);
                 let info = c.initialize(headers).await?;
-                if let Self::Streamable(s) = &c {
-                    s.open_stream(headers);
-                }
                 Ok((c, Some(info)))
             }
             BackendTransport::Sse => {
@@ -162,17 +163,34 @@ impl Connection {
         }
     }
 
-    /// Reopens the server-notification stream if it ended, with this request's credentials.
+    /// Reopens the server-notification stream if it ended, with this request's credentials
+    /// (throttled; for calls made while the client holds its GET stream).
     pub fn ensure_stream(&self, headers: &Headers) {
         if let Self::Streamable(c) = self {
             c.ensure_stream(headers);
         }
     }
 
-    /// The backend's session id (stored as a hint for restore), if it issued one.
+    /// Opens the server-notification stream now if it is not running (the client opened its
+    /// GET stream). Backends offer no stream: nothing happens.
+    pub fn start_stream(&self, headers: &Headers) {
+        if let Self::Streamable(c) = self {
+            c.start_stream(headers);
+        }
+    }
+
+    /// Closes the server-notification stream: an idle session holds no socket (I8).
+    pub fn stop_stream(&self) {
+        if let Self::Streamable(c) = self {
+            c.stop_stream();
+        }
+    }
+
+    /// The backend's session id and negotiated protocol version, in the stored hint form
+    /// (for restore, I7), if it issued a session id.
     pub fn session_hint(&self) -> Option<String> {
         match self {
-            Self::Streamable(c) => c.session_id(),
+            Self::Streamable(c) => c.hint().map(|h| h.encode()),
             Self::LegacySse(_) => None,
         }
     }

@@ -32,6 +32,9 @@ pub struct StreamableConn {
     no_stream: Arc<std::sync::atomic::AtomicBool>,
     /// When the stream was last (re)opened, to reopen at most every [`REOPEN_EVERY`].
     opened_at: Mutex<Option<std::time::Instant>>,
+    /// The backend accepted a request in this session (a resumed session id is unconfirmed
+    /// until then).
+    confirmed: std::sync::atomic::AtomicBool,
 }
 
 /// Minimum time between two reopenings of an ended GET stream.
@@ -53,15 +56,28 @@ impl StreamableConn {
             stream: Mutex::new(None),
             no_stream: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             opened_at: Mutex::new(None),
+            confirmed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Reuses a stored backend session id without a new `initialize` (restore, I7).
-    pub(super) fn resume(&self, session_id: String, headers: &Headers) {
-        if let Ok(mut s) = self.session_id.lock() {
-            *s = Some(session_id);
+    /// Reuses a stored backend session id without a new `initialize` (restore, I7). The GET
+    /// stream is not opened here: it exists only while the client holds its own (I8).
+    /// The negotiated revision is sent again (H3); a hint of an earlier gateway has none, and
+    /// then the latest revision is tried and a 400 means "re-initialize".
+    pub(super) fn resume(&self, hint: crate::session::record::BackendHint) {
+        if let Some(v) = &hint.protocol_version {
+            self.set_protocol_version(v);
         }
-        self.open_stream(headers);
+        if let Ok(mut s) = self.session_id.lock() {
+            *s = Some(hint.session_id);
+        }
+    }
+
+    /// The session id and negotiated revision, to store as a hint.
+    pub(super) fn hint(&self) -> Option<crate::session::record::BackendHint> {
+        let protocol_version = self.protocol_version.lock().ok().map(|v| v.clone());
+        self.session_id()
+            .map(|session_id| crate::session::record::BackendHint { session_id, protocol_version })
     }
 
     pub(super) fn set_protocol_version(&self, v: &str) {
@@ -106,8 +122,18 @@ impl StreamableConn {
             *s = Some(id.to_owned());
         }
         let status = resp.status();
-        if status == reqwest::StatusCode::NOT_FOUND && had_session {
+        let confirmed = self.confirmed.load(std::sync::atomic::Ordering::Relaxed);
+        // 404: the backend no longer knows the session. 400 on a resumed session before any
+        // success: an older server refusing the session id or the protocol revision (H3).
+        // Either way a fresh `initialize` recovers it (I7).
+        if had_session
+            && (status == reqwest::StatusCode::NOT_FOUND
+                || (status == reqwest::StatusCode::BAD_REQUEST && !confirmed))
+        {
             return Err(BackendError::SessionExpired);
+        }
+        if status.is_success() && !confirmed {
+            self.confirmed.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
@@ -188,8 +214,8 @@ impl StreamableConn {
     }
 
     /// Opens the GET stream for server-initiated messages (best effort, reconnects with
-    /// backoff while the session lives; stops on 404/405).
-    pub(super) fn open_stream(&self, headers: &Headers) {
+    /// backoff until stopped; stops on 400/405 (no stream offered) and 401/403/404).
+    fn open_stream(&self, headers: &Headers) {
         let rb = self
             .builder(reqwest::Method::GET, headers)
             .header(http::header::ACCEPT, "text/event-stream");
@@ -212,11 +238,16 @@ impl StreamableConn {
                         let mut stream = resp.bytes_stream();
                         while let Some(Ok(chunk)) = stream.next().await {
                             for ev in parser.feed(&chunk) {
-                                if let Ok(msg) = serde_json::from_str::<Value>(&ev.data)
-                                    && msg.get("method").is_some()
-                                    && msg.get("id").is_none()
-                                {
-                                    let _ = events.send((name.clone(), msg));
+                                let Ok(msg) = serde_json::from_str::<Value>(&ev.data) else {
+                                    continue;
+                                };
+                                if msg.get("method").is_none() {
+                                    continue;
+                                }
+                                // A server-to-client request is answered at once (never left
+                                // to time out); notifications go to the session.
+                                if let Some(reply) = route_incoming(&name, msg, None, &events) {
+                                    answer_on_post(&http, &template, &reply).await;
                                 }
                             }
                         }
@@ -242,8 +273,25 @@ impl StreamableConn {
         }
     }
 
+    /// Opens the GET stream now unless it is running or the backend offers none (the client
+    /// just opened its own stream).
+    pub(super) fn start_stream(&self, headers: &Headers) {
+        if self.no_stream.load(std::sync::atomic::Ordering::Relaxed) || self.session_id().is_none()
+        {
+            return;
+        }
+        let running = self
+            .stream
+            .lock()
+            .map(|s| s.as_ref().is_some_and(|h| !h.is_finished()))
+            .unwrap_or(true);
+        if !running {
+            self.open_stream(headers);
+        }
+    }
+
     /// Reopens the GET stream if it ended (e.g. its credential expired), with `headers` from
-    /// the request being served.
+    /// the request being served, at most every [`REOPEN_EVERY`].
     pub(super) fn ensure_stream(&self, headers: &Headers) {
         if self.no_stream.load(std::sync::atomic::Ordering::Relaxed) || self.session_id().is_none()
         {
@@ -272,12 +320,28 @@ impl StreamableConn {
         }
     }
 
-    fn stop_stream(&self) {
+    /// Closes the GET stream (the client closed its own, or the session is parked).
+    pub(super) fn stop_stream(&self) {
         if let Ok(mut s) = self.stream.lock()
             && let Some(h) = s.take()
         {
             h.abort();
         }
+    }
+}
+
+/// POSTs the gateway's answer to a server-to-client request that came on the GET stream, with
+/// the stream's own session id, protocol version and credentials.
+async fn answer_on_post(http: &reqwest::Client, stream_request: &reqwest::Request, reply: &Value) {
+    let mut req = reqwest::Request::new(reqwest::Method::POST, stream_request.url().clone());
+    *req.headers_mut() = stream_request.headers().clone();
+    let h = req.headers_mut();
+    h.insert(http::header::ACCEPT, http::HeaderValue::from_static(ACCEPT));
+    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    *req.body_mut() = Some(reply.to_string().into());
+    *req.timeout_mut() = stream_request.timeout().copied();
+    if let Err(e) = http.execute(req).await {
+        tracing::debug!(error = %e.without_url(), "could not answer a backend request");
     }
 }
 

@@ -338,9 +338,38 @@ pub async fn get(State(state): State<AppState>, uri: Uri, headers: HeaderMap) ->
         Err(r) => return r,
     };
     let rx = session.outbox.attach();
-    let stream = ReceiverStream::new(rx)
+    // I8: member backends stream to this replica only while the client holds this stream.
+    let opener = session.clone();
+    tokio::spawn(async move { opener.open_backend_streams(&identity).await });
+    let stream = ClientStream { rx: ReceiverStream::new(rx), _detach: DetachGuard(session) }
         .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// The client's GET stream; when it ends, the backend streams opened for it are closed.
+struct ClientStream {
+    rx: ReceiverStream<Value>,
+    // Dropped after `rx`, so the outbox already sees the stream detached.
+    _detach: DetachGuard,
+}
+
+impl futures::Stream for ClientStream {
+    type Item = Value;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Value>> {
+        std::pin::Pin::new(&mut self.rx).poll_next(cx)
+    }
+}
+
+struct DetachGuard(Arc<Session>);
+
+impl Drop for DetachGuard {
+    fn drop(&mut self) {
+        self.0.close_backend_streams_if_detached();
+    }
 }
 
 /// DELETE /mcp: ends the session everywhere.

@@ -42,6 +42,8 @@ pub struct BackendSet {
     pub defs: BTreeMap<Arc<str>, Arc<BackendDef>>,
     /// Aggregation settings.
     pub aggregation: AggregationConfig,
+    /// Merged views shared by sessions of this configuration.
+    pub views: Arc<super::views::ViewCache>,
 }
 
 impl BackendSet {
@@ -51,6 +53,7 @@ impl BackendSet {
             order: defs.iter().map(|d| d.name.clone()).collect(),
             defs: defs.into_iter().map(|d| (d.name.clone(), d)).collect(),
             aggregation,
+            views: Default::default(),
         }
     }
 }
@@ -182,17 +185,20 @@ impl SessionManager {
         let requested = params.get("protocolVersion").and_then(Value::as_str);
         let version = crate::protocol::negotiate(requested).to_owned();
         let id: Arc<str> = new_session_id().into();
-        let slots: Vec<Arc<Slot>> = set
-            .order
-            .iter()
-            .filter_map(|n| set.defs.get(n))
-            .map(|d| Arc::new(Slot::new(d.clone(), None)))
-            .collect();
-        let session =
-            self.install(id.clone(), identity.binding(), version.clone(), params.clone(), 1, slots);
+        let slots: Vec<Arc<Slot>> =
+            set.order.iter().filter_map(|n| set.defs.get(n)).map(|d| member(d, None)).collect();
+        let client = super::record::restorable_client_params(params);
+        let session = self.build(id.clone(), identity.binding(), version.clone(), client, 1, slots);
         self.connect_all(&session, identity).await;
         let record = self.record_of(&session);
-        self.timed("create", self.store.create(&id, &record, self.settings.ttl)).await?;
+        if let Err(e) =
+            self.timed("create", self.store.create(&id, &record, self.settings.ttl)).await
+        {
+            session.park();
+            return Err(e.into());
+        }
+        // Published only now: no request sees a session that is not stored or not connected.
+        self.publish(&session);
         self.metrics.sessions_created.inc();
         let result = json!({
             "protocolVersion": version,
@@ -221,7 +227,8 @@ impl SessionManager {
         }
     }
 
-    fn install(
+    /// A new session object (not yet visible to requests: see [`Self::publish`]).
+    fn build(
         self: &Arc<Self>,
         id: Arc<str>,
         binding: Binding,
@@ -239,11 +246,23 @@ impl SessionManager {
         if let Ok(mut d) = session.dispatcher.lock() {
             *d = Some(task.abort_handle());
         }
+        session
+    }
+
+    /// Makes a connected session visible to requests on this replica.
+    fn publish(&self, session: &Arc<Session>) {
         if let Ok(mut l) = self.local.write() {
-            l.insert(id, session.clone());
+            l.insert(session.id.clone(), session.clone());
         }
         self.metrics.sessions_live.set(self.local_count() as i64);
-        session
+    }
+
+    /// A request presented a session bound to another identity: 404 like any unknown id, but
+    /// audited and counted (the subject, never a token; a prefix of the session id).
+    fn reject_foreign(&self, id: &str, identity: &Identity) -> SessionError {
+        self.metrics.sessions_foreign.inc();
+        tracing::warn!(target: "audit", subject = identity.subject(), session_prefix = &id[..id.len().min(8)], outcome = "foreign_session", "request for a session bound to another identity rejected");
+        SessionError::NotFound
     }
 
     /// Connects every due member concurrently; waits at most the init deadline. Connections
@@ -269,7 +288,7 @@ impl SessionManager {
                     let s = session.clone();
                     tokio::spawn(async move {
                         while tasks.join_next().await.is_some() {}
-                        s.rebuild_view(&me.backends().aggregation);
+                        s.rebuild_view(&me.backends());
                         s.outbox.send(crate::jsonrpc::notification("notifications/tools/list_changed", None));
                         s.outbox.send(crate::jsonrpc::notification("notifications/prompts/list_changed", None));
                         s.outbox.send(crate::jsonrpc::notification("notifications/resources/list_changed", None));
@@ -278,7 +297,7 @@ impl SessionManager {
                 }
             }
         }
-        session.rebuild_view(&self.backends().aggregation);
+        session.rebuild_view(&self.backends());
     }
 
     /// Connects one member with the live identity; records a changed backend session hint;
@@ -290,8 +309,7 @@ impl SessionManager {
         identity: &Identity,
         announce: bool,
     ) -> Result<Arc<Connection>, BackendError> {
-        let was_available =
-            matches!(slot.status(), SlotStatus::Available) && slot.connection().is_some();
+        let caps_before = slot.capabilities();
         let connected = match slot.ensure(identity, &self.http, session.events()).await {
             Ok(c) => c,
             Err(e) => {
@@ -314,8 +332,13 @@ impl SessionManager {
                 tracing::warn!(session = %id, backend = %name, error = %e, "could not store the backend session hint");
             }
         }
-        if announce && !was_available {
-            session.rebuild_view(&self.backends().aggregation);
+        let caps_changed = match (&caps_before, slot.capabilities()) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, &b),
+            (None, None) => false,
+            _ => true,
+        };
+        if announce && caps_changed {
+            session.rebuild_view(&self.backends());
             session
                 .outbox
                 .send(crate::jsonrpc::notification("notifications/tools/list_changed", None));
@@ -356,7 +379,7 @@ impl SessionManager {
                 }
                 if slot.ensure(&Identity::Anonymous, &m.http, s.events()).await.is_ok() {
                     tracing::info!(session = %s.id, backend = %slot.def.name, "backend is back; its capabilities join the session");
-                    s.rebuild_view(&m.backends().aggregation);
+                    s.rebuild_view(&m.backends());
                     for k in ["tools", "prompts", "resources"] {
                         s.outbox.send(crate::jsonrpc::notification(
                             &format!("notifications/{k}/list_changed"),
@@ -405,6 +428,11 @@ impl SessionManager {
         id: &str,
         identity: &Identity,
     ) -> Result<Arc<Session>, SessionError> {
+        // Ids this gateway issues are 32 lowercase hex digits; anything else is unknown without
+        // touching the store or any map.
+        if !is_session_id(id) {
+            return Err(SessionError::NotFound);
+        }
         let local = self.local.read().ok().and_then(|l| l.get(id).cloned());
         let session = match local {
             Some(s) if self.feed_down() => {
@@ -418,7 +446,7 @@ impl SessionManager {
             None => self.restore(id, identity).await?,
         };
         if !session.binding.matches(&identity.binding()) {
-            return Err(SessionError::NotFound);
+            return Err(self.reject_foreign(id, identity));
         }
         self.touch(&session);
         Ok(session)
@@ -458,15 +486,14 @@ impl SessionManager {
             let mut r = self.restoring.lock().map_err(|_| SessionError::NotFound)?;
             r.entry(Arc::from(id)).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))).clone()
         };
+        // Removes the entry however this request ends (a cancelled request included).
+        let _entry = RestoringEntry { manager: self, id };
         let _guard = lock.lock().await;
         if let Some(s) = self.local.read().ok().and_then(|l| l.get(id).cloned()) {
             return Ok(s);
         }
         let start = Instant::now();
         let result = self.restore_inner(id, identity).await;
-        if let Ok(mut r) = self.restoring.lock() {
-            r.remove(id);
-        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(SessionError::NotFound) => "not_found",
@@ -492,14 +519,14 @@ impl SessionManager {
         }
         let binding = Binding::from_stored(record.binding.clone());
         if !binding.matches(&identity.binding()) {
-            return Err(SessionError::NotFound);
+            return Err(self.reject_foreign(id, identity));
         }
         let set = self.backends();
         let slots: Vec<Arc<Slot>> = record
             .members
             .iter()
             .filter_map(|m| set.defs.get(m.as_str()))
-            .map(|d| Arc::new(Slot::new(d.clone(), record.hints.get(d.name.as_ref()).cloned())))
+            .map(|d| member(d, record.hints.get(d.name.as_ref()).cloned()))
             .collect();
         // I1: a restored session is re-established with the live request's identity; a member
         // that needs a token cannot be served to an anonymous request.
@@ -508,7 +535,7 @@ impl SessionManager {
         {
             return Err(SessionError::AuthRequired);
         }
-        let session = self.install(
+        let session = self.build(
             Arc::from(id),
             binding,
             record.protocol_version.clone(),
@@ -520,7 +547,17 @@ impl SessionManager {
         self.connect_all(&session, identity).await;
         // I3: restore never writes membership; only hints changed by connect_slot were written.
         // I4: if the configuration changed since the record was written, adjust by CAS.
-        self.reconcile_membership(&session).await;
+        if !self.reconcile_membership(&session).await {
+            session.park();
+            return Err(SessionError::NotFound);
+        }
+        // I5: a DELETE on another replica while this restore ran is not missed.
+        if !self.timed("exists", self.store.exists(id)).await? {
+            session.park();
+            return Err(SessionError::NotFound);
+        }
+        // Published only now: concurrent requests waited on the restore and see the full view.
+        self.publish(&session);
         Ok(session)
     }
 
@@ -544,11 +581,13 @@ impl SessionManager {
         Ok(())
     }
 
-    /// Drops the local copy of a session (its record stays in the store).
+    /// Drops the local copy of a session (its record stays in the store): its client stream
+    /// ends and its backend connections are parked (streams closed, hints kept).
     pub fn forget(&self, id: &str) {
         let removed = self.local.write().ok().and_then(|mut l| l.remove(id));
         if let Some(s) = removed {
             s.outbox.close();
+            s.park();
         }
         self.metrics.sessions_live.set(self.local_count() as i64);
     }
@@ -568,8 +607,8 @@ impl SessionManager {
     }
 
     /// Aligns a session's members with the configured backends, writing the new membership
-    /// with compare-and-set only when the configuration differs.
-    async fn reconcile_membership(self: &Arc<Self>, session: &Arc<Session>) {
+    /// with compare-and-set only when the configuration differs. False when the record is gone.
+    async fn reconcile_membership(self: &Arc<Self>, session: &Arc<Session>) -> bool {
         let set = self.backends();
         let wanted: Vec<String> = set.order.iter().map(|n| n.to_string()).collect();
         let current = session.member_names();
@@ -578,7 +617,7 @@ impl SessionManager {
             .iter()
             .any(|s| set.defs.get(&s.def.name).is_some_and(|d| !Arc::ptr_eq(d, &s.def)));
         if wanted == current && !changed_defs {
-            return;
+            return true;
         }
         let slots: Vec<Arc<Slot>> = set
             .order
@@ -608,7 +647,7 @@ impl SessionManager {
                 }
                 Ok(CasOutcome::Missing) => {
                     self.forget(&session.id);
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     tracing::warn!(session = %session.id, error = %e, "could not store the new membership; will retry on next change");
@@ -636,7 +675,7 @@ impl SessionManager {
         let _ =
             tokio::time::timeout(self.settings.init_timeout, futures::future::join_all(joining))
                 .await;
-        session.rebuild_view(&set.aggregation);
+        session.rebuild_view(&set);
         for m in ["tools", "prompts", "resources"] {
             session.outbox.send(crate::jsonrpc::notification(
                 &format!("notifications/{m}/list_changed"),
@@ -644,6 +683,7 @@ impl SessionManager {
             ));
         }
         tracing::info!(session = %session.id, generation, members = ?wanted, "session membership follows the configuration");
+        true
     }
 
     /// Drops local connections of sessions idle longer than the idle timeout (their records
@@ -682,6 +722,38 @@ impl SessionManager {
     }
 }
 
+/// A member slot for `def`. A backend that needs no caller identity and whose catalog is
+/// fresh starts from the catalog: its backend session opens (or resumes `hint`) on first use,
+/// so an idle client session holds nothing on it (I8). Others connect now, with the live
+/// identity (I1).
+fn member(def: &Arc<BackendDef>, hint: Option<String>) -> Arc<Slot> {
+    let shared = !def.credentials.needs_identity()
+        && def.transport == vmcp_types::config::BackendTransport::StreamableHttp;
+    match def.catalog.fresh(super::slot::CATALOG_FRESH).filter(|_| shared) {
+        Some(caps) => Arc::new(Slot::preloaded(def.clone(), hint, caps)),
+        None => Arc::new(Slot::new(def.clone(), hint)),
+    }
+}
+
+/// Is `id` of the form this gateway issues (32 lowercase hex digits)?
+fn is_session_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Removes a session id from the single-flight map when the restore that added it ends.
+struct RestoringEntry<'a> {
+    manager: &'a SessionManager,
+    id: &'a str,
+}
+
+impl Drop for RestoringEntry<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.manager.restoring.lock() {
+            r.remove(self.id);
+        }
+    }
+}
+
 /// Handles messages backends send on their own: list changes refresh that member's
 /// capabilities (when it needs no caller identity) and reach the client; other notifications
 /// are forwarded to the client's stream.
@@ -698,7 +770,7 @@ async fn dispatch_events(
                 slot.mark_stale();
                 if !slot.def.credentials.needs_identity() {
                     let _ = slot.ensure(&Identity::Anonymous, &m.http, s.events()).await;
-                    s.rebuild_view(&m.backends().aggregation);
+                    s.rebuild_view(&m.backends());
                 }
             }
             s.outbox.send(msg);

@@ -15,6 +15,7 @@ pub mod record;
 pub mod redis;
 pub mod slot;
 pub mod store;
+pub mod views;
 
 pub use manager::{SessionError, SessionManager};
 
@@ -131,14 +132,50 @@ impl Session {
             .unwrap_or_else(|_| Arc::new(Err("view unavailable".into())))
     }
 
-    /// Recomputes the merged view from the available backends' capabilities.
-    pub fn rebuild_view(&self, config: &vmcp_types::config::AggregationConfig) {
+    /// Recomputes the merged view from the available backends' capabilities (shared with
+    /// other sessions whose members offer the same lists).
+    pub fn rebuild_view(&self, set: &manager::BackendSet) {
         let order = self.order.read().map(|o| o.clone()).unwrap_or_default();
-        let caps: Vec<BackendCapabilities> =
-            self.slots().iter().filter_map(|s| s.capabilities()).map(|c| (*c).clone()).collect();
-        let view = crate::aggregate::aggregate(config, &order, &caps).map_err(|e| e.to_string());
+        let caps: Vec<Arc<BackendCapabilities>> =
+            self.slots().iter().filter_map(|s| s.capabilities()).collect();
+        let view = set.views.view(&set.aggregation, &order, caps);
         if let Ok(mut v) = self.view.write() {
-            *v = Arc::new(view);
+            *v = view;
+        }
+    }
+
+    /// The client opened its GET stream: open the member backends' streams with the live
+    /// identity's credentials (I1), so their notifications reach it. Members not connected yet
+    /// open theirs on first use.
+    pub async fn open_backend_streams(&self, identity: &crate::auth::Identity) {
+        for slot in self.slots() {
+            let Some(conn) = slot.connection() else { continue };
+            match slot.def.credentials.headers(identity).await {
+                Ok(h) => conn.start_stream(&h),
+                Err(e) => {
+                    tracing::debug!(session = %self.id, backend = %slot.def.name, error = %e, "no credential for the backend stream")
+                }
+            }
+        }
+    }
+
+    /// The client holds no GET stream any more: close the member backends' streams, so an
+    /// idle session holds no socket (I8).
+    pub fn close_backend_streams_if_detached(&self) {
+        if self.outbox.is_attached() {
+            return;
+        }
+        for slot in self.slots() {
+            if let Some(conn) = slot.connection() {
+                conn.stop_stream();
+            }
+        }
+    }
+
+    /// Parks every member: streams closed, local connections dropped, hints kept.
+    pub fn park(&self) {
+        for slot in self.slots() {
+            slot.park();
         }
     }
 

@@ -11,6 +11,10 @@ use crate::aggregate::BackendCapabilities;
 use crate::auth::Identity;
 use crate::backend::{BackendDef, BackendError, BackendEvent, Connection, Headers};
 
+/// How old a backend's catalog may be for a session to start from it instead of listing
+/// (the health monitor refreshes it every 10 s).
+pub const CATALOG_FRESH: Duration = Duration::from_secs(30);
+
 /// Availability of a member backend on this replica.
 #[derive(Debug, Clone)]
 pub enum SlotStatus {
@@ -42,6 +46,9 @@ pub struct Slot {
     connecting: tokio::sync::Mutex<()>,
     /// A background retry loop is running for this member.
     pub retrying: std::sync::atomic::AtomicBool,
+    /// The capabilities came from the backend's shared catalog: the backend session is opened
+    /// (or resumed from the hint) on first use, without listing again (I8).
+    preloaded: std::sync::atomic::AtomicBool,
 }
 
 /// Result of connecting a slot.
@@ -68,7 +75,23 @@ impl Slot {
             hint: Mutex::new(hint),
             connecting: tokio::sync::Mutex::new(()),
             retrying: std::sync::atomic::AtomicBool::new(false),
+            preloaded: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A member whose capabilities are known from the backend's catalog (lists fetched by this
+    /// replica within the last seconds): nothing is opened until a request needs the backend.
+    pub fn preloaded(
+        def: Arc<BackendDef>,
+        hint: Option<String>,
+        caps: Arc<BackendCapabilities>,
+    ) -> Self {
+        let slot = Self::new(def, hint);
+        if let Ok(mut c) = slot.caps.lock() {
+            *c = Some(caps);
+        }
+        slot.preloaded.store(true, std::sync::atomic::Ordering::Relaxed);
+        slot
     }
 
     /// The current connection, if any.
@@ -100,8 +123,18 @@ impl Slot {
     pub fn due(&self) -> bool {
         match self.status() {
             SlotStatus::Available => self.connection().is_none(),
-            SlotStatus::Idle => true,
+            // A preloaded member connects on first use, not ahead of it.
+            SlotStatus::Idle => !self.preloaded.load(std::sync::atomic::Ordering::Relaxed),
             SlotStatus::Unavailable { retry_at, .. } => Instant::now() >= retry_at,
+        }
+    }
+
+    /// Parks the member: closes its GET stream and drops the local connection, keeping the
+    /// backend session id as a hint for the next use (I7, I8).
+    pub fn park(&self) {
+        let conn = self.conn.lock().ok().and_then(|mut c| c.take());
+        if let Some(conn) = conn {
+            conn.stop_stream();
         }
     }
 
@@ -149,6 +182,19 @@ impl Slot {
         let headers = self.def.credentials.headers(identity).await?;
         let hint = self.hint.lock().ok().and_then(|h| h.clone());
         let old_hint = hint.clone();
+        if self.preloaded.load(std::sync::atomic::Ordering::Relaxed) && !self.is_stale() {
+            // Capabilities are known: resume the stored session (no request at all; a lost one
+            // shows as 404/400 on the first call, which re-initializes it), or initialize.
+            let (conn, _) =
+                Connection::open(self.def.clone(), http.clone(), &headers, hint, events.clone())
+                    .await?;
+            if let Some(newer) = self.def.catalog.fresh(CATALOG_FRESH)
+                && let Ok(mut c) = self.caps.lock()
+            {
+                *c = Some(newer);
+            }
+            return Ok(self.install(conn, old_hint, false));
+        }
         if let Some(h) = hint {
             let (conn, _) =
                 Connection::open(self.def.clone(), http.clone(), &headers, Some(h), events.clone())
@@ -220,15 +266,15 @@ impl Slot {
             list(conn, headers, "resources/templates/list", "resourceTemplates", has("resources"))
                 .await?;
         let prompts = list(conn, headers, "prompts/list", "prompts", has("prompts")).await?;
-        let caps = BackendCapabilities {
+        let caps = self.def.catalog.intern(BackendCapabilities {
             backend: self.def.name.clone(),
             tools,
             resources,
             resource_templates: templates,
             prompts,
-        };
+        });
         if let Ok(mut c) = self.caps.lock() {
-            *c = Some(Arc::new(caps));
+            *c = Some(caps);
         }
         self.stale.store(false, std::sync::atomic::Ordering::Relaxed);
         Ok(())
@@ -254,6 +300,19 @@ impl Slot {
             retry_at: Instant::now() + delay,
             failures,
         });
+    }
+
+    /// Refreshes the backend's shared catalog: a short-lived backend session that lists the
+    /// capabilities and is closed again (the health probe of identity-free backends).
+    pub async fn discover(
+        def: Arc<BackendDef>,
+        http: &reqwest::Client,
+    ) -> Result<(), BackendError> {
+        let slot = Self::new(def, None);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        slot.connect(&Identity::Anonymous, http, &tx).await?;
+        slot.close(&Identity::Anonymous).await;
+        Ok(())
     }
 
     /// Closes the backend session (DELETE) with the given identity's credentials.

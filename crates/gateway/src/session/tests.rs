@@ -43,6 +43,12 @@ impl CredentialSource for NeedsToken {
     }
 }
 
+
+/// Session ids of the form the gateway issues (32 lowercase hex digits).
+const S: &str = "00000000000000000000000000000000";
+const S1: &str = "11111111111111111111111111111111";
+const S2: &str = "22222222222222222222222222222222";
+
 fn def(name: &str, needs_token: bool) -> Arc<BackendDef> {
     let url = "http://127.0.0.1:1/mcp";
     Arc::new(BackendDef {
@@ -58,6 +64,7 @@ fn def(name: &str, needs_token: bool) -> Arc<BackendDef> {
             timeout: Duration::from_secs(2),
             auth: OutgoingAuthConfig::default(),
         },
+        catalog: Default::default(),
     })
 }
 
@@ -102,19 +109,19 @@ async fn i1_restore_without_a_live_token_is_refused_not_emptied() {
     let store = Arc::new(MemoryStore::new());
     let alice = user("alice", "t");
     store
-        .create("s1", &record(alice.binding().as_str(), &["a"]), Duration::from_secs(60))
+        .create(S1, &record(alice.binding().as_str(), &["a"]), Duration::from_secs(60))
         .await
         .unwrap();
     let m = manager(store.clone(), vec![def("a", true)]);
     // The stored record says "alice", but nothing stored can stand in for her token.
-    let anon = m.get("s1", &Identity::Anonymous).await;
+    let anon = m.get(S1, &Identity::Anonymous).await;
     assert!(matches!(anon, Err(SessionError::NotFound)), "anonymous is not alice's binding");
     // Same binding, no token (an anonymous-bound record whose member needs a token): 401.
-    store.create("s2", &record("anonymous", &["a"]), Duration::from_secs(60)).await.unwrap();
-    assert!(matches!(m.get("s2", &Identity::Anonymous).await, Err(SessionError::AuthRequired)));
-    assert_eq!(store.load("s2").await.unwrap().unwrap().members, ["a"], "nothing written");
+    store.create(S2, &record("anonymous", &["a"]), Duration::from_secs(60)).await.unwrap();
+    assert!(matches!(m.get(S2, &Identity::Anonymous).await, Err(SessionError::AuthRequired)));
+    assert_eq!(store.load(S2).await.unwrap().unwrap().members, ["a"], "nothing written");
     // With alice's live identity the restore goes ahead.
-    assert!(m.get("s1", &alice).await.is_ok());
+    assert!(m.get(S1, &alice).await.is_ok());
 }
 
 #[tokio::test]
@@ -134,13 +141,13 @@ async fn i2_binding_mismatch_is_not_found_and_nothing_raw_is_stored() {
 #[tokio::test]
 async fn i3_restore_with_failing_backends_never_shrinks_the_record() {
     let store = Arc::new(MemoryStore::new());
-    store.create("s", &record("anonymous", &["a", "b"]), Duration::from_secs(60)).await.unwrap();
-    let before = store.load("s").await.unwrap().unwrap();
+    store.create(S, &record("anonymous", &["a", "b"]), Duration::from_secs(60)).await.unwrap();
+    let before = store.load(S).await.unwrap().unwrap();
     let m = manager(store.clone(), vec![def("a", false), def("b", false)]);
-    let s = m.get("s", &Identity::Anonymous).await.unwrap();
+    let s = m.get(S, &Identity::Anonymous).await.unwrap();
     assert_eq!(s.member_names(), ["a", "b"], "failed backends stay members");
     assert!(s.slots().iter().all(|sl| sl.connection().is_none()));
-    assert_eq!(store.load("s").await.unwrap().unwrap(), before, "the stored record is unchanged");
+    assert_eq!(store.load(S).await.unwrap().unwrap(), before, "the stored record is unchanged");
 }
 
 #[tokio::test]
@@ -198,12 +205,12 @@ async fn i6_nothing_secret_is_stored() {
 #[tokio::test]
 async fn i7_stored_backend_session_ids_are_kept_as_hints_across_restore() {
     let store = Arc::new(MemoryStore::new());
-    store.create("s", &record("anonymous", &["a"]), Duration::from_secs(60)).await.unwrap();
+    store.create(S, &record("anonymous", &["a"]), Duration::from_secs(60)).await.unwrap();
     let m = manager(store.clone(), vec![def("a", false)]);
-    let _ = m.get("s", &Identity::Anonymous).await.unwrap();
+    let _ = m.get(S, &Identity::Anonymous).await.unwrap();
     // The backend could not be reached, so the hint was neither used up nor dropped.
     assert_eq!(
-        store.load("s").await.unwrap().unwrap().hints.get("a").map(String::as_str),
+        store.load(S).await.unwrap().unwrap().hints.get("a").map(String::as_str),
         Some("backend-session-a")
     );
 }
@@ -211,14 +218,14 @@ async fn i7_stored_backend_session_ids_are_kept_as_hints_across_restore() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_requests_restore_once() {
     let store = Arc::new(MemoryStore::new());
-    store.create("s", &record("anonymous", &["a"]), Duration::from_secs(60)).await.unwrap();
+    store.create(S, &record("anonymous", &["a"]), Duration::from_secs(60)).await.unwrap();
     let m = manager(store.clone(), vec![def("a", false)]);
     let gets = (0..8).map(|_| {
         let m = m.clone();
-        tokio::spawn(async move { m.get("s", &Identity::Anonymous).await.map(|s| s.id.clone()) })
+        tokio::spawn(async move { m.get(S, &Identity::Anonymous).await.map(|s| s.id.clone()) })
     });
     for r in futures::future::join_all(gets).await {
-        assert_eq!(r.unwrap().unwrap().as_ref(), "s");
+        assert_eq!(r.unwrap().unwrap().as_ref(), S);
     }
     let ok = crate::metrics::Outcome { outcome: "ok".into() };
     assert_eq!(m.metrics().restores.get_or_create(&ok).get(), 1, "one restore for eight requests");

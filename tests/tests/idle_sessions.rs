@@ -1,0 +1,117 @@
+//! Idle sessions cost almost nothing (invariant I8): no socket or backend stream per idle
+//! client session, backend sessions opened on first use, backend GET streams only while the
+//! client holds its own, and closed when it lets go. Against the repository's rmcp example
+//! backends (which offer GET streams) and the gateway binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vmcp_e2e::example_backend::ExampleBackend;
+use vmcp_e2e::gateway::Gateway;
+
+const SESSIONS: usize = 60;
+
+async fn post(
+    c: &reqwest::Client,
+    url: &str,
+    session: Option<&str>,
+    body: Value,
+) -> (String, String) {
+    let mut rb = c
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25");
+    if let Some(s) = session {
+        rb = rb.header("mcp-session-id", s);
+    }
+    let resp = rb.body(body.to_string()).send().await.unwrap();
+    assert!(resp.status().is_success(), "{url} answered {}", resp.status());
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (sid, resp.text().await.unwrap())
+}
+
+async fn open_session(c: &reqwest::Client, url: &str) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "idle-sessions", "version": "1"}}});
+    let (sid, body) = post(c, url, None, init).await;
+    assert!(body.contains("vmcp"), "initialize failed: {body}");
+    post(c, url, Some(&sid), json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await;
+    sid
+}
+
+async fn call(c: &reqwest::Client, url: &str, sid: &str, tool: &str) -> String {
+    let req = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": tool, "arguments": {"query": "q"}}});
+    post(c, url, Some(sid), req).await.1
+}
+
+/// Waits (up to 10 s) until `f` holds; returns the last sample.
+async fn settle(mut sample: impl FnMut() -> usize, ok: impl Fn(usize) -> bool) -> usize {
+    let start = Instant::now();
+    loop {
+        let n = sample();
+        if ok(n) || start.elapsed() > Duration::from_secs(10) {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn idle_sessions_hold_no_sockets_and_backend_streams_follow_the_client_stream() {
+    let weather = ExampleBackend::start("weather").await;
+    let notes = ExampleBackend::start("notes").await;
+    let gw = Gateway::start(&format!(
+        "backends:\n  - name: weather\n    url: {}\n  - name: notes\n    url: {}\n",
+        weather.url(),
+        notes.url()
+    ))
+    .await;
+    let url = gw.url();
+    let c = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+
+    // Sessions that each called a tool of one backend, then went idle.
+    let mut sessions = Vec::new();
+    for _ in 0..SESSIONS {
+        let sid = open_session(&c, &url).await;
+        let text = call(&c, &url, &sid, "weather_search").await;
+        assert!(text.contains("result"), "call failed: {text}");
+        sessions.push(sid);
+    }
+    // Before I8 every session held a GET stream to every backend: 2 x 60 sockets.
+    let idle = settle(|| gw.open_sockets(), |n| n < 20).await;
+    assert!(idle < 20, "{idle} open sockets for {SESSIONS} idle sessions");
+
+    // A client that opens its GET stream gets the backend stream of the member it uses,
+    // and it goes away when the client lets go.
+    let sid = &sessions[0];
+    let listener = reqwest::Client::new();
+    let get = listener
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert!(get.status().is_success());
+    let attached = settle(|| gw.open_sockets(), |n| n >= idle + 2).await;
+    assert!(attached >= idle + 2, "client stream + backend stream: {idle} -> {attached}");
+    drop(get);
+    let after = settle(|| gw.open_sockets(), |n| n <= idle).await;
+    assert!(after <= idle, "backend stream not closed with the client's: {after} > {idle}");
+
+    // Every idle session still works, with both backends.
+    for sid in sessions.iter().take(5) {
+        assert!(call(&c, &url, sid, "notes_search").await.contains("result"));
+        assert!(call(&c, &url, sid, "weather_search").await.contains("result"));
+    }
+}
