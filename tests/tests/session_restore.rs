@@ -186,10 +186,11 @@ async fn redis_unavailable_is_503_and_recovers() {
     let r = init().await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().get("retry-after").is_some());
-    // An unknown session id cannot be looked up either: 503, not 404.
+    // An unknown session id of the form the gateway issues cannot be looked up either: 503,
+    // not 404 (a malformed id is 404 without any lookup).
     let r = reqwest::Client::new()
         .post(gw.url())
-        .header("mcp-session-id", "deadbeef")
+        .header("mcp-session-id", "deadbeef".repeat(4))
         .header("content-type", "application/json")
         .body(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
         .send()

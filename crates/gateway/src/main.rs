@@ -13,7 +13,7 @@ use vmcp_gateway::config::{build_backends, spawn_reloader};
 use vmcp_gateway::http::{AppState, Authenticator, HttpSettings, router};
 use vmcp_gateway::metrics::{Metrics, RequestOutcome};
 use vmcp_gateway::session::SessionManager;
-use vmcp_gateway::session::manager::{SessionSettings, TerminationFeedProbe};
+use vmcp_gateway::session::manager::SessionSettings;
 use vmcp_gateway::session::memory::MemoryStore;
 use vmcp_gateway::session::redis::RedisStore;
 use vmcp_gateway::session::store::SessionStore;
@@ -178,23 +178,7 @@ async fn run(config_path: PathBuf, cfg: GatewayConfig) -> anyhow::Result<()> {
     let manager = SessionManager::new(store, backends, settings, http.clone(), metrics);
     manager.spawn_idle_sweeper();
     if let Some(r) = redis.clone() {
-        // I5: a DELETE on any replica removes the local copy here too; while the
-        // subscription is down, cached sessions are checked against Redis instead.
-        let probe = r.clone();
-        manager.set_termination_feed(TerminationFeedProbe(Arc::new(move || {
-            probe.subscription_healthy()
-        })));
-        let mut rx = r.subscribe_terminations();
-        let m = manager.clone();
-        tokio::spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(id) => m.forget(&id),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        });
+        vmcp_gateway::session::termination::follow(&manager, r);
     }
     spawn_reloader(
         config_path.clone(),

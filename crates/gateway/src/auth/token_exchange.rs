@@ -256,14 +256,45 @@ type Flight = Arc<OnceCell<Result<Issued, OutgoingAuthError>>>;
 
 enum Slot {
     Ready(Issued),
-    Failed { error: OutgoingAuthError, until: Instant },
+    /// A failed exchange, remembered only against the subject token that failed (a fresh
+    /// token of the same user is tried at once).
+    Failed {
+        error: OutgoingAuthError,
+        until: Instant,
+        token: [u8; 32],
+    },
     Pending(Flight),
 }
 
+/// What the issued token depends on: the user (binding), what the user's token was issued
+/// for (M2: the client it was issued to, its scopes, the login session and its strength), and
+/// the backend's exchange configuration. A token refresh with the same of these reuses the
+/// cached token; a down-scoped token or another client's token gets its own exchange.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
     binding: String,
+    grant: [u8; 32],
     source: [u8; 32],
+}
+
+/// Hash of the subject token claims that change what an exchanged token may be
+/// (`azp`/`client_id`, `scope`/`scp`, `sid`, `acr`).
+fn grant_of(claims: &serde_json::Map<String, Value>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for name in ["azp", "client_id", "scope", "scp", "sid", "acr"] {
+        h.update(name.as_bytes());
+        h.update([0]);
+        if let Some(v) = claims.get(name) {
+            h.update(v.to_string().as_bytes());
+        }
+        h.update([0]);
+    }
+    h.finalize().into()
+}
+
+/// Hash of the subject token itself (for the negative cache; the token is never stored).
+fn token_hash(token: &SecretString) -> [u8; 32] {
+    Sha256::digest(token.expose_secret().as_bytes()).into()
 }
 
 struct Cache {
@@ -323,7 +354,7 @@ impl TokenExchangeSource {
         self.cache.metrics.clone()
     }
 
-    fn lookup(&self, key: &Key) -> Lookup {
+    fn lookup(&self, key: &Key, token: &[u8; 32]) -> Lookup {
         let m = &self.cache.metrics;
         let now = Instant::now();
         let mut map = self.cache.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -332,7 +363,9 @@ impl TokenExchangeSource {
                 m.hits.fetch_add(1, Ordering::Relaxed);
                 return Lookup::Done(Ok(i.header.clone()));
             }
-            Some(Slot::Failed { error, until }) if *until > now => {
+            Some(Slot::Failed { error, until, token: failed })
+                if *until > now && failed == token =>
+            {
                 m.negative_hits.fetch_add(1, Ordering::Relaxed);
                 return Lookup::Done(Err(error.clone()));
             }
@@ -358,7 +391,13 @@ impl TokenExchangeSource {
         Lookup::Wait(flight)
     }
 
-    fn settle(&self, key: &Key, flight: &Flight, result: &Result<Issued, OutgoingAuthError>) {
+    fn settle(
+        &self,
+        key: &Key,
+        token: [u8; 32],
+        flight: &Flight,
+        result: &Result<Issued, OutgoingAuthError>,
+    ) {
         let mut map = self.cache.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(Slot::Pending(f)) = map.get(key)
             && Arc::ptr_eq(f, flight)
@@ -368,6 +407,7 @@ impl TokenExchangeSource {
                 Err(error) => Slot::Failed {
                     error: error.clone(),
                     until: Instant::now() + self.options.negative_ttl,
+                    token,
                 },
             };
             map.insert(key.clone(), slot);
@@ -481,13 +521,29 @@ impl CredentialSource for TokenExchangeSource {
         identity: &Identity,
     ) -> Result<Vec<(HeaderName, HeaderValue)>, OutgoingAuthError> {
         let Identity::User(user) = identity else { return Err(OutgoingAuthError::NoToken) };
-        let key = Key { binding: identity.binding().as_str().to_owned(), source: self.key };
-        let flight = match self.lookup(&key) {
+        let key = Key {
+            binding: identity.binding().as_str().to_owned(),
+            grant: grant_of(&user.claims),
+            source: self.key,
+        };
+        let token = token_hash(&user.token);
+        let flight = match self.lookup(&key, &token) {
             Lookup::Done(r) => return r.map(|h| vec![h]),
             Lookup::Wait(f) => f,
         };
-        let result = flight.get_or_init(|| self.exchange(&user.token)).await.clone();
-        self.settle(&key, &flight, &result);
+        let result = flight
+            .get_or_init(|| async {
+                // Never cached beyond the subject token's own expiry (M2).
+                let mut issued = self.exchange(&user.token).await?;
+                if let Some(exp) = user.expires_at {
+                    let left = exp.duration_since(SystemTime::now()).unwrap_or_default();
+                    issued.valid_until = issued.valid_until.min(Instant::now() + left);
+                }
+                Ok(issued)
+            })
+            .await
+            .clone();
+        self.settle(&key, token, &flight, &result);
         result.map(|i| vec![i.header])
     }
 
@@ -759,6 +815,51 @@ mod tests {
         assert_eq!(a.cache_stats(), (2, 3));
     }
 
+    fn with_claims(identity: Identity, claims: serde_json::Value) -> Identity {
+        let Identity::User(mut u) = identity else { unreachable!() };
+        u.claims = claims.as_object().unwrap().clone();
+        Identity::User(u)
+    }
+
+    #[tokio::test]
+    async fn other_scopes_or_clients_of_the_same_user_get_their_own_exchange() {
+        let fx = Fixture::start().await;
+        let f = TokenExchangeFactory::new(reqwest::Client::new());
+        let a = f.source("a", &fx.cfg(json!({}))).unwrap();
+        let full = with_claims(user("alice"), json!({"azp": "ide", "scope": "openid tools"}));
+        a.headers(&full).await.unwrap();
+        a.headers(&full).await.unwrap();
+        assert_eq!(fx.requests(), 1);
+        a.headers(&with_claims(user("alice"), json!({"azp": "ide", "scope": "openid"})))
+            .await
+            .unwrap();
+        assert_eq!(fx.requests(), 2, "a down-scoped token is exchanged itself");
+        a.headers(&with_claims(
+            user("alice"),
+            json!({"azp": "other-app", "scope": "openid tools"}),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(fx.requests(), 3, "another client's token is exchanged itself");
+    }
+
+    #[tokio::test]
+    async fn cached_tokens_never_outlive_the_subject_token() {
+        let fx = Fixture::start().await;
+        let f = TokenExchangeFactory::new(reqwest::Client::new());
+        let a = f.source("a", &fx.cfg(json!({}))).unwrap();
+        *fx.ep.expires_in.lock().unwrap() = json!(3600);
+        let Identity::User(mut u) = user("alice") else { unreachable!() };
+        u.expires_at = Some(SystemTime::now() + Duration::from_millis(600));
+        let short = Identity::User(u);
+        a.headers(&short).await.unwrap();
+        a.headers(&short).await.unwrap();
+        assert_eq!(fx.requests(), 1);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        a.headers(&user("alice")).await.unwrap();
+        assert_eq!(fx.requests(), 2, "the entry ended with the subject token");
+    }
+
     #[tokio::test]
     async fn entries_expire_before_the_token() {
         let fx = Fixture::start().await;
@@ -823,11 +924,16 @@ mod tests {
         }
         assert_eq!(fx.requests(), 1);
         assert_eq!(f.metrics().negative_hits.load(Ordering::Relaxed), 4);
+        // A fresh token of the same user is not refused because of the old one's failure.
+        let Identity::User(mut fresh) = user("alice") else { unreachable!() };
+        fresh.token = SecretString::from("a-fresh-token".to_owned());
+        assert!(src.headers(&Identity::User(fresh)).await.is_err());
+        assert_eq!(fx.requests(), 2, "tried at once with the fresh token");
         tokio::time::sleep(Duration::from_millis(350)).await;
         *fx.ep.answer.lock().unwrap() = None;
         src.headers(&user("alice")).await.unwrap();
-        assert_eq!(fx.requests(), 2);
-        assert_eq!(f.metrics().idp_errors.load(Ordering::Relaxed), 1);
+        assert_eq!(fx.requests(), 3);
+        assert_eq!(f.metrics().idp_errors.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]

@@ -28,6 +28,11 @@ impl Catalog {
         caps
     }
 
+    /// The last lists seen, however old (what a member that is down right now offered).
+    pub fn last(&self) -> Option<Arc<BackendCapabilities>> {
+        self.last.lock().ok()?.as_ref().map(|(c, _)| c.clone())
+    }
+
     /// The shared lists if they were seen within `max_age`.
     pub fn fresh(&self, max_age: Duration) -> Option<Arc<BackendCapabilities>> {
         let last = self.last.lock().ok()?;

@@ -187,10 +187,9 @@ impl SessionManager {
         let id: Arc<str> = new_session_id().into();
         let slots: Vec<Arc<Slot>> =
             set.order.iter().filter_map(|n| set.defs.get(n)).map(|d| member(d, None)).collect();
-        let client = super::record::restorable_client_params(params);
-        let session = self.build(id.clone(), identity.binding(), version.clone(), client, 1, slots);
+        let session = self.build(id.clone(), identity.binding(), version.clone(), 1, slots);
         self.connect_all(&session, identity).await;
-        let record = self.record_of(&session);
+        let record = self.record_of(&session, super::record::restorable_client_params(params));
         if let Err(e) =
             self.timed("create", self.store.create(&id, &record, self.settings.ttl)).await
         {
@@ -208,7 +207,7 @@ impl SessionManager {
         Ok((session, result))
     }
 
-    fn record_of(&self, s: &Session) -> SessionRecord {
+    fn record_of(&self, s: &Session, client: Value) -> SessionRecord {
         let hints = s
             .slots()
             .iter()
@@ -220,7 +219,7 @@ impl SessionManager {
             v: SCHEMA_VERSION,
             binding: s.binding.as_str().to_owned(),
             protocol_version: s.protocol_version.clone(),
-            client: s.client.clone(),
+            client,
             generation: s.generation(),
             members: s.member_names(),
             hints,
@@ -233,19 +232,14 @@ impl SessionManager {
         id: Arc<str>,
         binding: Binding,
         version: String,
-        client: Value,
         generation: u64,
         slots: Vec<Arc<Slot>>,
     ) -> Arc<Session> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let session =
-            Arc::new(Session::new(id.clone(), binding, version, client, generation, slots, tx));
+        let manager = Arc::downgrade(self);
+        let session = Arc::new_cyclic(|me| {
+            Session::new(me.clone(), manager, id, binding, version, generation, slots)
+        });
         session.last_used.store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
-        let task =
-            tokio::spawn(dispatch_events(Arc::downgrade(self), Arc::downgrade(&session), rx));
-        if let Ok(mut d) = session.dispatcher.lock() {
-            *d = Some(task.abort_handle());
-        }
         session
     }
 
@@ -539,7 +533,6 @@ impl SessionManager {
             Arc::from(id),
             binding,
             record.protocol_version.clone(),
-            record.client.clone(),
             record.generation,
             slots,
         );
@@ -590,6 +583,22 @@ impl SessionManager {
             s.park();
         }
         self.metrics.sessions_live.set(self.local_count() as i64);
+    }
+
+    /// Checks every locally cached session against the store and forgets those whose record
+    /// is gone (after termination notices may have been missed: I5).
+    pub async fn verify_cached(self: &Arc<Self>) {
+        use futures::StreamExt;
+        let ids: Vec<Arc<str>> =
+            self.local.read().map(|l| l.keys().cloned().collect()).unwrap_or_default();
+        futures::stream::iter(ids)
+            .for_each_concurrent(32, |id| async move {
+                if let Ok(false) = self.timed("exists", self.store.exists(&id)).await {
+                    tracing::info!(session = %id, "session ended on another replica while notices were missed");
+                    self.forget(&id);
+                }
+            })
+            .await;
     }
 
     /// Replaces the backend set after a config reload and adjusts every local session in place
@@ -717,6 +726,16 @@ impl SessionManager {
                     tracing::debug!(session = %id, "idle: dropping local connections");
                     me.forget(&id);
                 }
+                // A client that only listens on its GET stream keeps its record alive (M1):
+                // the TTL refresh is coalesced like a request's.
+                let listening: Vec<Arc<Session>> = me
+                    .local
+                    .read()
+                    .map(|l| l.values().filter(|s| s.outbox.is_attached()).cloned().collect())
+                    .unwrap_or_default();
+                for s in listening {
+                    me.touch(&s);
+                }
             }
         });
     }
@@ -757,7 +776,7 @@ impl Drop for RestoringEntry<'_> {
 /// Handles messages backends send on their own: list changes refresh that member's
 /// capabilities (when it needs no caller identity) and reach the client; other notifications
 /// are forwarded to the client's stream.
-async fn dispatch_events(
+pub(super) async fn dispatch_events(
     manager: Weak<SessionManager>,
     session: Weak<Session>,
     mut rx: mpsc::UnboundedReceiver<BackendEvent>,

@@ -7,6 +7,8 @@
 //! - [`manager`]: the local cache, restore with the live identity (I1, I2, I7), generation
 //!   bumps on config change (I4), termination (I5), idle eviction.
 //! - [`outbox`]: delivery of server-to-client messages to the GET stream.
+//! - [`termination`]: the feed of DELETEs from other replicas (I5).
+//! - [`views`]: merged views shared by sessions with the same member lists (I8).
 
 pub mod manager;
 pub mod memory;
@@ -15,6 +17,7 @@ pub mod record;
 pub mod redis;
 pub mod slot;
 pub mod store;
+pub mod termination;
 pub mod views;
 
 pub use manager::{SessionError, SessionManager};
@@ -44,8 +47,6 @@ pub struct Session {
     pub binding: Binding,
     /// Protocol revision negotiated with the client.
     pub protocol_version: String,
-    /// The client's initialize params.
-    pub client: Value,
     generation: AtomicU64,
     members: RwLock<BTreeMap<Arc<str>, Arc<Slot>>>,
     order: RwLock<Vec<Arc<str>>>,
@@ -55,8 +56,12 @@ pub struct Session {
     inflight: Mutex<std::collections::HashMap<String, (Arc<str>, u64)>>,
     last_used: AtomicU64,
     last_touch: AtomicU64,
-    events: mpsc::UnboundedSender<BackendEvent>,
+    /// Backend events of this session; the channel and its dispatcher task exist only once a
+    /// backend connection does (an idle session costs no task: I8).
+    events: std::sync::OnceLock<mpsc::UnboundedSender<BackendEvent>>,
     dispatcher: Mutex<Option<tokio::task::AbortHandle>>,
+    me: std::sync::Weak<Session>,
+    manager: std::sync::Weak<SessionManager>,
 }
 
 impl Drop for Session {
@@ -71,13 +76,13 @@ impl Drop for Session {
 
 impl Session {
     fn new(
+        me: std::sync::Weak<Session>,
+        manager: std::sync::Weak<SessionManager>,
         id: Arc<str>,
         binding: Binding,
         protocol_version: String,
-        client: Value,
         generation: u64,
         slots: Vec<Arc<Slot>>,
-        events: mpsc::UnboundedSender<BackendEvent>,
     ) -> Self {
         let order = slots.iter().map(|s| s.def.name.clone()).collect();
         let members = slots.into_iter().map(|s| (s.def.name.clone(), s)).collect();
@@ -85,7 +90,6 @@ impl Session {
             id,
             binding,
             protocol_version,
-            client,
             generation: AtomicU64::new(generation),
             members: RwLock::new(members),
             order: RwLock::new(order),
@@ -94,8 +98,10 @@ impl Session {
             inflight: Mutex::new(Default::default()),
             last_used: AtomicU64::new(0),
             last_touch: AtomicU64::new(0),
-            events,
+            events: std::sync::OnceLock::new(),
             dispatcher: Mutex::new(None),
+            me,
+            manager,
         }
     }
 
@@ -132,12 +138,17 @@ impl Session {
             .unwrap_or_else(|_| Arc::new(Err("view unavailable".into())))
     }
 
-    /// Recomputes the merged view from the available backends' capabilities (shared with
-    /// other sessions whose members offer the same lists).
+    /// Recomputes the merged view from the members' capabilities (shared with other sessions
+    /// whose members offer the same lists). A member that is down on this replica keeps what
+    /// it offered when last seen (M3, I3): its names stay routed to it, so a call gets an error
+    /// naming it instead of silently going to another backend under `priority`.
     pub fn rebuild_view(&self, set: &manager::BackendSet) {
         let order = self.order.read().map(|o| o.clone()).unwrap_or_default();
-        let caps: Vec<Arc<BackendCapabilities>> =
-            self.slots().iter().filter_map(|s| s.capabilities()).collect();
+        let caps: Vec<Arc<BackendCapabilities>> = self
+            .slots()
+            .iter()
+            .filter_map(|s| s.capabilities().or_else(|| s.def.catalog.last()))
+            .collect();
         let view = set.views.view(&set.aggregation, &order, caps);
         if let Ok(mut v) = self.view.write() {
             *v = view;
@@ -198,9 +209,18 @@ impl Session {
         self.inflight.lock().ok().and_then(|m| m.get(&client_id.to_string()).cloned())
     }
 
-    /// Sender for backend events of this session (given to new connections).
+    /// Sender for backend events of this session (given to new connections); the first call
+    /// starts the task that dispatches them.
     pub fn events(&self) -> &mpsc::UnboundedSender<BackendEvent> {
-        &self.events
+        self.events.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task =
+                tokio::spawn(manager::dispatch_events(self.manager.clone(), self.me.clone(), rx));
+            if let Ok(mut d) = self.dispatcher.lock() {
+                *d = Some(task.abort_handle());
+            }
+            tx
+        })
     }
 
     fn set_members(&self, slots: Vec<Arc<Slot>>, generation: u64) {

@@ -177,6 +177,8 @@ struct Scripts {
 struct Subscription {
     client: SubscriberClient,
     healthy: Arc<AtomicBool>,
+    /// Times the subscription came back after being down (see [`RedisStore::feed_epoch`]).
+    restored: Arc<std::sync::atomic::AtomicU64>,
     tx: broadcast::Sender<String>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -413,9 +415,15 @@ impl RedisStore {
 
         let (tx, _) = broadcast::channel(TERMINATIONS_CAPACITY);
         let healthy = Arc::new(AtomicBool::new(true));
+        let restored = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let tasks = vec![
             tokio::spawn(forward_terminations(sub.clone(), channel.clone(), tx.clone())),
-            tokio::spawn(keep_subscribed(sub.clone(), channel.clone(), healthy.clone())),
+            tokio::spawn(keep_subscribed(
+                sub.clone(),
+                channel.clone(),
+                healthy.clone(),
+                restored.clone(),
+            )),
         ];
         tracing::info!(server = %server, prefix = %cfg.key_prefix, "connected to the redis session store");
         Ok(Self {
@@ -424,7 +432,7 @@ impl RedisStore {
             channel,
             server,
             scripts,
-            sub: Subscription { client: sub, healthy, tx, tasks },
+            sub: Subscription { client: sub, healthy, restored, tx, tasks },
         })
     }
 
@@ -449,6 +457,12 @@ impl RedisStore {
     /// Is the termination subscription connected and subscribed right now?
     pub fn subscription_healthy(&self) -> bool {
         self.sub.healthy.load(Ordering::Acquire) && self.sub.client.is_connected()
+    }
+
+    /// Changes each time the termination subscription comes back after being down: ids
+    /// published meanwhile were missed, so cached sessions must be checked against the store.
+    pub fn feed_epoch(&self) -> u64 {
+        self.sub.restored.load(Ordering::Acquire)
     }
 
     /// Is the command connection up right now (for readiness)?
@@ -483,7 +497,12 @@ async fn forward_terminations(
 
 /// Tracks the subscription's health and re-subscribes after reconnects (and periodically while
 /// it is down, in case a resubscription failed).
-async fn keep_subscribed(sub: SubscriberClient, channel: String, healthy: Arc<AtomicBool>) {
+async fn keep_subscribed(
+    sub: SubscriberClient,
+    channel: String,
+    healthy: Arc<AtomicBool>,
+    restored: Arc<std::sync::atomic::AtomicU64>,
+) {
     let mut errors = sub.error_rx();
     let mut reconnects = sub.reconnect_rx();
     let mut tick = tokio::time::interval(RESUBSCRIBE_EVERY);
@@ -504,12 +523,25 @@ async fn keep_subscribed(sub: SubscriberClient, channel: String, healthy: Arc<At
                 healthy.store(false, Ordering::Release);
                 true
             }
-            _ = tick.tick() => !healthy.load(Ordering::Acquire) && sub.is_connected(),
+            _ = tick.tick() => {
+                if healthy.load(Ordering::Acquire) {
+                    // An idle subscription has no reply outstanding, so a connection that a
+                    // NAT or load balancer dropped silently looks healthy: ping it (M1).
+                    if let Err(e) = sub.ping::<()>(None).await {
+                        tracing::warn!(error = %e, "session termination subscription does not answer");
+                        healthy.store(false, Ordering::Release);
+                    }
+                    false
+                } else {
+                    sub.is_connected()
+                }
+            }
         };
         if resubscribe {
             match sub.subscribe(channel.as_str()).await {
                 Ok(()) => {
                     if !healthy.swap(true, Ordering::AcqRel) {
+                        restored.fetch_add(1, Ordering::AcqRel);
                         tracing::info!("session termination subscription restored");
                     }
                 }

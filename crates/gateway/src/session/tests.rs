@@ -43,7 +43,6 @@ impl CredentialSource for NeedsToken {
     }
 }
 
-
 /// Session ids of the form the gateway issues (32 lowercase hex digits).
 const S: &str = "00000000000000000000000000000000";
 const S1: &str = "11111111111111111111111111111111";
@@ -230,4 +229,102 @@ async fn concurrent_requests_restore_once() {
     let ok = crate::metrics::Outcome { outcome: "ok".into() };
     assert_eq!(m.metrics().restores.get_or_create(&ok).get(), 1, "one restore for eight requests");
     assert_eq!(m.local_count(), 1);
+}
+
+/// A backend that accepts connections and never answers (its connect runs into the init
+/// deadline), kept alive by the returned listener.
+async fn hanging_backend(name: &str) -> (Arc<BackendDef>, tokio::net::TcpListener) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let mut d = Arc::into_inner(def(name, false)).unwrap();
+    d.url = url::Url::parse(&url).unwrap();
+    d.config.url = url;
+    (Arc::new(d), listener)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_during_a_restore_wait_for_it_and_see_the_whole_view() {
+    let store = Arc::new(MemoryStore::new());
+    store.create(S, &record("anonymous", &["a"]), Duration::from_secs(60)).await.unwrap();
+    let (a, _listener) = hanging_backend("a").await;
+    let m = manager(store.clone(), vec![a]);
+    let first = {
+        let m = m.clone();
+        tokio::spawn(async move { m.get(S, &Identity::Anonymous).await.map(|s| s.view()) })
+    };
+    // Later requests arrive while the first one's restore waits for the backend.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = (0..4).map(|_| {
+        let m = m.clone();
+        tokio::spawn(async move { m.get(S, &Identity::Anonymous).await.map(|s| s.view()) })
+    });
+    for view in futures::future::join_all(later).await {
+        let view = view.unwrap().unwrap();
+        assert!(view.is_ok(), "a request saw a half-restored session: {view:?}");
+    }
+    assert!(first.await.unwrap().unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn malformed_session_ids_are_unknown_without_a_store_lookup() {
+    let store = Arc::new(MemoryStore::new());
+    let m = manager(store.clone(), vec![def("a", false)]);
+    for id in ["", "s", "../x", &"A".repeat(32), &"0".repeat(33), &"z".repeat(32)] {
+        assert!(matches!(m.get(id, &Identity::Anonymous).await, Err(SessionError::NotFound)));
+    }
+    let load = crate::metrics::StoreOp { op: "load".into() };
+    assert!(m.metrics().store_seconds.get(&load).is_none(), "no store access");
+}
+
+#[tokio::test]
+async fn a_foreign_session_id_is_not_found_audited_and_counted() {
+    let store = Arc::new(MemoryStore::new());
+    let alice = user("alice", "t");
+    store
+        .create(S1, &record(alice.binding().as_str(), &["a"]), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let m = manager(store.clone(), vec![def("a", false)]);
+    let bob = user("bob", "t");
+    // Through a restore, and against the local copy once alice has restored it.
+    assert!(matches!(m.get(S1, &bob).await, Err(SessionError::NotFound)));
+    assert!(m.get(S1, &alice).await.is_ok());
+    assert!(matches!(m.get(S1, &bob).await, Err(SessionError::NotFound)));
+    assert_eq!(m.metrics().sessions_foreign.get(), 2);
+}
+
+#[tokio::test]
+async fn a_member_down_here_keeps_its_names_under_priority() {
+    use vmcp_types::config::ConflictResolution;
+    let tool = |backend: &str| crate::aggregate::BackendCapabilities {
+        backend: Arc::from(backend),
+        tools: vec![json!({"name": "search", "inputSchema": {"type": "object"}})],
+        ..Default::default()
+    };
+    // `a` (first in priority) was seen offering `search` but cannot be reached now; `b` is
+    // known from its catalog.
+    let (a, b) = (def("a", true), def("b", false));
+    a.catalog.intern(tool("a"));
+    b.catalog.intern(tool("b"));
+    let aggregation = AggregationConfig {
+        conflict_resolution: ConflictResolution::Priority,
+        priority_order: vec!["a".into(), "b".into()],
+        ..Default::default()
+    };
+    let m = SessionManager::new(
+        Arc::new(MemoryStore::new()),
+        BackendSet::new(vec![a, b], aggregation),
+        SessionSettings {
+            ttl: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            init_timeout: Duration::from_secs(2),
+        },
+        reqwest::Client::new(),
+        Arc::new(Metrics::new()),
+    );
+    let (s, _) = m.create(&user("alice", "t"), &json!({})).await.unwrap();
+    let view = s.view();
+    let routes = &view.as_ref().as_ref().unwrap().routes;
+    let route = routes.tool("search").expect("search is routed");
+    assert_eq!(route.backend.as_ref(), "a", "not silently re-routed to b");
 }

@@ -1,0 +1,54 @@
+//! The termination feed (I5): a DELETE on any replica ends the session on this one within a
+//! second. Ids published on Redis pub/sub are forgotten here; while the subscription is down,
+//! cached sessions are checked against the store on every request; and whenever ids may have
+//! been missed (the subscription came back, or this receiver lagged), every cached session is
+//! checked against the store once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use super::SessionManager;
+use super::manager::TerminationFeedProbe;
+use super::redis::RedisStore;
+
+/// How often the feed's epoch is compared (a restored subscription triggers a full check).
+const EPOCH_CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// Connects `manager` to the termination feed of `redis`; runs until the manager is dropped.
+pub fn follow(manager: &Arc<SessionManager>, redis: Arc<RedisStore>) {
+    let probe = redis.clone();
+    manager
+        .set_termination_feed(TerminationFeedProbe(Arc::new(move || probe.subscription_healthy())));
+    let mut rx = redis.subscribe_terminations();
+    let weak = Arc::downgrade(manager);
+    tokio::spawn(async move {
+        let mut epoch = redis.feed_epoch();
+        let mut tick = tokio::time::interval(EPOCH_CHECK_EVERY);
+        loop {
+            let missed = tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(id) => {
+                        let Some(m) = weak.upgrade() else { return };
+                        m.forget(&id);
+                        false
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "termination notices missed; checking cached sessions");
+                        true
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                _ = tick.tick() => {
+                    let now = redis.feed_epoch();
+                    std::mem::replace(&mut epoch, now) != now
+                }
+            };
+            if missed {
+                let Some(m) = weak.upgrade() else { return };
+                m.verify_cached().await;
+            }
+        }
+    });
+}
