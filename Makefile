@@ -38,6 +38,11 @@ deps:
 run:
 	scripts/run-local.sh
 
+## bench: release build, then the direct backend, vmcp-gateway and ToolHive vmcp side by side (~10 min; results in target/bench/)
+bench:
+	$(CARGO) build --release -q -p vmcp-gateway -p vmcp-example-backends -p vmcp-bench
+	$${CARGO_TARGET_DIR:-target}/release/vmcp-bench --out target/bench $(BENCH_ARGS)
+
 ## dev-cluster: throwaway etcd + kube-apiserver in the foreground (prints KUBECONFIG/PATH exports; Ctrl-C stops it and deletes its data)
 dev-cluster:
 	scripts/dev-cluster.sh

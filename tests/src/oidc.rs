@@ -201,6 +201,11 @@ impl OidcProvider {
         self.peer.log_tail()
     }
 
+    /// The peer's whole log so far (with `log: true`, one line per grant).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.peer.log_path()).unwrap_or_default()
+    }
+
     /// POSTs a form to the token endpoint; returns the status and the JSON body.
     pub async fn token_request(&self, form: &[(&str, &str)]) -> Result<(u16, Value), OidcError> {
         let resp = self

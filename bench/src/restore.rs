@@ -1,0 +1,105 @@
+//! Cold restore: sessions created on replica A (one user each, OIDC + token exchange, Redis),
+//! then the first call of each on a fresh replica B that shares the Redis. B must read the
+//! record and exchange that user's token (its exchange cache is cold for every user).
+//!
+//! The gateway's own share of a restore, per session, is `cold − warm − IdP`: the first call on
+//! B, minus the second call on B (the same forwarding and backend work without the restore),
+//! minus the IdP's token-exchange latency for that user measured by the bench right after.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vmcp_e2e::oidc::{GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET, OidcProvider};
+
+use crate::load::{Method, REQUEST_TIMEOUT, one_call};
+use crate::mcp::{Conn, Endpoint};
+use crate::report::RestoreRow;
+use crate::stats::summarize;
+
+/// One RFC 8693 exchange by the bench itself; its latency.
+async fn exchange_latency(idp: &OidcProvider, subject: &str) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    let (status, body): (u16, Value) = idp
+        .token_request(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            ("subject_token", subject),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+            ("audience", "backend-a"),
+            ("client_id", GATEWAY_CLIENT_ID),
+            ("client_secret", GATEWAY_CLIENT_SECRET),
+        ])
+        .await
+        .map_err(|e| e.to_string())?;
+    let took = t0.elapsed();
+    if status != 200 {
+        return Err(format!("exchange: HTTP {status} {body}"));
+    }
+    Ok(took)
+}
+
+/// Measures restores of one session per bearer: created on `a_url`, first used on `b_url`.
+pub async fn run(
+    label: &str,
+    a_url: &str,
+    b_url: &str,
+    tool: &str,
+    bearers: &[String],
+    idp: &OidcProvider,
+) -> anyhow::Result<RestoreRow> {
+    let mut a = Conn::new(Endpoint::parse(a_url)?, REQUEST_TIMEOUT);
+    let mut sessions = Vec::new();
+    let mut row = RestoreRow { target: label.to_owned(), ..Default::default() };
+    for b in bearers {
+        match a.open_session(Some(b.clone())).await {
+            Ok(s) => sessions.push(s),
+            Err(e) => {
+                row.errors += 1;
+                row.first_error.get_or_insert_with(|| format!("create on replica A: {e}"));
+            }
+        }
+    }
+    // Let coalesced store writes land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut b = Conn::new(Endpoint::parse(b_url)?, REQUEST_TIMEOUT);
+    let (mut cold, mut warm, mut idp_t, mut own) = (vec![], vec![], vec![], vec![]);
+    for s in &sessions {
+        let t0 = Instant::now();
+        let first = one_call(&mut b, s, Method::Call, tool).await;
+        let t_cold = t0.elapsed();
+        if let Err(e) = first {
+            row.errors += 1;
+            row.first_error.get_or_insert_with(|| format!("first call on replica B: {e}"));
+            continue;
+        }
+        let t1 = Instant::now();
+        let second = one_call(&mut b, s, Method::Call, tool).await;
+        let t_warm = t1.elapsed();
+        if let Err(e) = second {
+            row.errors += 1;
+            row.first_error.get_or_insert_with(|| format!("second call on replica B: {e}"));
+            continue;
+        }
+        let bearer = s.bearer.as_deref().unwrap_or_default();
+        let t_idp = match exchange_latency(idp, bearer).await {
+            Ok(t) => t,
+            Err(e) => {
+                row.errors += 1;
+                row.first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        let us = |d: Duration| d.as_micros() as u64;
+        cold.push(us(t_cold));
+        warm.push(us(t_warm));
+        idp_t.push(us(t_idp));
+        own.push(us(t_cold).saturating_sub(us(t_warm) + us(t_idp)));
+    }
+    row.sessions = cold.len();
+    if !cold.is_empty() {
+        row.cold = Some(summarize(cold, 0, 0.0, None));
+        row.warm = Some(summarize(warm, 0, 0.0, None));
+        row.idp = Some(summarize(idp_t, 0, 0.0, None));
+        row.own_share = Some(summarize(own, 0, 0.0, None));
+    }
+    Ok(row)
+}
