@@ -254,3 +254,49 @@ async fn idle_sessions_are_evicted_locally_and_restored() {
     assert_eq!(v["result"]["content"][0]["text"], "a:echo:back", "{v}");
     assert!(gw.log().contains("restoring session from the store"));
 }
+
+/// A client that only listens on its GET stream keeps its session alive in the store (M1):
+/// after more than the TTL without a POST, another replica still restores it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listening_client_outlives_the_ttl_on_every_replica() {
+    let redis = RedisServer::start().await.unwrap();
+    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
+    let cfg = config(&redis, &a, &h).replace("sessionStorage:\n", "sessionStorage:\n  ttl: 3s\n");
+    let gw_a = Gateway::start_with_env(&cfg, &[("H_API_KEY", "k-1")]).await;
+    let gw_b = Gateway::start_with_env(&cfg, &[("H_API_KEY", "k-1")]).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(gw_a.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let listening = http
+        .get(gw_a.url())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listening.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let r = http
+        .post(gw_b.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a_echo","arguments":{"text":"still"}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the record expired while its client was listening");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["result"]["content"][0]["text"], "a:echo:still", "{v}");
+    drop(listening);
+}

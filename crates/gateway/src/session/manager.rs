@@ -709,8 +709,11 @@ impl SessionManager {
     /// stay; the next request restores them). Runs until the manager is dropped.
     pub fn spawn_idle_sweeper(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
+        // Often enough that a listening client's record is refreshed well within its TTL.
+        let every =
+            (self.settings.ttl / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 let Some(me) = weak.upgrade() else { return };
