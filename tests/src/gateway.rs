@@ -87,6 +87,25 @@ impl Gateway {
         self.peer = Some(peer);
     }
 
+    /// The process id of the running gateway.
+    pub fn pid(&self) -> Option<u32> {
+        self.peer.as_ref().and_then(Peer::pid)
+    }
+
+    /// Resident memory of the running gateway in bytes (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+
     /// The MCP endpoint.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
