@@ -3,13 +3,25 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all test lint fmt fmt-check clippy unit deps crds run bench dev-cluster k8s-bin clean-cache
+.PHONY: all test lint fmt fmt-check clippy unit deps crds run bench dev-cluster k8s-bin clean-cache fuzz fuzz-smoke
 
 all: test
 
 ## test: everything CI checks: formatting, clippy (-D warnings), and every test against real peers
 test: fmt-check clippy deps
 	$(CARGO) test --workspace --all-features --all-targets --no-fail-fast -- --test-threads=$${VMCP_TEST_THREADS:-4}
+	$(MAKE) fuzz-smoke
+
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 20
+
+## fuzz: every fuzz target (fuzz/, cargo-fuzz, nightly) for FUZZ_SECONDS each (default 300)
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+## fuzz-smoke: every fuzz target for FUZZ_SMOKE_SECONDS each (default 20; part of `make test`)
+fuzz-smoke:
+	scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS)
 
 ## lint: formatting and clippy only
 lint: fmt-check clippy

@@ -32,14 +32,15 @@ pub async fn probe_all(manager: &Arc<SessionManager>) -> Vec<ProbeResult> {
             })
             .await
             .unwrap_or(Err(BackendError::Timeout(PROBE_TIMEOUT)));
-            (def.name.clone(), r.map_err(|e| e.to_string()))
+            (def.name.clone(), r)
         }
     });
     futures::future::join_all(probes).await
 }
 
-/// One backend's probe result: `Err` holds why it is unavailable.
-pub type ProbeResult = (Arc<str>, Result<(), String>);
+/// One backend's probe result: `Err` holds why it is unavailable (for logs; only its
+/// [`BackendError::kind`] is shown on `/readyz`).
+pub type ProbeResult = (Arc<str>, Result<(), BackendError>);
 
 /// How often backends are probed in the background.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);

@@ -14,6 +14,7 @@ pub mod http;
 pub mod jsonrpc;
 pub mod methods;
 pub mod metrics;
+pub mod outbound;
 pub mod protocol;
 pub mod session;
 pub mod sse;

@@ -160,12 +160,7 @@ async fn run(config_path: PathBuf, cfg: GatewayConfig) -> anyhow::Result<()> {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
-    let http = reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .no_proxy()
-        .build()
-        .context("building the HTTP client")?;
+    let http = vmcp_gateway::outbound::http_client().context("building the HTTP client")?;
     let metrics = Arc::new(Metrics::new());
     let idp_metrics = metrics.clone();
     let exchange = Arc::new(TokenExchangeFactory::new(http.clone()).with_observer(Arc::new(

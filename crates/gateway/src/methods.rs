@@ -51,22 +51,28 @@ pub async fn handle_request(
         Err(e) if e.data.as_ref().is_some_and(|d| d.get("backend").is_some()) => "backend_error",
         Err(_) => "error",
     };
+    // H1: the method is client-chosen; labels are bounded to the known methods and log lines
+    // carry at most a short prefix of it.
+    let method_label = crate::metrics::method_label(method);
     let m = manager.metrics();
     m.requests
         .get_or_create(&RequestLabels {
-            method: method.to_owned(),
+            method: method_label.to_owned(),
             backend: backend_label.clone(),
             outcome: outcome_label.into(),
         })
         .inc();
     m.request_seconds
-        .get_or_create(&MethodBackend { method: method.to_owned(), backend: backend_label.clone() })
+        .get_or_create(&MethodBackend {
+            method: method_label.to_owned(),
+            backend: backend_label.clone(),
+        })
         .observe(start.elapsed().as_secs_f64());
     tracing::info!(
         target: "audit",
         subject = identity.subject(),
         session = %session.id,
-        method,
+        method = %crate::metrics::for_log(method),
         backend = %backend_label,
         outcome = outcome_label,
         latency_ms = start.elapsed().as_secs_f64() * 1000.0,
@@ -112,7 +118,10 @@ async fn dispatch(
         m if is_forwarded(m) => {
             forward(manager, session, identity, id, method, params, progress).await
         }
-        _ => gw(Err(RpcError::new(METHOD_NOT_FOUND, format!("method not found: {method}")))),
+        _ => gw(Err(RpcError::new(
+            METHOD_NOT_FOUND,
+            format!("method not found: {}", crate::metrics::for_log(method)),
+        ))),
     }
 }
 
@@ -318,8 +327,15 @@ pub fn backend_error(backend: &str, e: &BackendError) -> RpcError {
             )
             .with_data(data)
         }
-        other => RpcError::new(INTERNAL_ERROR, format!("backend '{backend}' failed: {other}"))
-            .with_data(json!({ "backend": backend })),
+        // M7: the details (URLs, backend error pages) go to the log, not to the client.
+        other => {
+            tracing::warn!(backend, error = %other, "backend call failed");
+            let text = match other {
+                BackendError::Timeout(_) => format!("backend '{backend}' timed out"),
+                _ => format!("backend '{backend}' unavailable"),
+            };
+            RpcError::new(INTERNAL_ERROR, text).with_data(json!({ "backend": backend }))
+        }
     }
 }
 

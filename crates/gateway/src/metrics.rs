@@ -48,6 +48,53 @@ pub struct StoreOp {
     pub op: String,
 }
 
+/// The MCP request methods a client may send to the gateway; every other method string is
+/// counted as [`OTHER_METHOD`], so that the label set stays bounded whatever clients send.
+pub const KNOWN_METHODS: [&str; 13] = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+];
+
+/// The `method` label of every method not in [`KNOWN_METHODS`].
+pub const OTHER_METHOD: &str = "other";
+
+/// The `method` label for a client-chosen JSON-RPC method: itself when it is a known MCP
+/// method, else [`OTHER_METHOD`].
+pub fn method_label(method: &str) -> &'static str {
+    KNOWN_METHODS.iter().find(|m| **m == method).copied().unwrap_or(OTHER_METHOD)
+}
+
+/// At most this many bytes of a client-chosen string go into a log line.
+pub const MAX_LOGGED_LEN: usize = 64;
+
+/// A client-chosen string for a log line: at most [`MAX_LOGGED_LEN`] bytes of it (cut at a
+/// character boundary, `…` appended when cut), control characters shown as `?`.
+pub fn for_log(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= MAX_LOGGED_LEN && !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(MAX_LOGGED_LEN + 3);
+    for c in s.chars() {
+        if out.len() + c.len_utf8() > MAX_LOGGED_LEN {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { '?' } else { c });
+    }
+    out.into()
+}
+
 fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.5, 14))
 }
@@ -201,5 +248,47 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_bounded() {
+        assert_eq!(method_label("tools/call"), "tools/call");
+        assert_eq!(method_label("initialize"), "initialize");
+        assert_eq!(method_label("tools/call2"), OTHER_METHOD);
+        assert_eq!(method_label(&"x".repeat(1 << 20)), OTHER_METHOD);
+    }
+
+    /// H1: 1,000 distinct method names used to add 2,000 label sets (each holding the name).
+    #[test]
+    fn distinct_unknown_methods_share_one_series() {
+        let m = Metrics::new();
+        for i in 0..1000 {
+            let method = format!("{i}/{}", "m".repeat(1024));
+            m.requests
+                .get_or_create(&RequestLabels {
+                    method: method_label(&method).into(),
+                    backend: String::new(),
+                    outcome: "error".into(),
+                })
+                .inc();
+        }
+        let text = m.encode();
+        assert!(text.len() < 4096, "{} bytes", text.len());
+        assert!(text.contains("method=\"other\""), "{text}");
+    }
+
+    #[test]
+    fn logged_strings_are_cut_at_a_char_boundary() {
+        assert_eq!(for_log("tools/call"), "tools/call");
+        let long = "é".repeat(100);
+        let cut = for_log(&long);
+        assert!(cut.len() <= MAX_LOGGED_LEN + "…".len(), "{cut}");
+        assert!(cut.ends_with('…'));
+        assert_eq!(for_log("a\nb"), "a?b");
     }
 }

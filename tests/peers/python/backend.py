@@ -208,6 +208,14 @@ def build_server(backend: str) -> MCPServer:
     def info() -> str:
         return f"{backend} info"
 
+    # A template with two variables in one path segment (the shape that made the gateway's
+    # old URI-template matcher quadratic).
+    @mcp.resource(
+        "db://{table}.{column}", name="cell", description=f"A cell of {backend}'s database.", mime_type="text/plain"
+    )
+    def cell(table: str, column: str) -> str:
+        return f"{backend}:db:{table}.{column}"
+
     @mcp.prompt(name="greet", description="Greet someone.")
     def greet(who: str) -> str:
         return f"Hello {who} from {backend}"

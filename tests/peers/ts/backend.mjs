@@ -18,7 +18,7 @@ import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { McpServer, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { SSEServerTransport } from '@modelcontextprotocol/sdk/server/sse.js';
 import { localhostHostValidation } from '@modelcontextprotocol/sdk/server/middleware/hostHeaderValidation.js';
@@ -128,6 +128,15 @@ function createServer() {
         description: `Information about ${NAME}.`,
         mimeType: 'text/plain'
     }, async uri => ({ contents: [{ uri: uri.href, mimeType: 'text/plain', text: `${NAME} info` }] }));
+
+    // A template with two variables in one path segment (the shape that made the gateway's
+    // old URI-template matcher quadratic).
+    server.registerResource('cell', new ResourceTemplate('db://{table}.{column}', { list: undefined }), {
+        description: `A cell of ${NAME}'s database.`,
+        mimeType: 'text/plain'
+    }, async (uri, { table, column }) => ({
+        contents: [{ uri: uri.href, mimeType: 'text/plain', text: `${NAME}:db:${table}.${column}` }]
+    }));
 
     server.registerPrompt('greet', {
         description: 'Greet someone.',

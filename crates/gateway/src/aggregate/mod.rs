@@ -15,7 +15,7 @@
 mod capabilities;
 mod conflict;
 mod routing;
-mod template;
+pub mod template;
 
 use std::sync::Arc;
 

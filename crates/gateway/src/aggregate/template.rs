@@ -5,96 +5,107 @@
 //! the MCP SDKs: `{var}` matches one or more characters other than `/`, `?` and `#`; `{+var}`
 //! matches one or more characters of any kind. Other operators (`{#x}`, `{?x}`, `{/x}`, …),
 //! variable lists and modifiers are not supported: such templates never match.
+//!
+//! Matching runs on the request path with a client-chosen URI, so it is linear: the template
+//! is a small automaton whose set of live states is advanced once per URI character
+//! (O(template length × URI length), no backtracking, no allocation beyond two state sets),
+//! and URIs longer than [`MAX_URI_LEN`] never match.
 
-use std::collections::HashSet;
+/// Longest URI matched against templates (longer ones are never routed by a template).
+pub const MAX_URI_LEN: usize = 8 * 1024;
 
-/// One piece of a parsed template.
+/// One token of a parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    /// Text that must appear verbatim.
-    Literal(String),
-    /// `{var}`: one or more characters other than `/`, `?`, `#`.
-    Simple,
-    /// `{+var}`: one or more characters of any kind.
-    Reserved,
+enum Token {
+    /// A character that must appear verbatim.
+    Char(char),
+    /// A variable: `{var}` (`reserved == false`) or `{+var}`; one or more characters.
+    Var {
+        /// `{+var}`: may span `/`, `?` and `#`.
+        reserved: bool,
+    },
 }
 
 /// A parsed URI template that can test whether a URI is one of its expansions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct UriTemplate {
-    parts: Vec<Part>,
+pub struct UriTemplate {
+    tokens: Vec<Token>,
 }
 
 impl UriTemplate {
     /// Parses `template`; `None` if it uses anything beyond `{var}` and `{+var}` or has
     /// unbalanced braces.
-    pub(crate) fn parse(template: &str) -> Option<Self> {
-        let mut parts = Vec::new();
+    pub fn parse(template: &str) -> Option<Self> {
+        let mut tokens = Vec::new();
         let mut rest = template;
         while !rest.is_empty() {
             let literal_end = rest.find(['{', '}']).unwrap_or(rest.len());
             let (literal, tail) = rest.split_at(literal_end);
-            if !literal.is_empty() {
-                parts.push(Part::Literal(literal.to_owned()));
-            }
+            tokens.extend(literal.chars().map(Token::Char));
             if tail.is_empty() {
                 break;
             }
             let body = tail.strip_prefix('{')?;
             let close = body.find('}')?;
-            parts.push(parse_expression(body.get(..close)?)?);
+            tokens.push(parse_expression(body.get(..close)?)?);
             rest = body.get(close + 1..)?;
         }
-        Some(Self { parts })
+        Some(Self { tokens })
     }
 
-    /// Whether `uri` is an expansion of this template.
-    pub(crate) fn matches(&self, uri: &str) -> bool {
-        let mut failed = HashSet::new();
-        self.match_from(0, uri, 0, &mut failed)
+    /// Whether `uri` is an expansion of this template (always `false` above [`MAX_URI_LEN`]).
+    pub fn matches(&self, uri: &str) -> bool {
+        uri.len() <= MAX_URI_LEN && self.matches_linear(uri)
     }
 
-    /// Whether `uri[pos..]` matches `parts[part..]`; `failed` memoizes dead ends so that
-    /// adjacent variables cannot cause exponential backtracking.
-    fn match_from(
-        &self,
-        part: usize,
-        uri: &str,
-        pos: usize,
-        failed: &mut HashSet<(usize, usize)>,
-    ) -> bool {
-        let (Some(current), Some(rest)) = (self.parts.get(part), uri.get(pos..)) else {
-            return pos == uri.len() && part == self.parts.len();
-        };
-        if failed.contains(&(part, pos)) {
-            return false;
-        }
-        let matched = match current {
-            Part::Literal(text) => {
-                rest.starts_with(text.as_str())
-                    && self.match_from(part + 1, uri, pos + text.len(), failed)
+    /// The automaton: `at[i]` means "`tokens[..i]` matched the URI so far"; `in_var[i]` means
+    /// "inside variable `tokens[i]`, at least one character consumed" (which also means
+    /// `tokens[..=i]` matched, so it sets `at[i + 1]`).
+    fn matches_linear(&self, uri: &str) -> bool {
+        let n = self.tokens.len();
+        let mut at = vec![false; n + 1];
+        let mut in_var = vec![false; n];
+        let mut next_at = vec![false; n + 1];
+        let mut next_in_var = vec![false; n];
+        at[0] = true;
+        for c in uri.chars() {
+            next_at.fill(false);
+            next_in_var.fill(false);
+            let mut alive = false;
+            for (i, token) in self.tokens.iter().enumerate() {
+                match *token {
+                    Token::Char(x) => {
+                        if at[i] && x == c {
+                            next_at[i + 1] = true;
+                            alive = true;
+                        }
+                    }
+                    Token::Var { reserved } => {
+                        if (at[i] || in_var[i]) && (reserved || !is_delimiter(c)) {
+                            next_in_var[i] = true;
+                            next_at[i + 1] = true;
+                            alive = true;
+                        }
+                    }
+                }
             }
-            Part::Simple | Part::Reserved => {
-                let reserved = *current == Part::Reserved;
-                rest.char_indices()
-                    .take_while(|&(_, c)| reserved || !is_delimiter(c))
-                    .any(|(i, c)| self.match_from(part + 1, uri, pos + i + c.len_utf8(), failed))
+            if !alive {
+                return false;
             }
-        };
-        if !matched {
-            failed.insert((part, pos));
+            std::mem::swap(&mut at, &mut next_at);
+            std::mem::swap(&mut in_var, &mut next_in_var);
         }
-        matched
+        at[n]
     }
 }
 
 /// Parses the inside of one `{…}` expression.
-fn parse_expression(expression: &str) -> Option<Part> {
-    let (part, name) = match expression.strip_prefix('+') {
-        Some(name) => (Part::Reserved, name),
-        None => (Part::Simple, expression),
+fn parse_expression(expression: &str) -> Option<Token> {
+    let (reserved, name) = match expression.strip_prefix('+') {
+        Some(name) => (true, name),
+        None => (false, expression),
     };
-    is_var_name(name).then_some(part)
+    is_var_name(name).then_some(Token::Var { reserved })
 }
 
 /// Whether `name` is a valid RFC 6570 variable name (ALPHA / DIGIT / `_` / `.` / pct-encoded).
@@ -166,7 +177,55 @@ mod tests {
         assert!(!matches(&template, &uri));
     }
 
+    /// H2: `db://{table}.{column}` against `db://a.a.a.….a/` (no match) took 15 s at 64 KiB
+    /// with the backtracking matcher (quadratic). Linear matching answers in microseconds;
+    /// the bound only catches the pathology.
+    #[test]
+    fn two_variables_in_one_segment_stay_linear_on_a_64_kib_uri() {
+        let t = UriTemplate::parse("db://{table}.{column}").unwrap();
+        let uri = format!("db://{}/", "a.".repeat(32 * 1024));
+        let start = std::time::Instant::now();
+        assert!(!t.matches_linear(&uri));
+        assert!(!t.matches(&uri));
+        let matching = format!("db://{}", "a.".repeat(32 * 1024));
+        assert!(t.matches_linear(&matching), "no length cap inside the automaton");
+        let took = start.elapsed();
+        assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+    }
+
+    #[test]
+    fn uris_above_the_cap_never_match() {
+        let t = UriTemplate::parse("file:///{+path}").unwrap();
+        let at_cap = format!("file:///{}", "a".repeat(MAX_URI_LEN - "file:///".len()));
+        assert!(t.matches(&at_cap));
+        assert!(!t.matches(&format!("{at_cap}a")));
+    }
+
+    /// The backtracking matcher this module used before (exponential without memo, correct):
+    /// the oracle the automaton is checked against.
+    fn reference(tokens: &[Token], uri: &str) -> bool {
+        match tokens.split_first() {
+            None => uri.is_empty(),
+            Some((Token::Char(x), rest)) => {
+                uri.strip_prefix(*x).is_some_and(|tail| reference(rest, tail))
+            }
+            Some((Token::Var { reserved }, rest)) => uri
+                .char_indices()
+                .take_while(|&(_, c)| *reserved || !is_delimiter(c))
+                .any(|(i, c)| reference(rest, &uri[i + c.len_utf8()..])),
+        }
+    }
+
     proptest! {
+        #[test]
+        fn automaton_agrees_with_backtracking(
+            template in "([a-c./]|\\{v\\}|\\{\\+v\\}){0,8}",
+            uri in "[a-c./?]{0,12}",
+        ) {
+            let t = UriTemplate::parse(&template).unwrap();
+            prop_assert_eq!(t.matches(&uri), reference(&t.tokens, &uri), "{} vs {}", template, uri);
+        }
+
         #[test]
         fn expansions_match(
             literals in proptest::collection::vec("[a-z:/.-]{0,6}", 1..5),

@@ -34,9 +34,28 @@ pub enum BackendError {
 }
 
 impl BackendError {
-    /// Maps a reqwest error.
+    /// Maps a reqwest error. The URL is left out: backend URLs may carry credentials in their
+    /// userinfo or query (M7).
     pub fn from_reqwest(e: reqwest::Error, timeout: std::time::Duration) -> Self {
-        if e.is_timeout() { Self::Timeout(timeout) } else { Self::Unreachable(summary(&e)) }
+        if e.is_timeout() {
+            Self::Timeout(timeout)
+        } else {
+            Self::Unreachable(summary(&e.without_url()))
+        }
+    }
+
+    /// A short, fixed name of the kind of failure: safe to show to anyone (no URL, no body,
+    /// no backend text).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unreachable(_) => "unreachable",
+            Self::Timeout(_) => "timeout",
+            Self::SessionExpired => "session expired",
+            Self::Status { .. } => "unexpected HTTP status",
+            Self::Rpc(_) => "JSON-RPC error",
+            Self::Protocol(_) => "protocol error",
+            Self::Auth(_) => "credential unavailable",
+        }
     }
 
     /// Is it worth re-initializing the backend session and retrying?

@@ -39,10 +39,13 @@ impl SseConn {
         headers: &Headers,
         events: mpsc::UnboundedSender<BackendEvent>,
     ) -> Result<Self, BackendError> {
+        // One deadline for the GET and the `endpoint` event: this runs under the slot's
+        // connect lock, so a backend that accepts and never answers must not hold it (M5).
+        let deadline = tokio::time::Instant::now() + def.timeout;
         let rb = http.get(def.url.clone()).header(http::header::ACCEPT, "text/event-stream");
-        let resp = apply_headers(rb, headers)
-            .send()
+        let resp = tokio::time::timeout_at(deadline, apply_headers(rb, headers).send())
             .await
+            .map_err(|_| BackendError::Timeout(def.timeout))?
             .map_err(|e| BackendError::from_reqwest(e, def.timeout))?;
         if !resp.status().is_success() {
             return Err(BackendError::Status {
@@ -52,7 +55,7 @@ impl SseConn {
         }
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let alive = Arc::new(AtomicBool::new(true));
-        let (endpoint_tx, endpoint_rx) = oneshot::channel::<String>();
+        let (endpoint_tx, endpoint_rx) = oneshot::channel::<Result<url::Url, BackendError>>();
         let task = {
             let pending = pending.clone();
             let alive = alive.clone();
@@ -65,12 +68,23 @@ impl SseConn {
                 let mut post_url: Option<url::Url> = None;
                 let mut parser = sse::Parser::default();
                 let mut stream = resp.bytes_stream();
-                while let Some(Ok(chunk)) = stream.next().await {
-                    for ev in parser.feed(&chunk) {
+                'read: while let Some(Ok(chunk)) = stream.next().await {
+                    let Ok(evs) = parser.feed(&chunk) else { break };
+                    for ev in evs {
                         if ev.event == "endpoint" {
-                            post_url = base.join(&ev.data).ok();
+                            let url = endpoint_url(&base, &ev.data);
+                            let refused = url.is_err();
                             if let Some(tx) = endpoint_tx.take() {
-                                let _ = tx.send(ev.data);
+                                let _ = tx.send(url.clone());
+                            }
+                            match url {
+                                Ok(u) => post_url = Some(u),
+                                Err(e) => {
+                                    tracing::warn!(backend = %name, error = %e, "legacy SSE backend named a POST endpoint on another origin; closing the stream");
+                                }
+                            }
+                            if refused {
+                                break 'read;
                             }
                             continue;
                         }
@@ -104,16 +118,20 @@ impl SseConn {
                 }
             })
         };
-        let endpoint = tokio::time::timeout(def.timeout, endpoint_rx)
-            .await
-            .map_err(|_| BackendError::Timeout(def.timeout))?
-            .map_err(|_| {
-                BackendError::Protocol("the SSE stream ended before the endpoint event".into())
-            })?;
-        let post_url = def
-            .url
-            .join(&endpoint)
-            .map_err(|e| BackendError::Protocol(format!("invalid endpoint '{endpoint}': {e}")))?;
+        let endpoint = match tokio::time::timeout_at(deadline, endpoint_rx).await {
+            Ok(Ok(url)) => url,
+            Ok(Err(_)) => {
+                Err(BackendError::Protocol("the SSE stream ended before the endpoint event".into()))
+            }
+            Err(_) => Err(BackendError::Timeout(def.timeout)),
+        };
+        let post_url = match endpoint {
+            Ok(url) => url,
+            Err(e) => {
+                task.abort();
+                return Err(e);
+            }
+        };
         Ok(Self {
             def,
             http,
@@ -205,6 +223,21 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
+/// The POST URL an `endpoint` event names, resolved against the SSE URL. It must have the
+/// SSE URL's origin (scheme, host and port): every request, with the backend's credential
+/// headers, goes there, so a backend must not be able to send them elsewhere (M4).
+fn endpoint_url(base: &url::Url, data: &str) -> Result<url::Url, BackendError> {
+    let url = base
+        .join(data.trim())
+        .map_err(|e| BackendError::Protocol(format!("invalid endpoint event: {e}")))?;
+    if url.origin() != base.origin() {
+        return Err(BackendError::Protocol(
+            "the endpoint event names a URL on another origin than the SSE stream".into(),
+        ));
+    }
+    Ok(url)
+}
+
 /// The progress sink of the in-flight request whose progress token this notification carries.
 fn progress_sink_for(pending: &Pending, msg: &Value) -> Option<ProgressSink> {
     if msg.get("method").and_then(Value::as_str) != Some("notifications/progress") {
@@ -213,4 +246,43 @@ fn progress_sink_for(pending: &Pending, msg: &Value) -> Option<ProgressSink> {
     let token = msg.pointer("/params/progressToken")?;
     let p = pending.lock().ok()?;
     p.values().find(|(_, _, t)| t.as_ref() == Some(token)).and_then(|(_, sink, _)| sink.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> url::Url {
+        url::Url::parse("http://127.0.0.1:8080/sse").unwrap()
+    }
+
+    #[test]
+    fn relative_and_same_origin_endpoints_are_accepted() {
+        assert_eq!(
+            endpoint_url(&base(), "/messages?sessionId=1").unwrap().as_str(),
+            "http://127.0.0.1:8080/messages?sessionId=1"
+        );
+        assert_eq!(
+            endpoint_url(&base(), "http://127.0.0.1:8080/m?x=1").unwrap().as_str(),
+            "http://127.0.0.1:8080/m?x=1"
+        );
+    }
+
+    /// M4: an absolute URL on another host, port or scheme would receive the credential
+    /// headers and every call's arguments.
+    #[test]
+    fn endpoints_on_another_origin_are_refused() {
+        for data in [
+            "http://127.0.0.1:9999/x",
+            "https://127.0.0.1:8080/x",
+            "http://evil.example/x",
+            "//evil.example:8080/x",
+            "http://user@127.0.0.2:8080/x",
+        ] {
+            assert!(
+                matches!(endpoint_url(&base(), data), Err(BackendError::Protocol(_))),
+                "{data}"
+            );
+        }
+    }
 }

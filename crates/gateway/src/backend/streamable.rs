@@ -187,7 +187,7 @@ impl StreamableConn {
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| BackendError::from_reqwest(e, self.def.timeout))?;
-            for ev in parser.feed(&chunk) {
+            for ev in parser.feed(&chunk).map_err(|e| BackendError::Protocol(e.to_string()))? {
                 if ev.data.is_empty() {
                     continue;
                 }
@@ -237,7 +237,8 @@ impl StreamableConn {
                         let mut parser = sse::Parser::default();
                         let mut stream = resp.bytes_stream();
                         while let Some(Ok(chunk)) = stream.next().await {
-                            for ev in parser.feed(&chunk) {
+                            let Ok(evs) = parser.feed(&chunk) else { break };
+                            for ev in evs {
                                 let Ok(msg) = serde_json::from_str::<Value>(&ev.data) else {
                                     continue;
                                 };

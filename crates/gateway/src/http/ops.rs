@@ -25,7 +25,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             let p = probes.iter().find(|(name, _)| name == n).map(|(_, r)| r.clone());
             match p {
                 Some(Ok(())) => json!({ "name": n.as_ref(), "status": "ready" }),
-                Some(Err(e)) => json!({ "name": n.as_ref(), "status": "unavailable", "error": e }),
+                // M7: /readyz is unauthenticated: the kind of failure only, details in the log.
+                Some(Err(e)) => {
+                    json!({ "name": n.as_ref(), "status": "unavailable", "error": e.kind() })
+                }
                 None => json!({ "name": n.as_ref(), "status": "unknown" }),
             }
         })

@@ -70,3 +70,15 @@ pub(crate) fn check(
         .and_then(|d| UNIX_EPOCH.checked_add(d));
     Ok((sub, expires_at))
 }
+
+/// The claim checks a validated JWT goes through after its signature is verified: `iss` equal
+/// to `issuer`, `exp` present and not past (with `leeway`), `nbf` not in the future, `aud`
+/// containing `audience`, a non-empty `sub`. Returns the subject and the expiry.
+pub fn check_jwt_claims(
+    claims: &Map<String, Value>,
+    issuer: &str,
+    audience: &str,
+    leeway: Duration,
+) -> Result<(String, Option<SystemTime>), IncomingAuthError> {
+    check(claims, Expect { issuer, audience, leeway, require_iss_exp: true })
+}

@@ -22,8 +22,12 @@ mod validate;
 mod tests;
 
 pub use bearer::{bearer_from_headers, reject_token_in_query};
+pub use claims::check_jwt_claims;
 pub use error::IncomingAuthError;
 pub use metadata::{
     WELL_KNOWN_PREFIX, protected_resource_metadata, resource_metadata_path, resource_metadata_url,
 };
-pub use validate::{DEFAULT_ALGORITHMS, OidcValidator, ValidatorOptions, parse_algorithms};
+pub use validate::{
+    DEFAULT_ALGORITHMS, JwtHeader, OidcValidator, ValidatorOptions, check_jwt_header,
+    parse_algorithms,
+};

@@ -240,28 +240,13 @@ impl OidcValidator {
     /// through RFC 7662.
     pub async fn validate(&self, token: &str) -> Result<UserIdentity, IncomingAuthError> {
         let inner = &self.inner;
-        let Some(header) = jwt_header(token) else {
+        let Some(JwtHeader { alg, kid }) = check_jwt_header(token, &inner.algorithms)? else {
             return match &inner.introspector {
                 Some(i) => self.validate_introspected(i, token).await,
                 None => Err(IncomingAuthError::Malformed("the token is not a JWT")),
             };
         };
-        let alg_name = header.get("alg").and_then(Value::as_str).unwrap_or_default();
-        let alg = Algorithm::from_str(alg_name)
-            .ok()
-            .filter(|a| inner.algorithms.contains(a))
-            .ok_or_else(|| IncomingAuthError::AlgorithmNotAllowed(printable(alg_name)))?;
-        match header.get("typ") {
-            None => {}
-            Some(Value::String(t)) if ACCEPTED_TYP.iter().any(|a| a.eq_ignore_ascii_case(t)) => {}
-            Some(_) => {
-                return Err(IncomingAuthError::Malformed("the token type is not an access token"));
-            }
-        }
-        if header.contains_key("crit") {
-            return Err(IncomingAuthError::Malformed("the token has critical header parameters"));
-        }
-        let kid = header.get("kid").and_then(Value::as_str);
+        let kid = kid.as_deref();
 
         let (mut set, generation) = inner.keys_for_use(&self.inner).await?;
         if set.candidates(kid, alg).next().is_none() {
@@ -287,7 +272,8 @@ impl OidcValidator {
             tracing::debug!(kid, ?alg, "bearer token rejected: {last}");
             return Err(last);
         };
-        let (subject, expires_at) = claims::check(&claims, inner.expect(true))?;
+        let (subject, expires_at) =
+            claims::check_jwt_claims(&claims, &inner.issuer, &inner.audience, inner.leeway)?;
         Ok(UserIdentity {
             issuer: inner.issuer.clone(),
             subject,
@@ -436,6 +422,42 @@ impl Inner {
             }
         }
     }
+}
+
+/// The parts of a bearer token's JOSE header that select the verification key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtHeader {
+    /// The signature algorithm (one of the allowed ones).
+    pub alg: Algorithm,
+    /// The key id, if the header names one.
+    pub kid: Option<String>,
+}
+
+/// Checks the JOSE header of `token` before any key is looked up: `alg` must be one of
+/// `allowed`, `typ` absent or an access-token type, no `crit`. `Ok(None)` when the token is not
+/// a compact JWS at all (an opaque token, for introspection). No signature is checked here.
+pub fn check_jwt_header(
+    token: &str,
+    allowed: &[Algorithm],
+) -> Result<Option<JwtHeader>, IncomingAuthError> {
+    let Some(header) = jwt_header(token) else { return Ok(None) };
+    let alg_name = header.get("alg").and_then(Value::as_str).unwrap_or_default();
+    let alg = Algorithm::from_str(alg_name)
+        .ok()
+        .filter(|a| allowed.contains(a))
+        .ok_or_else(|| IncomingAuthError::AlgorithmNotAllowed(printable(alg_name)))?;
+    match header.get("typ") {
+        None => {}
+        Some(Value::String(t)) if ACCEPTED_TYP.iter().any(|a| a.eq_ignore_ascii_case(t)) => {}
+        Some(_) => {
+            return Err(IncomingAuthError::Malformed("the token type is not an access token"));
+        }
+    }
+    if header.contains_key("crit") {
+        return Err(IncomingAuthError::Malformed("the token has critical header parameters"));
+    }
+    let kid = header.get("kid").and_then(Value::as_str).map(str::to_owned);
+    Ok(Some(JwtHeader { alg, kid }))
 }
 
 /// The decoded JOSE header of a compact JWS, or `None` when `token` is not one.
