@@ -52,6 +52,12 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Copy this executable to DIR/vmcp-gateway (what the operator's init container runs to hand
+    /// the bridge to a stdio MCP server's container; needs no shell or `cp` in the image).
+    InstallBridge {
+        /// Target folder (an emptyDir shared with the server container).
+        dir: PathBuf,
+    },
 }
 
 async fn run_bridge(host: String, port: u16, mut command: Vec<String>) -> anyhow::Result<()> {
@@ -88,6 +94,11 @@ fn init_tracing(cfg: &GatewayConfig, format: Option<&str>) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::InstallBridge { dir }) = &cli.command {
+        let installed = vmcp_gateway::bridge_install::install_self(dir)?;
+        println!("installed {}", installed.display());
+        return Ok(());
+    }
     if let Some(Command::Bridge { port, host, command }) = cli.command {
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
         tracing_subscriber::fmt()
