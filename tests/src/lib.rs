@@ -7,6 +7,7 @@
 
 pub mod balancer;
 pub mod gateway;
+pub mod images;
 pub mod k8s;
 pub mod keycloak;
 pub mod oidc;
