@@ -78,24 +78,16 @@ async fn examples_yield_the_expected_children_and_status() {
     let labels = cm.metadata.labels.clone().unwrap();
     assert_eq!(labels["app.kubernetes.io/managed-by"], "vmcp-operator");
     let text = cm.data.as_ref().unwrap()["config.yaml"].clone();
-    for secret in ["gateway-secret", "change-me"] {
+    for secret in ["change-me", "example-api-key"] {
         assert!(!text.contains(secret), "secret value copied into the ConfigMap:\n{text}");
     }
     let cfg = vmcp_types::config::from_yaml_str(&text)
         .unwrap_or_else(|e| panic!("rendered config invalid: {e}\n{text}"));
     let names: Vec<_> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
-    assert_eq!(names, ["github-tools", "time"]);
-    let te = cfg.backends[0].auth.token_exchange.as_ref().unwrap();
-    assert_eq!(te.audience.as_deref(), Some("backend-a"));
-    assert!(
-        te.client_secret
-            .file
-            .as_ref()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .contains("vmcp-gateway-oidc-client")
-    );
+    assert_eq!(names, ["notes", "weather"]);
+    let header = cfg.backends[1].auth.header_injection.as_ref().unwrap();
+    assert_eq!(header.header_name, "X-API-Key");
+    assert!(header.value.file.as_ref().unwrap().to_str().unwrap().contains("weather-api-key"));
 
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let dep = deps.get("engineering-gateway-vmcp").await.unwrap();
@@ -182,7 +174,7 @@ async fn examples_yield_the_expected_children_and_status() {
 
     // Deleting a member re-renders the ConfigMap and updates backendCount.
     let servers: Api<vmcp_types::crd::MCPServer> = Api::namespaced(client.clone(), &ns);
-    servers.delete("time", &DeleteParams::default()).await.unwrap();
+    servers.delete("notes", &DeleteParams::default()).await.unwrap();
     eventually("backendCount 1", Duration::from_secs(30), || async {
         let v = vmcps.get("engineering-gateway").await.unwrap();
         v.status.filter(|s| s.backend_count == 1).map(|_| ())
@@ -191,7 +183,7 @@ async fn examples_yield_the_expected_children_and_status() {
     let text =
         cms.get("engineering-gateway-vmcp-config").await.unwrap().data.unwrap()["config.yaml"]
             .clone();
-    assert!(!text.contains("name: time"), "{text}");
+    assert!(!text.contains("name: notes"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
