@@ -68,6 +68,18 @@ fn examples_use_the_example_backend_image_this_build_makes() {
 }
 
 #[test]
+fn chart_and_operator_defaults_name_the_images_this_build_makes() {
+    let Some(img) = images() else { return };
+    let values =
+        std::fs::read_to_string(repo_root().join("charts/vmcp-operator/values.yaml")).unwrap();
+    for image in [&img.operator, &img.gateway] {
+        let repository = image.rsplit_once(':').unwrap().0;
+        assert!(values.contains(&format!("repository: {repository}\n")), "{repository}");
+    }
+    assert_eq!(vmcp_operator::settings::default_gateway_image(), img.gateway);
+}
+
+#[test]
 fn operator_image_prints_the_crds() {
     let Some(img) = images() else { return };
     let out = run_to_end(&["--read-only", &img.operator, "crds"]);
