@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all test lint fmt fmt-check clippy unit deps crds run bench dev-cluster k8s-bin clean-cache fuzz fuzz-smoke
+.PHONY: all test lint fmt fmt-check clippy unit deps crds run bench dev-cluster k8s-bin clean-cache fuzz fuzz-smoke images
 
 all: test
 
@@ -62,6 +62,10 @@ dev-cluster:
 ## k8s-bin: build (once, cached in .cache/k8s) kube-apiserver, etcd, kubectl and helm
 k8s-bin:
 	scripts/k8s-bin.sh >/dev/null
+
+## images: build the gateway, operator and example-backend images locally (podman/buildah, no registry; tag = the chart's appVersion; docs/images.md)
+images:
+	scripts/images-build.sh
 
 ## crds: regenerate config/crd/ from the Rust types
 crds:

@@ -8,6 +8,7 @@
 pub mod balancer;
 pub mod example_backend;
 pub mod gateway;
+pub mod images;
 pub mod k8s;
 pub mod keycloak;
 pub mod oidc;

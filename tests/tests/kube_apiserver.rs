@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::serde::de::DeserializeOwned;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -15,8 +16,8 @@ use serde_json::{Value, json};
 use vmcp_e2e::k8s::ApiServer;
 use vmcp_e2e::repo_root;
 use vmcp_types::crd::{
-    ExternalAuthType, MCPExternalAuthConfig, MCPGroup, MCPServer, McpTransport, VirtualMCPServer,
-    VirtualMCPServerPhase,
+    ExternalAuthType, IncomingAuthType, MCPExternalAuthConfig, MCPGroup, MCPServer, McpTransport,
+    VirtualMCPServer, VirtualMCPServerPhase,
 };
 
 /// The shared server with the CRDs installed, a client for this test and a fresh namespace.
@@ -185,30 +186,31 @@ async fn examples_are_accepted_and_read_back_typed() {
                 }
                 "MCPExternalAuthConfig" => {
                     let a: MCPExternalAuthConfig = read_back(&client, &ns, &doc).await;
-                    assert_eq!(a.spec.auth_type, ExternalAuthType::TokenExchange);
-                    let te = a.spec.token_exchange.unwrap();
-                    assert_eq!(te.audience.as_deref(), Some("backend-a"));
-                    assert_eq!(te.client_secret_ref.unwrap().name, "vmcp-gateway-oidc-client");
-                    assert_eq!(
-                        te.client_auth_method,
-                        Some(vmcp_types::crd::TokenClientAuthMethod::ClientSecretPost)
-                    );
+                    assert_eq!(a.spec.auth_type, ExternalAuthType::HeaderInjection);
+                    let h = a.spec.header_injection.unwrap();
+                    assert_eq!(h.header_name, "X-API-Key");
+                    assert_eq!(h.value_secret_ref.name, "weather-api-key");
                 }
                 "MCPServer" => {
                     let s: MCPServer = read_back(&client, &ns, &doc).await;
                     assert_eq!(s.spec.group_ref.as_ref().unwrap().name, "engineering");
                     assert_eq!(s.spec.port, Some(8080));
+                    assert!(
+                        s.spec.image.starts_with("ghcr.io/vmcp-dev/vmcp-example-backend:"),
+                        "{}",
+                        s.spec.image
+                    );
                     match name.as_str() {
-                        "github-tools" => {
+                        "weather" => {
                             assert_eq!(s.spec.transport, McpTransport::StreamableHttp);
                             assert_eq!(
                                 s.spec.external_auth_config_ref.unwrap().name,
-                                "github-tools-token-exchange"
+                                "weather-api-key"
                             );
                         }
-                        "time" => {
+                        "notes" => {
                             assert_eq!(s.spec.transport, McpTransport::Stdio);
-                            assert_eq!(s.spec.command, ["mcp-server-time"]);
+                            assert_eq!(s.spec.command, ["/usr/local/bin/vmcp-example-backend"]);
                         }
                         other => panic!("unexpected MCPServer {other}"),
                     }
@@ -219,21 +221,30 @@ async fn examples_are_accepted_and_read_back_typed() {
                     assert_eq!(v.spec.replicas, Some(2));
                     assert_eq!(v.spec.allowed_origins, ["https://chat.example.com"]);
                     assert_eq!(v.spec.backend_timeout.as_deref(), Some("45s"));
-                    let oidc = v.spec.incoming_auth.unwrap().oidc.unwrap();
-                    assert_eq!(
-                        oidc.issuer.as_deref(),
-                        Some("https://keycloak.example.com/realms/vmcp")
-                    );
+                    let auth = v.spec.incoming_auth.unwrap();
+                    assert_eq!(auth.auth_type, IncomingAuthType::Anonymous);
                     let storage = v.spec.session_storage.unwrap();
-                    assert_eq!(storage.address.as_deref(), Some("redis.vmcp-system.svc:6379"));
+                    assert_eq!(storage.address.as_deref(), Some("vmcp-redis:6379"));
                     assert_eq!(storage.ttl.as_deref(), Some("30m"));
                     let tools = &v.spec.aggregation.unwrap().tools[0];
-                    assert_eq!(tools.workload, "github-tools");
+                    assert_eq!(tools.workload, "weather");
                     assert_eq!(
-                        tools.overrides["search_issues"].description.as_deref(),
-                        Some("Search GitHub issues of the engineering org")
+                        tools.overrides["forecast"].description.as_deref(),
+                        Some("Multi-day weather forecast for a city (example data)")
                     );
                     assert!(v.status.is_none(), "nothing sets status on create: {:?}", v.status);
+                }
+                // The example's own Redis (built-in kinds: the server adds defaults, so the
+                // file's spec is a subset of the stored one).
+                "Deployment" => {
+                    let d = Api::<Deployment>::namespaced(client.clone(), &ns).get(&name).await;
+                    let d = serde_json::to_value(d.unwrap()).unwrap();
+                    assert_subset(&doc["spec"], &d["spec"], &format!("Deployment/{name}.spec"));
+                }
+                "Service" => {
+                    let svc = Api::<Service>::namespaced(client.clone(), &ns).get(&name).await;
+                    let svc = serde_json::to_value(svc.unwrap()).unwrap();
+                    assert_subset(&doc["spec"], &svc["spec"], &format!("Service/{name}.spec"));
                 }
                 other => panic!("{}: unexpected kind {other}", file.display()),
             }
@@ -244,7 +255,15 @@ async fn examples_are_accepted_and_read_back_typed() {
     kinds.dedup();
     assert_eq!(
         kinds,
-        ["MCPExternalAuthConfig", "MCPGroup", "MCPServer", "Secret", "VirtualMCPServer"]
+        [
+            "Deployment",
+            "MCPExternalAuthConfig",
+            "MCPGroup",
+            "MCPServer",
+            "Secret",
+            "Service",
+            "VirtualMCPServer"
+        ]
     );
 }
 

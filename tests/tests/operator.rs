@@ -78,27 +78,18 @@ async fn examples_yield_the_expected_children_and_status() {
     let labels = cm.metadata.labels.clone().unwrap();
     assert_eq!(labels["app.kubernetes.io/managed-by"], "vmcp-operator");
     let text = cm.data.as_ref().unwrap()["config.yaml"].clone();
-    for secret in ["gateway-secret", "change-me"] {
+    for secret in ["change-me", "example-api-key"] {
         assert!(!text.contains(secret), "secret value copied into the ConfigMap:\n{text}");
     }
     let cfg = vmcp_types::config::from_yaml_str(&text)
         .unwrap_or_else(|e| panic!("rendered config invalid: {e}\n{text}"));
     let names: Vec<_> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
-    assert_eq!(names, ["github-tools", "time"]);
-    let te = cfg.backends[0].auth.token_exchange.as_ref().unwrap();
-    assert_eq!(te.audience.as_deref(), Some("backend-a"));
-    assert_eq!(te.client_auth_method, vmcp_types::config::ClientAuthMethod::ClientSecretPost);
+    assert_eq!(names, ["notes", "weather"]);
+    let header = cfg.backends[1].auth.header_injection.as_ref().unwrap();
+    assert_eq!(header.header_name, "X-API-Key");
+    assert!(header.value.file.as_ref().unwrap().to_str().unwrap().contains("weather-api-key"));
     assert_eq!(cfg.http.allowed_origins, ["https://chat.example.com"]);
-    assert_eq!(cfg.backends[0].timeout, Duration::from_secs(45));
-    assert!(
-        te.client_secret
-            .file
-            .as_ref()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .contains("vmcp-gateway-oidc-client")
-    );
+    assert_eq!(cfg.backends[1].timeout, Duration::from_secs(45));
 
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     // The ConfigMap is applied first; the Deployment follows in the same reconcile.
@@ -191,7 +182,7 @@ async fn examples_yield_the_expected_children_and_status() {
 
     // Deleting a member re-renders the ConfigMap and updates backendCount.
     let servers: Api<vmcp_types::crd::MCPServer> = Api::namespaced(client.clone(), &ns);
-    servers.delete("time", &DeleteParams::default()).await.unwrap();
+    servers.delete("notes", &DeleteParams::default()).await.unwrap();
     eventually("backendCount 1", Duration::from_secs(30), || async {
         let v = vmcps.get("engineering-gateway").await.unwrap();
         v.status.filter(|s| s.backend_count == 1).map(|_| ())
@@ -200,7 +191,7 @@ async fn examples_yield_the_expected_children_and_status() {
     let text =
         cms.get("engineering-gateway-vmcp-config").await.unwrap().data.unwrap()["config.yaml"]
             .clone();
-    assert!(!text.contains("name: time"), "{text}");
+    assert!(!text.contains("name: notes"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1097,7 +1088,7 @@ async fn operator_runs_under_the_charts_rbac() {
         assert_eq!(c.status, "True", "{t}: {c:?}");
     }
     let deps: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
-    for name in ["engineering-gateway-vmcp", "github-tools", "time"] {
+    for name in ["engineering-gateway-vmcp", "weather", "notes"] {
         eventually(&format!("Deployment {name}"), Duration::from_secs(30), || async {
             deps.get_opt(name).await.unwrap().map(|_| ())
         })
@@ -1109,9 +1100,9 @@ async fn operator_runs_under_the_charts_rbac() {
     let groups: Api<vmcp_types::crd::MCPGroup> = Api::namespaced(admin.clone(), &ns);
     let auths: Api<vmcp_types::crd::MCPExternalAuthConfig> = Api::namespaced(admin.clone(), &ns);
     eventually("status on every kind", Duration::from_secs(30), || async {
-        let s = servers.get("time").await.unwrap().status?;
+        let s = servers.get("notes").await.unwrap().status?;
         let g = groups.get("engineering").await.unwrap().status?;
-        let a = auths.get("github-tools-token-exchange").await.unwrap().status?;
+        let a = auths.get("weather-api-key").await.unwrap().status?;
         (s.observed_generation.is_some()
             && g.server_count == 2
             && a.conditions.iter().any(|c| c.type_ == "Valid" && c.status == "True"))

@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod auth;
 pub mod backend;
 pub mod bridge;
+pub mod bridge_install;
 pub mod config;
 pub mod health;
 pub mod http;

@@ -59,6 +59,12 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Copy this executable to DIR/vmcp-gateway (what the operator's init container runs to hand
+    /// the bridge to a stdio MCP server's container; needs no shell or `cp` in the image).
+    InstallBridge {
+        /// Target folder (an emptyDir shared with the server container).
+        dir: PathBuf,
+    },
 }
 
 async fn run_bridge(
@@ -112,6 +118,11 @@ fn init_tracing(
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::InstallBridge { dir }) = &cli.command {
+        let installed = vmcp_gateway::bridge_install::install_self(dir)?;
+        println!("installed {}", installed.display());
+        return Ok(());
+    }
     if let Some(Command::Bridge { port, host, idle_timeout, max_sessions, command }) = cli.command {
         let limits = vmcp_gateway::bridge::BridgeLimits { idle_timeout, max_sessions };
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -7,7 +7,8 @@
 //!   `search` tool (a deliberate name conflict with the weather backend).
 //!
 //! The MCP endpoint is `/mcp`. Once the listener is bound the process prints `READY <port>` on
-//! stdout; logs go to stderr.
+//! stdout; logs go to stderr. With `--stdio` the same server speaks MCP on stdin/stdout instead
+//! (one session; what a stdio `MCPServer` runs behind the gateway's bridge).
 
 mod notes;
 mod weather;
@@ -59,6 +60,9 @@ struct Cli {
     /// (rmcp rejects other hosts to prevent DNS rebinding). Repeatable; `*` accepts any host.
     #[arg(long = "allowed-host", value_name = "HOST")]
     allowed_hosts: Vec<String>,
+    /// Serve one MCP session on stdin/stdout instead of HTTP (port and host are ignored).
+    #[arg(long)]
+    stdio: bool,
 }
 
 #[tokio::main]
@@ -72,6 +76,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
 
+    if cli.stdio {
+        return serve_stdio(cli.kind).await;
+    }
     let port = cli.port.unwrap_or_else(|| cli.kind.default_port());
     let config = http_config(&cli.allowed_hosts);
     let router = match cli.kind {
@@ -109,6 +116,24 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves one MCP session over stdin/stdout until the client closes stdin.
+async fn serve_stdio(kind: Kind) -> anyhow::Result<()> {
+    use rmcp::ServiceExt as _;
+    tracing::info!(?kind, "serving MCP on stdin/stdout");
+    let transport = rmcp::transport::stdio();
+    match kind {
+        Kind::Weather => weather::WeatherServer::new().serve(transport).await?.waiting().await?,
+        Kind::Notes => {
+            notes::NotesServer::new(notes::NoteStore::default())
+                .serve(transport)
+                .await?
+                .waiting()
+                .await?
+        }
+    };
     Ok(())
 }
 

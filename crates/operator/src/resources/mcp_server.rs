@@ -1,8 +1,9 @@
 //! `MCPServer` -> Deployment + Service.
 //!
 //! Streamable HTTP and SSE servers run as given. A `stdio` server is wrapped by the gateway's
-//! bridge: an init container copies the `vmcp-gateway` binary from the gateway image into an
-//! emptyDir, and the server container runs `vmcp-gateway bridge --port <port> -- <command>
+//! bridge: an init container runs `vmcp-gateway install-bridge /vmcp-bin` from the gateway image,
+//! which copies the (statically linked) binary into an emptyDir without needing a shell or `cp`
+//! in either image, and the server container runs `vmcp-gateway bridge --port <port> -- <command>
 //! <args>`, which serves the stdio server as Streamable HTTP at `/mcp`.
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
@@ -114,7 +115,7 @@ pub fn server_deployment(s: &MCPServer, gateway_image: &str) -> Result<Deploymen
         init_containers.push(Container {
             name: "install-bridge".into(),
             image: Some(gateway_image.to_owned()),
-            command: Some(vec!["cp".into(), GATEWAY_BINARY.into(), bridge.clone()]),
+            command: Some(vec![GATEWAY_BINARY.into(), "install-bridge".into(), BRIDGE_DIR.into()]),
             volume_mounts: Some(vec![mount.clone()]),
             security_context: Some(SecurityContext {
                 allow_privilege_escalation: Some(false),
@@ -221,7 +222,7 @@ mod tests {
         assert_eq!(init.image.as_deref(), Some(IMAGE));
         assert_eq!(
             init.command.as_deref().unwrap(),
-            ["cp", "/usr/local/bin/vmcp-gateway", "/vmcp-bin/vmcp-gateway"]
+            ["/usr/local/bin/vmcp-gateway", "install-bridge", "/vmcp-bin"]
         );
         let c = &pod.containers[0];
         assert_eq!(c.command.as_deref().unwrap(), ["/vmcp-bin/vmcp-gateway"]);

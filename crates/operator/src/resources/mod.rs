@@ -265,7 +265,8 @@ pub(crate) fn drop_all_capabilities() -> Capabilities {
 
 #[cfg(test)]
 pub(crate) mod fixtures {
-    //! The `examples/k8s/` manifests as typed objects, with the metadata the API server adds.
+    //! The reference manifests (`tests/fixtures/k8s/`: OIDC, token exchange, Redis; the examples of
+    //! an earlier release) as typed objects, with the metadata the API server adds.
 
     use std::collections::BTreeMap;
 
@@ -277,11 +278,11 @@ pub(crate) mod fixtures {
 
     pub const NS: &str = "team-a";
 
-    const SECRETS: &str = include_str!("../../../../examples/k8s/00-secrets.yaml");
-    const GROUP: &str = include_str!("../../../../examples/k8s/10-group.yaml");
-    const AUTH: &str = include_str!("../../../../examples/k8s/20-auth-config.yaml");
-    const SERVERS: &str = include_str!("../../../../examples/k8s/30-mcpservers.yaml");
-    const VMCP: &str = include_str!("../../../../examples/k8s/40-virtualmcpserver.yaml");
+    const SECRETS: &str = include_str!("../../tests/fixtures/k8s/00-secrets.yaml");
+    const GROUP: &str = include_str!("../../tests/fixtures/k8s/10-group.yaml");
+    const AUTH: &str = include_str!("../../tests/fixtures/k8s/20-auth-config.yaml");
+    const SERVERS: &str = include_str!("../../tests/fixtures/k8s/30-mcpservers.yaml");
+    const VMCP: &str = include_str!("../../tests/fixtures/k8s/40-virtualmcpserver.yaml");
 
     fn docs<K: DeserializeOwned + kube::Resource>(text: &str) -> Vec<K> {
         let mut out: Vec<K> = serde_saphyr::from_multiple(text).unwrap();
