@@ -15,6 +15,7 @@ pub mod oidc;
 pub mod peers;
 pub mod ports;
 pub mod process;
+pub mod raw_mcp;
 pub mod redis;
 
 /// Root of the repository (for fixtures, scripts and the cache folder).

@@ -50,10 +50,17 @@ async fn stdio_server_behind_the_bridge_behind_the_gateway() {
     c.exit().await;
 }
 
-/// Child processes of the bridge's sessions (M8: they are bounded and reaped when idle).
+/// Child processes of the bridge's sessions (M8: they are bounded and reaped when idle). Each
+/// thread lists the children it forked, so every thread of the bridge is asked.
 fn children(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .map(|s| s.split_whitespace().count())
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(Result::ok)
+                .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+                .map(|s| s.split_whitespace().count())
+                .sum()
+        })
         .unwrap_or(0)
 }
 

@@ -6,45 +6,15 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use vmcp_e2e::example_backend::ExampleBackend;
 use vmcp_e2e::gateway::Gateway;
+use vmcp_e2e::raw_mcp::{self, post};
 
 const SESSIONS: usize = 60;
 
-async fn post(
-    c: &reqwest::Client,
-    url: &str,
-    session: Option<&str>,
-    body: Value,
-) -> (String, String) {
-    let mut rb = c
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25");
-    if let Some(s) = session {
-        rb = rb.header("mcp-session-id", s);
-    }
-    let resp = rb.body(body.to_string()).send().await.unwrap();
-    assert!(resp.status().is_success(), "{url} answered {}", resp.status());
-    let sid = resp
-        .headers()
-        .get("mcp-session-id")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (sid, resp.text().await.unwrap())
-}
-
 async fn open_session(c: &reqwest::Client, url: &str) -> String {
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {},
-        "clientInfo": {"name": "idle-sessions", "version": "1"}}});
-    let (sid, body) = post(c, url, None, init).await;
-    assert!(body.contains("vmcp"), "initialize failed: {body}");
-    post(c, url, Some(&sid), json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-        .await;
-    sid
+    raw_mcp::open_session(c, url, "idle-sessions").await.expect("the gateway issues session ids")
 }
 
 async fn call(c: &reqwest::Client, url: &str, sid: &str, tool: &str) -> String {

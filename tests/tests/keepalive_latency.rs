@@ -7,49 +7,20 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use vmcp_e2e::example_backend::ExampleBackend;
 use vmcp_e2e::gateway::Gateway;
+use vmcp_e2e::raw_mcp::{open_session, post};
 
 /// One keep-alive connection (a pool of one, requests in sequence).
 fn one_connection_client() -> reqwest::Client {
     reqwest::Client::builder().http1_only().pool_max_idle_per_host(1).no_proxy().build().unwrap()
 }
 
-async fn post(
-    c: &reqwest::Client,
-    url: &str,
-    session: Option<&str>,
-    body: Value,
-) -> (String, String) {
-    let mut rb = c
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25");
-    if let Some(s) = session {
-        rb = rb.header("mcp-session-id", s);
-    }
-    let resp = rb.body(body.to_string()).send().await.unwrap();
-    assert!(resp.status().is_success(), "{} answered {}", url, resp.status());
-    let sid = resp
-        .headers()
-        .get("mcp-session-id")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (sid, resp.text().await.unwrap())
-}
-
 /// Median wall time of `n` sequential `tools/call`s on one keep-alive connection to `url`.
 async fn median_call(url: &str, tool: &str, n: usize) -> Duration {
     let c = one_connection_client();
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {},
-        "clientInfo": {"name": "keepalive-latency", "version": "1"}}});
-    let (sid, _) = post(&c, url, None, init).await;
-    let sid = (!sid.is_empty()).then_some(sid);
-    post(&c, url, sid.as_deref(), json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-        .await;
+    let sid = open_session(&c, url, "keepalive-latency").await;
     // Warm up the connection pools on both hops.
     let call = |i: usize| {
         json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
