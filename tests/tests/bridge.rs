@@ -72,7 +72,7 @@ async fn idle_stdio_sessions_are_reaped_and_their_number_is_capped() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = std::process::Command::new(gateway_binary());
     cmd.args(["bridge", "--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--idle-timeout", "2s", "--max-sessions", "3", "--"])
+        .args(["--idle-timeout", "6s", "--max-sessions", "3", "--"])
         .arg(root.join(".cache/peers/venv/bin/python"))
         .arg(root.join("tests/peers/python/backend.py"))
         .args(["--name", "std", "--transport", "stdio"]);

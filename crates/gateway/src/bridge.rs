@@ -282,6 +282,8 @@ async fn post(State(st): State<BridgeState>, headers: HeaderMap, body: Bytes) ->
                 return failure(id, &e);
             }
         };
+        // Idle time counts from the end of initialize (a slow server start is not idleness).
+        session.used();
         let mut b = [0u8; 16];
         rand::rng().fill_bytes(&mut b);
         let sid = hex::encode(b);
