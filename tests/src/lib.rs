@@ -17,6 +17,7 @@ pub mod ports;
 pub mod process;
 pub mod raw_mcp;
 pub mod redis;
+pub mod tcp_proxy;
 
 /// Root of the repository (for fixtures, scripts and the cache folder).
 pub fn repo_root() -> std::path::PathBuf {

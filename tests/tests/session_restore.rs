@@ -300,3 +300,69 @@ async fn a_listening_client_outlives_the_ttl_on_every_replica() {
     assert_eq!(v["result"]["content"][0]["text"], "a:echo:still", "{v}");
     drop(listening);
 }
+
+/// I5 when the termination feed silently dies (M1): replica A's connections to Redis are
+/// blackholed (no reset, no error: a NAT forgetting an idle flow), the session is DELETEd on
+/// replica B meanwhile, and A comes back. A must not go on serving the session from its cache.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_missed_by_a_silent_feed_still_ends_the_session() {
+    let redis = RedisServer::start().await.unwrap();
+    let proxy = vmcp_e2e::tcp_proxy::TcpProxy::start(redis.port()).await;
+    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
+    let cfg = config(&redis, &a, &h);
+    let via_proxy = cfg.replace(
+        &format!("url: {}", redis.url()),
+        &format!("url: redis://127.0.0.1:{}", proxy.port),
+    );
+    assert_ne!(cfg, via_proxy);
+    let gw_a = Gateway::start_with_env(&via_proxy, &[("H_API_KEY", "k-1")]).await;
+    let gw_b = Gateway::start_with_env(&cfg, &[("H_API_KEY", "k-1")]).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(gw_b.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let call = |url: String| {
+        let (http, sid) = (http.clone(), sid.clone());
+        async move {
+            http.post(url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json")
+                .header("mcp-session-id", sid)
+                .header("mcp-protocol-version", "2025-11-25")
+                .body(json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a_echo","arguments":{"text":"x"}}}).to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(call(gw_a.url()).await, 200, "A restored and cached the session");
+    proxy.blackhole();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let r = http.delete(gw_b.url()).header("mcp-session-id", &sid).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    proxy.restore();
+    // Once A's connections are back, the session is gone there too (never a 200 again).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = call(gw_a.url()).await;
+        if status == 404 {
+            break;
+        }
+        assert!(
+            status != 200 || std::time::Instant::now() < deadline,
+            "A still serves the deleted session ({status})\n{}",
+            gw_a.log()
+        );
+        assert!(std::time::Instant::now() < deadline, "no 404 from A ({status})");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -81,6 +81,9 @@ pub struct SessionManager {
     metrics: Arc<Metrics>,
     epoch: Instant,
     termination_feed: RwLock<Option<TerminationFeedProbe>>,
+    /// Termination notices may have been missed and the cached sessions are not checked yet:
+    /// until they are, every cached hit is checked against the store (I5).
+    feed_unverified: std::sync::atomic::AtomicBool,
 }
 
 /// Tells whether the feed of terminations from other replicas (Redis pub/sub) is live.
@@ -131,6 +134,7 @@ impl SessionManager {
             metrics,
             epoch: Instant::now(),
             termination_feed: RwLock::new(None),
+            feed_unverified: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -412,7 +416,8 @@ impl SessionManager {
     }
 
     fn feed_down(&self) -> bool {
-        self.termination_feed.read().ok().and_then(|f| f.clone()).is_some_and(|p| !(p.0)())
+        self.feed_unverified.load(std::sync::atomic::Ordering::Acquire)
+            || self.termination_feed.read().ok().and_then(|f| f.clone()).is_some_and(|p| !(p.0)())
     }
 
     /// Resolves `Mcp-Session-Id` for a request by `identity`: the local cache, else a restore
@@ -595,20 +600,40 @@ impl SessionManager {
         self.metrics.sessions_live.set(self.local_count() as i64);
     }
 
+    /// Termination notices may have been missed: until [`Self::verify_cached`] succeeds,
+    /// cached sessions are checked against the store on every request.
+    pub fn mark_feed_unverified(&self) {
+        self.feed_unverified.store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// Checks every locally cached session against the store and forgets those whose record
-    /// is gone (after termination notices may have been missed: I5).
-    pub async fn verify_cached(self: &Arc<Self>) {
+    /// is gone (after termination notices may have been missed: I5). True when every check
+    /// got an answer (then cached hits are trusted again).
+    pub async fn verify_cached(self: &Arc<Self>) -> bool {
         use futures::StreamExt;
         let ids: Vec<Arc<str>> =
             self.local.read().map(|l| l.keys().cloned().collect()).unwrap_or_default();
+        let failed = std::sync::atomic::AtomicBool::new(false);
         futures::stream::iter(ids)
-            .for_each_concurrent(32, |id| async move {
-                if let Ok(false) = self.timed("exists", self.store.exists(&id)).await {
-                    tracing::info!(session = %id, "session ended on another replica while notices were missed");
-                    self.forget(&id);
+            .for_each_concurrent(32, |id| {
+                let failed = &failed;
+                async move {
+                    match self.timed("exists", self.store.exists(&id)).await {
+                        Ok(false) => {
+                            tracing::info!(session = %id, "session ended on another replica while notices were missed");
+                            self.forget(&id);
+                        }
+                        Ok(true) => {}
+                        Err(_) => failed.store(true, std::sync::atomic::Ordering::Relaxed),
+                    }
                 }
             })
             .await;
+        let ok = !failed.load(std::sync::atomic::Ordering::Relaxed);
+        if ok {
+            self.feed_unverified.store(false, std::sync::atomic::Ordering::Release);
+        }
+        ok
     }
 
     /// Replaces the backend set after a config reload and adjusts every local session in place

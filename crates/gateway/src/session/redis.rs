@@ -72,8 +72,14 @@ const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(5);
 const RECONNECT_MIN_MS: u32 = 50;
 const RECONNECT_MAX_MS: u32 = 2_000;
 const RECONNECT_JITTER_MS: u32 = 100;
-/// How often the subscription is re-established while it is known to be down.
-const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
+/// Each replica publishes a liveness message on the termination channel this often; the
+/// subscription counts as alive only while such messages arrive (an idle subscriber has no
+/// reply outstanding, so a connection a NAT dropped silently looks healthy otherwise: M1).
+const CANARY_EVERY: Duration = Duration::from_secs(1);
+/// The subscription is considered dead when no liveness message arrived for this long.
+const CANARY_STALE: Duration = Duration::from_secs(3);
+/// Liveness messages start with this (session ids are 32 hex digits, so never).
+const CANARY: &str = "alive:";
 /// Buffer of termination ids per receiver.
 const TERMINATIONS_CAPACITY: usize = 4096;
 
@@ -416,13 +422,19 @@ impl RedisStore {
         let (tx, _) = broadcast::channel(TERMINATIONS_CAPACITY);
         let healthy = Arc::new(AtomicBool::new(true));
         let restored = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let alive = Arc::new(Liveness::default());
         let tasks = vec![
-            tokio::spawn(forward_terminations(sub.clone(), channel.clone(), tx.clone())),
-            tokio::spawn(keep_subscribed(
+            tokio::spawn(forward_terminations(
                 sub.clone(),
                 channel.clone(),
+                tx.clone(),
+                alive.clone(),
+            )),
+            tokio::spawn(keep_subscribed(
+                Feed { sub: sub.clone(), publisher: client.clone(), channel: channel.clone() },
                 healthy.clone(),
                 restored.clone(),
+                alive,
             )),
         ];
         tracing::info!(server = %server, prefix = %cfg.key_prefix, "connected to the redis session store");
@@ -471,11 +483,37 @@ impl RedisStore {
     }
 }
 
-/// Copies published ids from the subscriber connection to the broadcast channel.
+/// When the last liveness message arrived on the subscription.
+#[derive(Debug)]
+struct Liveness {
+    start: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self { start: std::time::Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+}
+
+impl Liveness {
+    fn seen(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Release);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Acquire)))
+    }
+}
+
+/// Copies published ids from the subscriber connection to the broadcast channel (liveness
+/// messages only mark the subscription alive).
 async fn forward_terminations(
     sub: SubscriberClient,
     channel: String,
     tx: broadcast::Sender<String>,
+    alive: Arc<Liveness>,
 ) {
     let mut rx = sub.message_rx();
     loop {
@@ -484,7 +522,11 @@ async fn forward_terminations(
                 if *message.channel == *channel
                     && let Some(id) = message.value.into_string()
                 {
-                    let _ = tx.send(id);
+                    if id.starts_with(CANARY) {
+                        alive.seen();
+                    } else {
+                        let _ = tx.send(id);
+                    }
                 }
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -495,57 +537,66 @@ async fn forward_terminations(
     }
 }
 
-/// Tracks the subscription's health and re-subscribes after reconnects (and periodically while
-/// it is down, in case a resubscription failed).
-async fn keep_subscribed(
+/// The connections of the termination feed.
+struct Feed {
     sub: SubscriberClient,
+    publisher: fred::clients::Client,
     channel: String,
+}
+
+/// Keeps the subscription alive and its health honest: re-subscribes after reconnects,
+/// publishes a liveness message every [`CANARY_EVERY`], marks the feed down when none came
+/// back for [`CANARY_STALE`] (and forces the subscriber to reconnect), and up again, with a
+/// new epoch, when they flow again.
+async fn keep_subscribed(
+    feed: Feed,
     healthy: Arc<AtomicBool>,
     restored: Arc<std::sync::atomic::AtomicU64>,
+    alive: Arc<Liveness>,
 ) {
+    let Feed { sub, publisher, channel } = feed;
+    let canary = format!("{CANARY}{:032x}", rand::random::<u128>());
     let mut errors = sub.error_rx();
     let mut reconnects = sub.reconnect_rx();
-    let mut tick = tokio::time::interval(RESUBSCRIBE_EVERY);
+    let mut tick = tokio::time::interval(CANARY_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut forced_at: Option<std::time::Instant> = None;
+    alive.seen();
     loop {
-        let resubscribe = tokio::select! {
+        tokio::select! {
             e = errors.recv() => {
                 if matches!(e, Err(broadcast::error::RecvError::Closed)) {
                     break;
                 }
-                healthy.store(false, Ordering::Release);
-                false
             }
             r = reconnects.recv() => {
                 if matches!(r, Err(broadcast::error::RecvError::Closed)) {
                     break;
                 }
-                healthy.store(false, Ordering::Release);
-                true
+                if let Err(e) = sub.subscribe(channel.as_str()).await {
+                    tracing::warn!(error = %e, "session termination subscription is down");
+                }
             }
             _ = tick.tick() => {
-                if healthy.load(Ordering::Acquire) {
-                    // An idle subscription has no reply outstanding, so a connection that a
-                    // NAT or load balancer dropped silently looks healthy: ping it (M1).
-                    if let Err(e) = sub.ping::<()>(None).await {
-                        tracing::warn!(error = %e, "session termination subscription does not answer");
-                        healthy.store(false, Ordering::Release);
+                let publish = publisher.publish::<(), _, _>(channel.as_str(), canary.as_str());
+                let _ = tokio::time::timeout(CANARY_EVERY, publish).await;
+                if alive.silent_for() > CANARY_STALE {
+                    if healthy.swap(false, Ordering::AcqRel) {
+                        tracing::warn!("session termination feed is silent; checking sessions against the store");
                     }
-                    false
-                } else {
-                    sub.is_connected()
-                }
-            }
-        };
-        if resubscribe {
-            match sub.subscribe(channel.as_str()).await {
-                Ok(()) => {
-                    if !healthy.swap(true, Ordering::AcqRel) {
-                        restored.fetch_add(1, Ordering::AcqRel);
-                        tracing::info!("session termination subscription restored");
+                    // A silently dead connection is never noticed by the client: replace it.
+                    if forced_at.is_none_or(|t| t.elapsed() > 2 * CANARY_STALE) {
+                        forced_at = Some(std::time::Instant::now());
+                        // The command connection may be just as dead: its timed-out commands
+                        // leave nothing pending for the client's own unresponsiveness check.
+                        let _ = tokio::time::timeout(CANARY_STALE, publisher.force_reconnection()).await;
+                        let _ = tokio::time::timeout(CANARY_STALE, sub.force_reconnection()).await;
+                        let _ = tokio::time::timeout(CANARY_STALE, sub.subscribe(channel.as_str())).await;
                     }
+                } else if !healthy.swap(true, Ordering::AcqRel) {
+                    restored.fetch_add(1, Ordering::AcqRel);
+                    tracing::info!("session termination feed restored");
                 }
-                Err(e) => tracing::warn!(error = %e, "session termination subscription is down"),
             }
         }
     }

@@ -16,6 +16,9 @@ use super::redis::RedisStore;
 /// How often the feed's epoch is compared (a restored subscription triggers a full check).
 const EPOCH_CHECK_EVERY: Duration = Duration::from_millis(500);
 
+/// How long to wait before checking cached sessions again after the store did not answer.
+const VERIFY_RETRY: Duration = Duration::from_secs(1);
+
 /// Connects `manager` to the termination feed of `redis`; runs until the manager is dropped.
 pub fn follow(manager: &Arc<SessionManager>, redis: Arc<RedisStore>) {
     let probe = redis.clone();
@@ -47,7 +50,11 @@ pub fn follow(manager: &Arc<SessionManager>, redis: Arc<RedisStore>) {
             };
             if missed {
                 let Some(m) = weak.upgrade() else { return };
-                m.verify_cached().await;
+                m.mark_feed_unverified();
+                // Until every cached session got an answer, requests check the store.
+                while !m.verify_cached().await {
+                    tokio::time::sleep(VERIFY_RETRY).await;
+                }
             }
         }
     });
