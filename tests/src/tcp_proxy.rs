@@ -75,8 +75,8 @@ impl Drop for TcpProxy {
 
 /// Copies both ways while the epoch is still `mine`; afterwards holds the sockets silently.
 async fn relay(client: TcpStream, server: TcpStream, epoch: Arc<AtomicU64>, mine: u64) {
-    let (mut cr, mut cw) = client.into_split();
-    let (mut sr, mut sw) = server.into_split();
+    let (cr, mut cw) = client.into_split();
+    let (sr, mut sw) = server.into_split();
     let live = || epoch.load(Ordering::SeqCst) == mine;
     let mut a = [0u8; 16 * 1024];
     let mut b = [0u8; 16 * 1024];
