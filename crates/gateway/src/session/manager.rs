@@ -13,10 +13,15 @@ use vmcp_types::config::AggregationConfig;
 use super::Session;
 use super::record::{SCHEMA_VERSION, SessionRecord};
 use super::slot::{Slot, SlotStatus};
-use super::store::{CasOutcome, SessionStore, StoreError};
+use super::store::{SessionStore, StoreError};
 use crate::auth::{Binding, Identity};
 use crate::backend::{BackendDef, BackendError, BackendEvent, Connection};
-use crate::metrics::{BackendLabel, Metrics, Outcome, StoreOp};
+use crate::metrics::{BackendLabel, Metrics, StoreOp};
+
+mod membership;
+mod restore;
+
+use restore::member;
 
 /// Why a session could not be resolved.
 #[derive(Debug, thiserror::Error)]
@@ -475,90 +480,6 @@ impl SessionManager {
         }
     }
 
-    /// Restore (single-flight per id on this replica).
-    async fn restore(
-        self: &Arc<Self>,
-        id: &str,
-        identity: &Identity,
-    ) -> Result<Arc<Session>, SessionError> {
-        let lock = {
-            let mut r = self.restoring.lock().map_err(|_| SessionError::NotFound)?;
-            r.entry(Arc::from(id)).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))).clone()
-        };
-        // Removes the entry however this request ends (a cancelled request included).
-        let _entry = RestoringEntry { manager: self, id };
-        let _guard = lock.lock().await;
-        if let Some(s) = self.local.read().ok().and_then(|l| l.get(id).cloned()) {
-            return Ok(s);
-        }
-        let start = Instant::now();
-        let result = self.restore_inner(id, identity).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(SessionError::NotFound) => "not_found",
-            Err(SessionError::AuthRequired) => "auth_required",
-            Err(SessionError::Store(_)) => "store_error",
-        };
-        self.metrics.restores.get_or_create(&Outcome { outcome: outcome.into() }).inc();
-        self.metrics.restore_seconds.observe(start.elapsed().as_secs_f64());
-        result
-    }
-
-    async fn restore_inner(
-        self: &Arc<Self>,
-        id: &str,
-        identity: &Identity,
-    ) -> Result<Arc<Session>, SessionError> {
-        let Some(record) = self.timed("load", self.store.load(id)).await? else {
-            return Err(SessionError::NotFound);
-        };
-        if record.v > SCHEMA_VERSION {
-            tracing::warn!(session = %id, version = record.v, "session record written by a newer gateway; not restoring");
-            return Err(SessionError::NotFound);
-        }
-        let binding = Binding::from_stored(record.binding.clone());
-        if !binding.matches(&identity.binding()) {
-            return Err(self.reject_foreign(id, identity));
-        }
-        let set = self.backends();
-        let slots: Vec<Arc<Slot>> = record
-            .members
-            .iter()
-            .filter_map(|m| set.defs.get(m.as_str()))
-            .map(|d| member(d, record.hints.get(d.name.as_ref()).cloned()))
-            .collect();
-        // I1: a restored session is re-established with the live request's identity; a member
-        // that needs a token cannot be served to an anonymous request.
-        if matches!(identity, Identity::Anonymous)
-            && slots.iter().any(|s| s.def.credentials.needs_identity())
-        {
-            return Err(SessionError::AuthRequired);
-        }
-        let session = self.build(
-            Arc::from(id),
-            binding,
-            record.protocol_version.clone(),
-            record.generation,
-            slots,
-        );
-        tracing::info!(session = %id, subject = identity.subject(), members = record.members.len(), "restoring session from the store");
-        self.connect_all(&session, identity).await;
-        // I3: restore never writes membership; only hints changed by connect_slot were written.
-        // I4: if the configuration changed since the record was written, adjust by CAS.
-        if !self.reconcile_membership(&session).await {
-            session.park();
-            return Err(SessionError::NotFound);
-        }
-        // I5: a DELETE on another replica while this restore ran is not missed.
-        if !self.timed("exists", self.store.exists(id)).await? {
-            session.park();
-            return Err(SessionError::NotFound);
-        }
-        // Published only now: concurrent requests waited on the restore and see the full view.
-        self.publish(&session);
-        Ok(session)
-    }
-
     /// Ends a session everywhere (DELETE): removes the record, closes backend sessions.
     pub async fn terminate(
         self: &Arc<Self>,
@@ -599,216 +520,11 @@ impl SessionManager {
         }
         self.metrics.sessions_live.set(self.local_count() as i64);
     }
-
-    /// Termination notices may have been missed: until [`Self::verify_cached`] succeeds,
-    /// cached sessions are checked against the store on every request.
-    pub fn mark_feed_unverified(&self) {
-        self.feed_unverified.store(true, std::sync::atomic::Ordering::Release);
-    }
-
-    /// Checks every locally cached session against the store and forgets those whose record
-    /// is gone (after termination notices may have been missed: I5). True when every check
-    /// got an answer (then cached hits are trusted again).
-    pub async fn verify_cached(self: &Arc<Self>) -> bool {
-        use futures::StreamExt;
-        let ids: Vec<Arc<str>> =
-            self.local.read().map(|l| l.keys().cloned().collect()).unwrap_or_default();
-        let failed = std::sync::atomic::AtomicBool::new(false);
-        futures::stream::iter(ids)
-            .for_each_concurrent(32, |id| {
-                let failed = &failed;
-                async move {
-                    match self.timed("exists", self.store.exists(&id)).await {
-                        Ok(false) => {
-                            tracing::info!(session = %id, "session ended on another replica while notices were missed");
-                            self.forget(&id);
-                        }
-                        Ok(true) => {}
-                        Err(_) => failed.store(true, std::sync::atomic::Ordering::Relaxed),
-                    }
-                }
-            })
-            .await;
-        let ok = !failed.load(std::sync::atomic::Ordering::Relaxed);
-        if ok {
-            self.feed_unverified.store(false, std::sync::atomic::Ordering::Release);
-        }
-        ok
-    }
-
-    /// Replaces the backend set after a config reload and adjusts every local session in place
-    /// (I4): new backends join, removed ones leave, the generation is bumped with CAS, and the
-    /// client is told its lists changed. No session is closed.
-    pub async fn apply_backends(self: &Arc<Self>, set: BackendSet) {
-        if let Ok(mut b) = self.backends.write() {
-            *b = Arc::new(set);
-        }
-        let sessions: Vec<Arc<Session>> =
-            self.local.read().map(|l| l.values().cloned().collect()).unwrap_or_default();
-        for s in sessions {
-            self.reconcile_membership(&s).await;
-        }
-    }
-
-    /// Aligns a session's members with the configured backends, writing the new membership
-    /// with compare-and-set only when the configuration differs. False when the record is gone.
-    async fn reconcile_membership(self: &Arc<Self>, session: &Arc<Session>) -> bool {
-        let set = self.backends();
-        let wanted: Vec<String> = set.order.iter().map(|n| n.to_string()).collect();
-        let current = session.member_names();
-        let changed_defs = session
-            .slots()
-            .iter()
-            .any(|s| set.defs.get(&s.def.name).is_some_and(|d| !Arc::ptr_eq(d, &s.def)));
-        if wanted == current && !changed_defs {
-            return true;
-        }
-        let slots: Vec<Arc<Slot>> = set
-            .order
-            .iter()
-            .filter_map(|n| set.defs.get(n))
-            .map(|d| match session.slot(&d.name) {
-                Some(s) if Arc::ptr_eq(&s.def, d) => s,
-                _ => Arc::new(Slot::new(d.clone(), None)),
-            })
-            .collect();
-        let generation = if wanted != current {
-            match self
-                .timed(
-                    "cas_members",
-                    self.store.cas_members(&session.id, session.generation(), &wanted),
-                )
-                .await
-            {
-                Ok(CasOutcome::Updated(g)) => g,
-                Ok(CasOutcome::Conflict(rec)) => {
-                    if rec.members == wanted {
-                        rec.generation
-                    } else {
-                        tracing::warn!(session = %session.id, "membership changed concurrently; keeping the stored generation");
-                        rec.generation
-                    }
-                }
-                Ok(CasOutcome::Missing) => {
-                    self.forget(&session.id);
-                    return false;
-                }
-                Err(e) => {
-                    tracing::warn!(session = %session.id, error = %e, "could not store the new membership; will retry on next change");
-                    session.generation()
-                }
-            }
-        } else {
-            session.generation()
-        };
-        session.set_members(slots, generation);
-        // New members that need no caller identity connect now (bounded by the init
-        // deadline); the others connect on the session's next request, with its identity.
-        let joining: Vec<_> = session
-            .slots()
-            .into_iter()
-            .filter(|s| {
-                matches!(s.status(), SlotStatus::Idle) && !s.def.credentials.needs_identity()
-            })
-            .map(|slot| {
-                let me = self.clone();
-                let s = session.clone();
-                async move { me.connect_slot(&s, &slot, &Identity::Anonymous, false).await }
-            })
-            .collect();
-        let _ =
-            tokio::time::timeout(self.settings.init_timeout, futures::future::join_all(joining))
-                .await;
-        session.rebuild_view(&set);
-        for m in ["tools", "prompts", "resources"] {
-            session.outbox.send(crate::jsonrpc::notification(
-                &format!("notifications/{m}/list_changed"),
-                None,
-            ));
-        }
-        tracing::info!(session = %session.id, generation, members = ?wanted, "session membership follows the configuration");
-        true
-    }
-
-    /// Drops local connections of sessions idle longer than the idle timeout (their records
-    /// stay; the next request restores them). Runs until the manager is dropped.
-    pub fn spawn_idle_sweeper(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        // Often enough that a listening client's record is refreshed well within its TTL.
-        let every =
-            (self.settings.ttl / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                let Some(me) = weak.upgrade() else { return };
-                let idle = me.settings.idle_timeout.as_millis() as u64;
-                let now = me.now_ms();
-                let stale: Vec<Arc<str>> = me
-                    .local
-                    .read()
-                    .map(|l| {
-                        l.values()
-                            .filter(|s| {
-                                now.saturating_sub(
-                                    s.last_used.load(std::sync::atomic::Ordering::Relaxed),
-                                ) > idle
-                                    // A client holding its GET stream open is waiting, not idle.
-                                    && !s.outbox.is_attached()
-                            })
-                            .map(|s| s.id.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for id in stale {
-                    tracing::debug!(session = %id, "idle: dropping local connections");
-                    me.forget(&id);
-                }
-                // A client that only listens on its GET stream keeps its record alive (M1):
-                // the TTL refresh is coalesced like a request's.
-                let listening: Vec<Arc<Session>> = me
-                    .local
-                    .read()
-                    .map(|l| l.values().filter(|s| s.outbox.is_attached()).cloned().collect())
-                    .unwrap_or_default();
-                for s in listening {
-                    me.touch(&s);
-                }
-            }
-        });
-    }
-}
-
-/// A member slot for `def`. A backend that needs no caller identity and whose catalog is
-/// fresh starts from the catalog: its backend session opens (or resumes `hint`) on first use,
-/// so an idle client session holds nothing on it (I8). Others connect now, with the live
-/// identity (I1).
-fn member(def: &Arc<BackendDef>, hint: Option<String>) -> Arc<Slot> {
-    let shared = !def.credentials.needs_identity()
-        && def.transport == vmcp_types::config::BackendTransport::StreamableHttp;
-    match def.catalog.fresh(super::slot::CATALOG_FRESH).filter(|_| shared) {
-        Some(caps) => Arc::new(Slot::preloaded(def.clone(), hint, caps)),
-        None => Arc::new(Slot::new(def.clone(), hint)),
-    }
 }
 
 /// Is `id` of the form this gateway issues (32 lowercase hex digits)?
 fn is_session_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Removes a session id from the single-flight map when the restore that added it ends.
-struct RestoringEntry<'a> {
-    manager: &'a SessionManager,
-    id: &'a str,
-}
-
-impl Drop for RestoringEntry<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut r) = self.manager.restoring.lock() {
-            r.remove(self.id);
-        }
-    }
 }
 
 /// Handles messages backends send on their own: list changes refresh that member's
