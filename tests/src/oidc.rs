@@ -5,9 +5,9 @@
 //! When `tests/peers/oidc/node_modules` is missing, the harness runs
 //! `npm ci --prefix tests/peers/oidc` once.
 
+use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -75,7 +75,7 @@ pub fn ensure_installed() -> Result<PathBuf, OidcError> {
     if ready() {
         return Ok(dir);
     }
-    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = INSTALL.lock();
     if ready() {
         return Ok(dir);
     }

@@ -5,9 +5,9 @@
 //! message when it cannot. Persistence is off (`--save ""`, no AOF) and the working directory
 //! is a temporary folder removed on drop, so nothing is left behind.
 
+use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,7 +49,7 @@ pub fn redis_server_binary() -> Result<PathBuf, RedisError> {
     if let Some(p) = find() {
         return Ok(p);
     }
-    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = INSTALL.lock();
     if let Some(p) = find() {
         return Ok(p);
     }

@@ -3,7 +3,8 @@
 //! its credentials and its time (M4–M7).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
@@ -161,7 +162,7 @@ async fn sink() -> (u16, Seen) {
     let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap| {
         let record = record.clone();
         async move {
-            record.lock().unwrap().push((uri.to_string(), headers));
+            record.lock().push((uri.to_string(), headers));
             "ok"
         }
     });
@@ -205,7 +206,7 @@ async fn legacy_sse_endpoint_on_another_origin_is_refused() {
     assert!(r.get("error").is_some(), "{r}");
     let r = c.call("tools/call", json!({"name": "alive_echo", "arguments": {"text": "x"}})).await;
     assert_eq!(r["result"]["content"][0]["text"], "alive:echo:x", "{r}");
-    let seen = sink_seen.lock().unwrap();
+    let seen = sink_seen.lock();
     assert!(seen.is_empty(), "the other origin received {} requests: {:?}", seen.len(), seen);
 }
 
@@ -260,7 +261,7 @@ async fn backend_redirects_are_not_followed() {
     let c = Raw::initialize(&gw.url()).await;
     let r = c.call("tools/call", json!({"name": "moved_echo", "arguments": {}})).await;
     assert!(r.get("error").is_some(), "{r}");
-    let seen = sink_seen.lock().unwrap();
+    let seen = sink_seen.lock();
     let leaked: Vec<_> = seen.iter().filter(|(_, h)| h.contains_key("x-api-key")).collect();
     assert!(leaked.is_empty(), "the redirect target received the credential: {leaked:?}");
     assert!(seen.is_empty(), "the redirect was followed: {seen:?}");

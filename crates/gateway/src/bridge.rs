@@ -9,10 +9,11 @@
 // At the HTTP edge an early `Err(Response)` is the natural shape; boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -116,7 +117,7 @@ impl StdioSession {
                 };
                 let is_response = msg.get("method").is_none();
                 let waiter = match (is_response, msg.get("id")) {
-                    (true, Some(id)) => p.lock().ok().and_then(|mut m| m.remove(&id.to_string())),
+                    (true, Some(id)) => p.lock().remove(&id.to_string()),
                     _ => None,
                 };
                 match waiter {
@@ -126,9 +127,7 @@ impl StdioSession {
                     None => o.send(msg),
                 }
             }
-            if let Ok(mut m) = p.lock() {
-                m.clear();
-            }
+            p.lock().clear();
         });
         Ok(Arc::new(Self {
             child: tokio::sync::Mutex::new(child),
@@ -140,14 +139,12 @@ impl StdioSession {
     }
 
     fn used(&self) {
-        if let Ok(mut t) = self.last_used.lock() {
-            *t = std::time::Instant::now();
-        }
+        *self.last_used.lock() = std::time::Instant::now();
     }
 
     /// Idle longer than `limit`, with no GET stream open?
     fn idle(&self, limit: Duration) -> bool {
-        !self.outbox.is_attached() && self.last_used.lock().is_ok_and(|t| t.elapsed() > limit)
+        !self.outbox.is_attached() && self.last_used.lock().elapsed() > limit
     }
 
     async fn write(&self, msg: &Value) -> Result<(), BridgeError> {
@@ -160,14 +157,10 @@ impl StdioSession {
 
     async fn request(&self, id: &Value, msg: &Value) -> Result<Value, BridgeError> {
         let (tx, rx) = oneshot::channel();
-        if let Ok(mut m) = self.pending.lock() {
-            m.insert(id.to_string(), tx);
-        }
+        self.pending.lock().insert(id.to_string(), tx);
         self.write(msg).await?;
         let r = tokio::time::timeout(REQUEST_TIMEOUT, rx).await;
-        if let Ok(mut m) = self.pending.lock() {
-            m.remove(&id.to_string());
-        }
+        self.pending.lock().remove(&id.to_string());
         r.map_err(|_| BridgeError::Timeout(REQUEST_TIMEOUT))?.map_err(|_| BridgeError::Exited)
     }
 
@@ -192,15 +185,15 @@ impl BridgeState {
         let session = self
             .sessions
             .lock()
-            .ok()
-            .and_then(|m| m.get(id).cloned())
+            .get(id)
+            .cloned()
             .ok_or_else(|| (StatusCode::NOT_FOUND, "session not found").into_response())?;
         session.used();
         Ok(session)
     }
 
     fn count(&self) -> usize {
-        self.sessions.lock().map(|m| m.len()).unwrap_or(0)
+        self.sessions.lock().len()
     }
 
     /// Ends the sessions idle longer than the limit (runs while the bridge runs).
@@ -212,16 +205,14 @@ impl BridgeState {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                let idle: Vec<(String, Arc<StdioSession>)> = match me.sessions.lock() {
-                    Ok(mut m) => {
-                        let ids: Vec<String> = m
-                            .iter()
-                            .filter(|(_, s)| s.idle(me.limits.idle_timeout))
-                            .map(|(id, _)| id.clone())
-                            .collect();
-                        ids.into_iter().filter_map(|id| m.remove(&id).map(|s| (id, s))).collect()
-                    }
-                    Err(_) => Vec::new(),
+                let idle: Vec<(String, Arc<StdioSession>)> = {
+                    let mut m = me.sessions.lock();
+                    let ids: Vec<String> = m
+                        .iter()
+                        .filter(|(_, s)| s.idle(me.limits.idle_timeout))
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    ids.into_iter().filter_map(|id| m.remove(&id).map(|s| (id, s))).collect()
                 };
                 for (id, s) in idle {
                     tracing::info!(session = %id, "idle stdio session ended");
@@ -287,9 +278,7 @@ async fn post(State(st): State<BridgeState>, headers: HeaderMap, body: Bytes) ->
         let mut b = [0u8; 16];
         rand::rng().fill_bytes(&mut b);
         let sid = hex::encode(b);
-        if let Ok(mut m) = st.sessions.lock() {
-            m.insert(sid.clone(), session);
-        }
+        st.sessions.lock().insert(sid.clone(), session);
         let mut r = json(StatusCode::OK, &resp);
         if let Ok(v) = HeaderValue::from_str(&sid) {
             r.headers_mut().insert(SESSION_HEADER, v);
@@ -325,7 +314,7 @@ async fn get_stream(State(st): State<BridgeState>, headers: HeaderMap) -> Respon
 async fn delete(State(st): State<BridgeState>, headers: HeaderMap) -> Response {
     let id =
         headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let session = st.sessions.lock().ok().and_then(|mut m| m.remove(&id));
+    let session = st.sessions.lock().remove(&id);
     match session {
         Some(s) => {
             s.kill().await;

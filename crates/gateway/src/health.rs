@@ -51,7 +51,7 @@ pub type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 /// Backend probe results refreshed in the background, so that `/readyz` (called by every
 /// kubelet probe) costs no backend round trip.
 pub struct Monitor {
-    results: std::sync::RwLock<Vec<ProbeResult>>,
+    results: parking_lot::RwLock<Vec<ProbeResult>>,
     store_ready: Option<ReadyCheck>,
 }
 
@@ -65,7 +65,7 @@ impl Monitor {
     /// Starts probing every [`PROBE_INTERVAL`] (first probe right away). `store_ready`, when
     /// given, decides readiness: a gateway whose session store is unreachable is not ready.
     pub fn spawn(manager: Arc<SessionManager>, store_ready: Option<ReadyCheck>) -> Arc<Self> {
-        let monitor = Arc::new(Self { results: std::sync::RwLock::new(Vec::new()), store_ready });
+        let monitor = Arc::new(Self { results: parking_lot::RwLock::new(Vec::new()), store_ready });
         let weak = Arc::downgrade(&monitor);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PROBE_INTERVAL);
@@ -78,9 +78,7 @@ impl Monitor {
                     }
                 }
                 let Some(m) = weak.upgrade() else { return };
-                if let Ok(mut w) = m.results.write() {
-                    *w = results;
-                }
+                *m.results.write() = results;
             }
         });
         monitor
@@ -88,7 +86,7 @@ impl Monitor {
 
     /// The last probe result of each backend (absent: not probed yet).
     pub fn backends(&self) -> Vec<ProbeResult> {
-        self.results.read().map(|r| r.clone()).unwrap_or_default()
+        self.results.read().clone()
     }
 
     /// Is the gateway ready to serve (its session store reachable)?

@@ -27,7 +27,8 @@ pub fn http_client() -> reqwest::Result<reqwest::Client> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use parking_lot::Mutex;
+    use std::sync::Arc;
 
     use axum::http::{HeaderMap, StatusCode, header};
     use axum::response::IntoResponse;
@@ -43,7 +44,7 @@ mod tests {
             let record = record.clone();
             let answer = answer.clone();
             async move {
-                record.lock().unwrap().push(headers);
+                record.lock().push(headers);
                 answer()
             }
         });
@@ -72,7 +73,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::TEMPORARY_REDIRECT);
-        assert_eq!(backend_seen.lock().unwrap().len(), 1);
-        assert!(sink_seen.lock().unwrap().is_empty(), "the redirect was followed");
+        assert_eq!(backend_seen.lock().len(), 1);
+        assert!(sink_seen.lock().is_empty(), "the redirect was followed");
     }
 }

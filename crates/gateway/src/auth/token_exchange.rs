@@ -12,9 +12,10 @@
 //! exchange is remembered for a short time (negative cache) so a failing authorization server is
 //! not hammered. The cache is bounded: expired entries go first, then the soonest to expire.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -134,12 +135,12 @@ impl TokenExchangeFactory {
 
     /// Number of cache entries (tokens, failures and requests in flight).
     pub fn cache_len(&self) -> usize {
-        self.cache.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.cache.map.lock().len()
     }
 
     /// Forgets every cached token and failure (e.g. after a configuration reload).
     pub fn clear_cache(&self) {
-        self.cache.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.cache.map.lock().clear();
     }
 
     /// A source for `backend` (reads the client secret now).
@@ -357,7 +358,7 @@ impl TokenExchangeSource {
     fn lookup(&self, key: &Key, token: &[u8; 32]) -> Lookup {
         let m = &self.cache.metrics;
         let now = Instant::now();
-        let mut map = self.cache.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.cache.map.lock();
         match map.get(key) {
             Some(Slot::Ready(i)) if i.valid_until > now => {
                 m.hits.fetch_add(1, Ordering::Relaxed);
@@ -398,7 +399,7 @@ impl TokenExchangeSource {
         flight: &Flight,
         result: &Result<Issued, OutgoingAuthError>,
     ) {
-        let mut map = self.cache.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.cache.map.lock();
         if let Some(Slot::Pending(f)) = map.get(key)
             && Arc::ptr_eq(f, flight)
         {
@@ -645,18 +646,18 @@ mod tests {
     ) -> Response {
         let n = s.requests.fetch_add(1, Ordering::SeqCst) + 1;
         let auth = headers.get("authorization").map(|v| v.to_str().unwrap_or_default().to_owned());
-        *s.last.lock().unwrap() = Some((auth, f.clone()));
+        *s.last.lock() = Some((auth, f.clone()));
         let delay = s.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        if let Some((status, body)) = s.answer.lock().unwrap().clone() {
+        if let Some((status, body)) = s.answer.lock().clone() {
             let ct = if body.starts_with('{') { "application/json" } else { "text/plain" };
             return (StatusCode::from_u16(status).unwrap(), [("content-type", ct)], body)
                 .into_response();
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-        let exp = s.token_exp_in.lock().unwrap().map(|e| now + e).unwrap_or(now + 3600);
+        let exp = s.token_exp_in.lock().map(|e| now + e).unwrap_or(now + 3600);
         let b64 = |v: &Value| {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
         };
@@ -670,7 +671,7 @@ mod tests {
             b64(&json!({"alg":"RS256"})),
             b64(&json!({"sub": sub, "exp": exp, "n": n}))
         );
-        let expires_in = s.expires_in.lock().unwrap().clone();
+        let expires_in = s.expires_in.lock().clone();
         let mut body = json!({"access_token": jwt, "token_type": "Bearer",
             "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"});
         if !expires_in.is_null() {
@@ -692,7 +693,7 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let url = format!("http://{}/token", listener.local_addr().unwrap());
             let ep = Arc::new(Endpoint::default());
-            *ep.expires_in.lock().unwrap() = json!(300);
+            *ep.expires_in.lock() = json!(300);
             let app = Router::new().route("/token", post(token)).with_state(ep.clone());
             let task = tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;
@@ -717,11 +718,11 @@ mod tests {
         }
 
         fn last_form(&self) -> HashMap<String, String> {
-            self.ep.last.lock().unwrap().clone().unwrap().1.into_iter().collect()
+            self.ep.last.lock().clone().unwrap().1.into_iter().collect()
         }
 
         fn last_auth(&self) -> Option<String> {
-            self.ep.last.lock().unwrap().clone().unwrap().0
+            self.ep.last.lock().clone().unwrap().0
         }
     }
 
@@ -848,7 +849,7 @@ mod tests {
         let fx = Fixture::start().await;
         let f = TokenExchangeFactory::new(reqwest::Client::new());
         let a = f.source("a", &fx.cfg(json!({}))).unwrap();
-        *fx.ep.expires_in.lock().unwrap() = json!(3600);
+        *fx.ep.expires_in.lock() = json!(3600);
         let Identity::User(mut u) = user("alice") else { unreachable!() };
         u.expires_at = Some(SystemTime::now() + Duration::from_millis(600));
         let short = Identity::User(u);
@@ -866,7 +867,7 @@ mod tests {
         let f = TokenExchangeFactory::new(reqwest::Client::new());
         let src = f.source("a", &fx.cfg(json!({}))).unwrap();
         // expires_in 2 s: cached for 2 s minus 10 %.
-        *fx.ep.expires_in.lock().unwrap() = json!(2);
+        *fx.ep.expires_in.lock() = json!(2);
         src.headers(&user("alice")).await.unwrap();
         src.headers(&user("alice")).await.unwrap();
         assert_eq!(fx.requests(), 1);
@@ -874,8 +875,8 @@ mod tests {
         src.headers(&user("alice")).await.unwrap();
         assert_eq!(fx.requests(), 2);
         // The token's exp (2 s) wins over a long expires_in.
-        *fx.ep.expires_in.lock().unwrap() = json!(3600);
-        *fx.ep.token_exp_in.lock().unwrap() = Some(2);
+        *fx.ep.expires_in.lock() = json!(3600);
+        *fx.ep.token_exp_in.lock() = Some(2);
         src.headers(&user("bob")).await.unwrap();
         src.headers(&user("bob")).await.unwrap();
         assert_eq!(fx.requests(), 3);
@@ -906,7 +907,7 @@ mod tests {
     #[tokio::test]
     async fn failures_are_cached_briefly() {
         let fx = Fixture::start().await;
-        *fx.ep.answer.lock().unwrap() = Some((
+        *fx.ep.answer.lock() = Some((
             400,
             r#"{"error":"invalid_grant","error_description":"subject_token expired"}"#.into(),
         ));
@@ -930,7 +931,7 @@ mod tests {
         assert!(src.headers(&Identity::User(fresh)).await.is_err());
         assert_eq!(fx.requests(), 2, "tried at once with the fresh token");
         tokio::time::sleep(Duration::from_millis(350)).await;
-        *fx.ep.answer.lock().unwrap() = None;
+        *fx.ep.answer.lock() = None;
         src.headers(&user("alice")).await.unwrap();
         assert_eq!(fx.requests(), 3);
         assert_eq!(f.metrics().idp_errors.load(Ordering::Relaxed), 2);
@@ -941,19 +942,19 @@ mod tests {
         let fx = Fixture::start().await;
         let f = TokenExchangeFactory::new(reqwest::Client::new());
         let src = f.source("a", &fx.cfg(json!({}))).unwrap();
-        *fx.ep.answer.lock().unwrap() = Some((503, "upstream down, token=secret".into()));
+        *fx.ep.answer.lock() = Some((503, "upstream down, token=secret".into()));
         let e = src.headers(&user("u1")).await.unwrap_err();
         assert!(
             matches!(&e, OutgoingAuthError::Exchange { error, description: None } if error == "http 503"),
             "{e:?}"
         );
-        *fx.ep.answer.lock().unwrap() = Some((401, r#"{"error":"invalid_client"}"#.into()));
+        *fx.ep.answer.lock() = Some((401, r#"{"error":"invalid_client"}"#.into()));
         let e = src.headers(&user("u2")).await.unwrap_err();
         assert!(
             matches!(&e, OutgoingAuthError::Exchange { error, description: None } if error == "invalid_client")
         );
         assert_eq!(e.to_string(), "token exchange failed: invalid_client");
-        *fx.ep.answer.lock().unwrap() = Some((200, r#"{"token_type":"Bearer"}"#.into()));
+        *fx.ep.answer.lock() = Some((200, r#"{"token_type":"Bearer"}"#.into()));
         let e = src.headers(&user("u3")).await.unwrap_err();
         assert!(
             matches!(&e, OutgoingAuthError::Exchange { error, .. } if error == "invalid_response")

@@ -1,7 +1,8 @@
 //! The capability lists last seen from one backend, shared by every session that sees the same
 //! lists: a thousand sessions of one backend hold one copy of its tools, not a thousand (I8).
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::aggregate::BackendCapabilities;
@@ -16,7 +17,7 @@ impl Catalog {
     /// Returns the shared copy of `caps`: the one already held when equal, else `caps` itself,
     /// which becomes the shared copy.
     pub fn intern(&self, caps: BackendCapabilities) -> Arc<BackendCapabilities> {
-        let Ok(mut last) = self.last.lock() else { return Arc::new(caps) };
+        let mut last = self.last.lock();
         if let Some((held, seen)) = last.as_mut()
             && **held == caps
         {
@@ -30,12 +31,12 @@ impl Catalog {
 
     /// The last lists seen, however old (what a member that is down right now offered).
     pub fn last(&self) -> Option<Arc<BackendCapabilities>> {
-        self.last.lock().ok()?.as_ref().map(|(c, _)| c.clone())
+        self.last.lock().as_ref().map(|(c, _)| c.clone())
     }
 
     /// The shared lists if they were seen within `max_age`.
     pub fn fresh(&self, max_age: Duration) -> Option<Arc<BackendCapabilities>> {
-        let last = self.last.lock().ok()?;
+        let last = self.last.lock();
         last.as_ref().filter(|(_, seen)| seen.elapsed() <= max_age).map(|(c, _)| c.clone())
     }
 }

@@ -1,9 +1,10 @@
 //! The legacy HTTP+SSE transport (MCP 2024-11-05): a GET stream that first names the POST
 //! endpoint, then carries every response and notification; requests are POSTed there.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use serde_json::Value;
@@ -91,8 +92,7 @@ impl SseConn {
                         let Ok(msg) = serde_json::from_str::<Value>(&ev.data) else { continue };
                         let id = msg.get("id").and_then(Value::as_u64);
                         if msg.get("method").is_none() && id.is_some() {
-                            let waiter =
-                                pending.lock().ok().and_then(|mut p| id.and_then(|i| p.remove(&i)));
+                            let waiter = id.and_then(|i| pending.lock().remove(&i));
                             if let Some((tx, _, _)) = waiter {
                                 let _ = tx.send(msg);
                             }
@@ -113,9 +113,7 @@ impl SseConn {
                     }
                 }
                 alive.store(false, Ordering::Relaxed);
-                if let Ok(mut p) = pending.lock() {
-                    p.clear();
-                }
+                pending.lock().clear();
             })
         };
         let endpoint = match tokio::time::timeout_at(deadline, endpoint_rx).await {
@@ -177,9 +175,7 @@ impl SseConn {
     ) -> Result<Value, BackendError> {
         let (tx, rx) = oneshot::channel();
         let token = params.as_ref().and_then(|p| p.pointer("/_meta/progressToken")).cloned();
-        if let Ok(mut p) = self.pending.lock() {
-            p.insert(id, (tx, progress, token));
-        }
+        self.pending.lock().insert(id, (tx, progress, token));
         let guard = PendingGuard { pending: &self.pending, id };
         self.post(&jsonrpc::request(&Value::from(id), method, params), headers).await?;
         let msg = tokio::time::timeout(self.def.timeout, rx)
@@ -217,9 +213,7 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut p) = self.pending.lock() {
-            p.remove(&self.id);
-        }
+        self.pending.lock().remove(&self.id);
     }
 }
 
@@ -244,7 +238,7 @@ fn progress_sink_for(pending: &Pending, msg: &Value) -> Option<ProgressSink> {
         return None;
     }
     let token = msg.pointer("/params/progressToken")?;
-    let p = pending.lock().ok()?;
+    let p = pending.lock();
     p.values().find(|(_, _, t)| t.as_ref() == Some(token)).and_then(|(_, sink, _)| sink.clone())
 }
 

@@ -1,8 +1,9 @@
 //! Streamable HTTP client side: one POST per message, JSON or SSE answers, a GET stream for
 //! server-initiated messages, `Mcp-Session-Id` kept per backend session.
 
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -68,26 +69,22 @@ impl StreamableConn {
         if let Some(v) = &hint.protocol_version {
             self.set_protocol_version(v);
         }
-        if let Ok(mut s) = self.session_id.lock() {
-            *s = Some(hint.session_id);
-        }
+        *self.session_id.lock() = Some(hint.session_id);
     }
 
     /// The session id and negotiated revision, to store as a hint.
     pub(super) fn hint(&self) -> Option<crate::session::record::BackendHint> {
-        let protocol_version = self.protocol_version.lock().ok().map(|v| v.clone());
+        let protocol_version = Some(self.protocol_version.lock().clone());
         self.session_id()
             .map(|session_id| crate::session::record::BackendHint { session_id, protocol_version })
     }
 
     pub(super) fn set_protocol_version(&self, v: &str) {
-        if let Ok(mut p) = self.protocol_version.lock() {
-            *p = v.to_owned();
-        }
+        *self.protocol_version.lock() = v.to_owned();
     }
 
     pub(super) fn session_id(&self) -> Option<String> {
-        self.session_id.lock().ok().and_then(|s| s.clone())
+        self.session_id.lock().clone()
     }
 
     fn builder(&self, method: reqwest::Method, headers: &Headers) -> reqwest::RequestBuilder {
@@ -96,9 +93,7 @@ impl StreamableConn {
         if let Some(id) = self.session_id() {
             rb = rb.header("mcp-session-id", id);
         }
-        if let Ok(v) = self.protocol_version.lock() {
-            rb = rb.header("mcp-protocol-version", v.as_str());
-        }
+        rb = rb.header("mcp-protocol-version", self.protocol_version.lock().as_str());
         apply_headers(rb, headers)
     }
 
@@ -116,10 +111,8 @@ impl StreamableConn {
             .send()
             .await
             .map_err(|e| BackendError::from_reqwest(e, self.def.timeout))?;
-        if let Some(id) = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok())
-            && let Ok(mut s) = self.session_id.lock()
-        {
-            *s = Some(id.to_owned());
+        if let Some(id) = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+            *self.session_id.lock() = Some(id.to_owned());
         }
         let status = resp.status();
         let confirmed = self.confirmed.load(std::sync::atomic::Ordering::Relaxed);
@@ -220,9 +213,7 @@ impl StreamableConn {
             .builder(reqwest::Method::GET, headers)
             .header(http::header::ACCEPT, "text/event-stream");
         let Some(template) = rb.build().ok() else { return };
-        if let Ok(mut t) = self.opened_at.lock() {
-            *t = Some(std::time::Instant::now());
-        }
+        *self.opened_at.lock() = Some(std::time::Instant::now());
         let no_stream = self.no_stream.clone();
         let http = self.http.clone();
         let events = self.events.clone();
@@ -267,9 +258,7 @@ impl StreamableConn {
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         });
-        if let Ok(mut s) = self.stream.lock()
-            && let Some(old) = s.replace(task.abort_handle())
-        {
+        if let Some(old) = self.stream.lock().replace(task.abort_handle()) {
             old.abort();
         }
     }
@@ -281,11 +270,7 @@ impl StreamableConn {
         {
             return;
         }
-        let running = self
-            .stream
-            .lock()
-            .map(|s| s.as_ref().is_some_and(|h| !h.is_finished()))
-            .unwrap_or(true);
+        let running = self.stream.lock().as_ref().is_some_and(|h| !h.is_finished());
         if !running {
             self.open_stream(headers);
         }
@@ -298,13 +283,8 @@ impl StreamableConn {
         {
             return;
         }
-        let recent =
-            self.opened_at.lock().ok().and_then(|t| *t).is_some_and(|t| t.elapsed() < REOPEN_EVERY);
-        let ended = self
-            .stream
-            .lock()
-            .map(|s| s.as_ref().is_none_or(AbortHandle::is_finished))
-            .unwrap_or(false);
+        let recent = self.opened_at.lock().is_some_and(|t| t.elapsed() < REOPEN_EVERY);
+        let ended = self.stream.lock().as_ref().is_none_or(AbortHandle::is_finished);
         if ended && !recent {
             self.open_stream(headers);
         }
@@ -323,9 +303,7 @@ impl StreamableConn {
 
     /// Closes the GET stream (the client closed its own, or the session is parked).
     pub(super) fn stop_stream(&self) {
-        if let Ok(mut s) = self.stream.lock()
-            && let Some(h) = s.take()
-        {
+        if let Some(h) = self.stream.lock().take() {
             h.abort();
         }
     }

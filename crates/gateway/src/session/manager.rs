@@ -1,8 +1,9 @@
 //! The session manager: local cache, creation, identity-aware restore, membership changes,
 //! termination and idle eviction.
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
@@ -145,7 +146,7 @@ impl SessionManager {
 
     /// The configured backends.
     pub fn backends(&self) -> Arc<BackendSet> {
-        self.backends.read().map(|b| b.clone()).unwrap_or_default()
+        self.backends.read().clone()
     }
 
     /// Shared HTTP client for backends.
@@ -160,7 +161,7 @@ impl SessionManager {
 
     /// Number of sessions held locally.
     pub fn local_count(&self) -> usize {
-        self.local.read().map(|l| l.len()).unwrap_or(0)
+        self.local.read().len()
     }
 
     fn now_ms(&self) -> u64 {
@@ -254,9 +255,7 @@ impl SessionManager {
 
     /// Makes a connected session visible to requests on this replica.
     fn publish(&self, session: &Arc<Session>) {
-        if let Ok(mut l) = self.local.write() {
-            l.insert(session.id.clone(), session.clone());
-        }
+        self.local.write().insert(session.id.clone(), session.clone());
         self.metrics.sessions_live.set(self.local_count() as i64);
     }
 
@@ -415,14 +414,12 @@ impl SessionManager {
     /// locally cached session is checked against the store on every request, so a DELETE on
     /// another replica still ends it here promptly (I5).
     pub fn set_termination_feed(&self, probe: TerminationFeedProbe) {
-        if let Ok(mut f) = self.termination_feed.write() {
-            *f = Some(probe);
-        }
+        *self.termination_feed.write() = Some(probe);
     }
 
     fn feed_down(&self) -> bool {
         self.feed_unverified.load(std::sync::atomic::Ordering::Acquire)
-            || self.termination_feed.read().ok().and_then(|f| f.clone()).is_some_and(|p| !(p.0)())
+            || self.termination_feed.read().clone().is_some_and(|p| !(p.0)())
     }
 
     /// Resolves `Mcp-Session-Id` for a request by `identity`: the local cache, else a restore
@@ -437,7 +434,7 @@ impl SessionManager {
         if !is_session_id(id) {
             return Err(SessionError::NotFound);
         }
-        let local = self.local.read().ok().and_then(|l| l.get(id).cloned());
+        let local = self.local.read().get(id).cloned();
         let session = match local {
             Some(s) if self.feed_down() => {
                 if !self.timed("exists", self.store.exists(id)).await? {
@@ -503,8 +500,7 @@ impl SessionManager {
     /// Ends every client GET stream (shutdown: in-flight calls drain, listeners reconnect
     /// elsewhere); the sessions themselves stay, here and in the store.
     pub fn end_client_streams(&self) {
-        let sessions: Vec<Arc<Session>> =
-            self.local.read().map(|l| l.values().cloned().collect()).unwrap_or_default();
+        let sessions: Vec<Arc<Session>> = self.local.read().values().cloned().collect();
         for s in sessions {
             s.outbox.detach();
         }
@@ -513,7 +509,7 @@ impl SessionManager {
     /// Drops the local copy of a session (its record stays in the store): its client stream
     /// ends and its backend connections are parked (streams closed, hints kept).
     pub fn forget(&self, id: &str) {
-        let removed = self.local.write().ok().and_then(|mut l| l.remove(id));
+        let removed = self.local.write().remove(id);
         if let Some(s) = removed {
             s.outbox.close();
             s.park();

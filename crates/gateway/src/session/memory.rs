@@ -1,8 +1,8 @@
 //! In-process session store: one replica only (sessions survive idle eviction of local
 //! connections, not a restart).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::record::SessionRecord;
@@ -33,10 +33,7 @@ impl MemoryStore {
         &self,
         f: impl FnOnce(&mut HashMap<String, (SessionRecord, Instant)>) -> T,
     ) -> Result<T, StoreError> {
-        let mut records = self
-            .records
-            .lock()
-            .map_err(|_| StoreError::Unavailable("memory store poisoned".into()))?;
+        let mut records = self.records.lock();
         // A full scan at most once per SWEEP_EVERY, however many records there are (L11: it
         // once ran on every operation while the count sat on a multiple of 64).
         let now = Instant::now();

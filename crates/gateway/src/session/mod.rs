@@ -22,9 +22,9 @@ pub mod views;
 
 pub use manager::{SessionError, SessionManager};
 
-use std::collections::BTreeMap;
+use parking_lot::{Mutex, RwLock};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -48,8 +48,8 @@ pub struct Session {
     /// Protocol revision negotiated with the client.
     pub protocol_version: String,
     generation: AtomicU64,
-    members: RwLock<BTreeMap<Arc<str>, Arc<Slot>>>,
-    order: RwLock<Vec<Arc<str>>>,
+    /// Member backends in configuration order (one lock: names and order never drift apart).
+    members: RwLock<Vec<Arc<Slot>>>,
     view: RwLock<View>,
     /// Server-to-client messages.
     pub outbox: Outbox,
@@ -66,9 +66,7 @@ pub struct Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if let Ok(mut d) = self.dispatcher.lock()
-            && let Some(h) = d.take()
-        {
+        if let Some(h) = self.dispatcher.lock().take() {
             h.abort();
         }
     }
@@ -84,15 +82,12 @@ impl Session {
         generation: u64,
         slots: Vec<Arc<Slot>>,
     ) -> Self {
-        let order = slots.iter().map(|s| s.def.name.clone()).collect();
-        let members = slots.into_iter().map(|s| (s.def.name.clone(), s)).collect();
         Self {
             id,
             binding,
             protocol_version,
             generation: AtomicU64::new(generation),
-            members: RwLock::new(members),
-            order: RwLock::new(order),
+            members: RwLock::new(slots),
             view: RwLock::new(Arc::new(Err("not aggregated yet".into()))),
             outbox: Outbox::default(),
             inflight: Mutex::new(Default::default()),
@@ -107,22 +102,17 @@ impl Session {
 
     /// Member backends in configuration order.
     pub fn slots(&self) -> Vec<Arc<Slot>> {
-        let order = self.order.read().map(|o| o.clone()).unwrap_or_default();
-        let members = self.members.read();
-        match members {
-            Ok(m) => order.iter().filter_map(|n| m.get(n).cloned()).collect(),
-            Err(_) => Vec::new(),
-        }
+        self.members.read().clone()
     }
 
     /// One member backend.
     pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
-        self.members.read().ok().and_then(|m| m.get(name).cloned())
+        self.members.read().iter().find(|s| &*s.def.name == name).cloned()
     }
 
     /// Member names in order (what the record's `members` holds).
     pub fn member_names(&self) -> Vec<String> {
-        self.order.read().map(|o| o.iter().map(|n| n.to_string()).collect()).unwrap_or_default()
+        self.members.read().iter().map(|s| s.def.name.to_string()).collect()
     }
 
     /// Membership generation.
@@ -132,10 +122,7 @@ impl Session {
 
     /// The current merged view.
     pub fn view(&self) -> View {
-        self.view
-            .read()
-            .map(|v| v.clone())
-            .unwrap_or_else(|_| Arc::new(Err("view unavailable".into())))
+        self.view.read().clone()
     }
 
     /// Recomputes the merged view from the members' capabilities (shared with other sessions
@@ -143,16 +130,14 @@ impl Session {
     /// it offered when last seen (M3, I3): its names stay routed to it, so a call gets an error
     /// naming it instead of silently going to another backend under `priority`.
     pub fn rebuild_view(&self, set: &manager::BackendSet) {
-        let order = self.order.read().map(|o| o.clone()).unwrap_or_default();
-        let caps: Vec<Arc<BackendCapabilities>> = self
-            .slots()
+        let slots = self.slots();
+        let order: Vec<Arc<str>> = slots.iter().map(|s| s.def.name.clone()).collect();
+        let caps: Vec<Arc<BackendCapabilities>> = slots
             .iter()
             .filter_map(|s| s.capabilities().or_else(|| s.def.catalog.last()))
             .collect();
         let view = set.views.view(&set.aggregation, &order, caps);
-        if let Ok(mut v) = self.view.write() {
-            *v = view;
-        }
+        *self.view.write() = view;
     }
 
     /// The client opened its GET stream: open the member backends' streams with the live
@@ -192,21 +177,17 @@ impl Session {
 
     /// Records a client request id routed to a backend request id (for cancellation).
     pub fn track(&self, client_id: &Value, backend: Arc<str>, backend_id: u64) {
-        if let Ok(mut m) = self.inflight.lock() {
-            m.insert(client_id.to_string(), (backend, backend_id));
-        }
+        self.inflight.lock().insert(client_id.to_string(), (backend, backend_id));
     }
 
     /// Forgets a finished request.
     pub fn untrack(&self, client_id: &Value) {
-        if let Ok(mut m) = self.inflight.lock() {
-            m.remove(&client_id.to_string());
-        }
+        self.inflight.lock().remove(&client_id.to_string());
     }
 
     /// Where a client request id went.
     pub fn tracked(&self, client_id: &Value) -> Option<(Arc<str>, u64)> {
-        self.inflight.lock().ok().and_then(|m| m.get(&client_id.to_string()).cloned())
+        self.inflight.lock().get(&client_id.to_string()).cloned()
     }
 
     /// Sender for backend events of this session (given to new connections); the first call
@@ -216,18 +197,13 @@ impl Session {
             let (tx, rx) = mpsc::unbounded_channel();
             let task =
                 tokio::spawn(manager::dispatch_events(self.manager.clone(), self.me.clone(), rx));
-            if let Ok(mut d) = self.dispatcher.lock() {
-                *d = Some(task.abort_handle());
-            }
+            *self.dispatcher.lock() = Some(task.abort_handle());
             tx
         })
     }
 
     fn set_members(&self, slots: Vec<Arc<Slot>>, generation: u64) {
-        if let (Ok(mut m), Ok(mut o)) = (self.members.write(), self.order.write()) {
-            *o = slots.iter().map(|s| s.def.name.clone()).collect();
-            *m = slots.into_iter().map(|s| (s.def.name.clone(), s)).collect();
-        }
+        *self.members.write() = slots;
         self.generation.store(generation, Ordering::Relaxed);
     }
 }

@@ -2,8 +2,8 @@
 //! exactly one stream: a new GET stream replaces the previous one. Messages sent while no
 //! stream is open are kept (bounded) and delivered when one opens.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -19,7 +19,7 @@ pub struct Outbox {
 impl Outbox {
     /// Queues a message for the client.
     pub fn send(&self, msg: Value) {
-        let Ok(mut g) = self.inner.lock() else { return };
+        let mut g = self.inner.lock();
         let (tx, backlog) = &mut *g;
         if let Some(t) = tx {
             if let Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) =
@@ -38,7 +38,8 @@ impl Outbox {
     /// Opens a new stream (closing the previous one) and returns its receiver.
     pub fn attach(&self) -> mpsc::Receiver<Value> {
         let (t, r) = mpsc::channel(256);
-        if let Ok(mut g) = self.inner.lock() {
+        {
+            let mut g = self.inner.lock();
             let (tx, backlog) = &mut *g;
             while let Some(m) = backlog.pop_front() {
                 if t.try_send(m).is_err() {
@@ -52,20 +53,19 @@ impl Outbox {
 
     /// Is a client stream open right now?
     pub fn is_attached(&self) -> bool {
-        self.inner.lock().map(|g| g.0.as_ref().is_some_and(|t| !t.is_closed())).unwrap_or(false)
+        self.inner.lock().0.as_ref().is_some_and(|t| !t.is_closed())
     }
 
     /// Ends the current stream, keeping the backlog (the session goes on; the client
     /// reconnects).
     pub fn detach(&self) {
-        if let Ok(mut g) = self.inner.lock() {
-            g.0 = None;
-        }
+        self.inner.lock().0 = None;
     }
 
     /// Closes the current stream (session ended).
     pub fn close(&self) {
-        if let Ok(mut g) = self.inner.lock() {
+        {
+            let mut g = self.inner.lock();
             g.0 = None;
             g.1.clear();
         }

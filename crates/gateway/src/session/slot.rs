@@ -1,7 +1,8 @@
 //! One member backend of one session: its connection (if up), its capabilities, its status.
 //! A failed backend stays a member and is only marked unavailable on this replica (I3).
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -87,26 +88,24 @@ impl Slot {
         caps: Arc<BackendCapabilities>,
     ) -> Self {
         let slot = Self::new(def, hint);
-        if let Ok(mut c) = slot.caps.lock() {
-            *c = Some(caps);
-        }
+        *slot.caps.lock() = Some(caps);
         slot.preloaded.store(true, std::sync::atomic::Ordering::Relaxed);
         slot
     }
 
     /// The current connection, if any.
     pub fn connection(&self) -> Option<Arc<Connection>> {
-        self.conn.lock().ok().and_then(|c| c.clone())
+        self.conn.lock().clone()
     }
 
     /// Current capabilities, if known.
     pub fn capabilities(&self) -> Option<Arc<BackendCapabilities>> {
-        self.caps.lock().ok().and_then(|c| c.clone())
+        self.caps.lock().clone()
     }
 
     /// Status.
     pub fn status(&self) -> SlotStatus {
-        self.status.lock().map(|s| s.clone()).unwrap_or(SlotStatus::Idle)
+        self.status.lock().clone()
     }
 
     /// Marks the capabilities as outdated (after a backend `list_changed`).
@@ -132,7 +131,7 @@ impl Slot {
     /// Parks the member: closes its GET stream and drops the local connection, keeping the
     /// backend session id as a hint for the next use (I7, I8).
     pub fn park(&self) {
-        let conn = self.conn.lock().ok().and_then(|mut c| c.take());
+        let conn = self.conn.lock().take();
         if let Some(conn) = conn {
             conn.stop_stream();
         }
@@ -140,12 +139,8 @@ impl Slot {
 
     /// Drops the connection (e.g. the backend answered 404 to its session id).
     pub fn reset(&self) {
-        if let Ok(mut c) = self.conn.lock() {
-            *c = None;
-        }
-        if let Ok(mut h) = self.hint.lock() {
-            *h = None;
-        }
+        *self.conn.lock() = None;
+        *self.hint.lock() = None;
     }
 
     /// Connects if needed (single-flight), using credentials derived from `identity` (I1):
@@ -180,7 +175,7 @@ impl Slot {
         events: &mpsc::UnboundedSender<BackendEvent>,
     ) -> Result<Connected, BackendError> {
         let headers = self.def.credentials.headers(identity).await?;
-        let hint = self.hint.lock().ok().and_then(|h| h.clone());
+        let hint = self.hint.lock().clone();
         let old_hint = hint.clone();
         if self.preloaded.load(std::sync::atomic::Ordering::Relaxed) && !self.is_stale() {
             // Capabilities are known: resume the stored session (no request at all; a lost one
@@ -188,10 +183,8 @@ impl Slot {
             let (conn, _) =
                 Connection::open(self.def.clone(), http.clone(), &headers, hint, events.clone())
                     .await?;
-            if let Some(newer) = self.def.catalog.fresh(CATALOG_FRESH)
-                && let Ok(mut c) = self.caps.lock()
-            {
-                *c = Some(newer);
+            if let Some(newer) = self.def.catalog.fresh(CATALOG_FRESH) {
+                *self.caps.lock() = Some(newer);
             }
             return Ok(self.install(conn, old_hint, false));
         }
@@ -223,12 +216,8 @@ impl Slot {
     ) -> Connected {
         let conn = Arc::new(conn);
         let hint = conn.session_hint();
-        if let Ok(mut c) = self.conn.lock() {
-            *c = Some(conn.clone());
-        }
-        if let Ok(mut h) = self.hint.lock() {
-            h.clone_from(&hint);
-        }
+        *self.conn.lock() = Some(conn.clone());
+        self.hint.lock().clone_from(&hint);
         let new_hint = (hint != old_hint).then_some(hint);
         Connected { conn, new_hint, reinitialized }
     }
@@ -273,17 +262,13 @@ impl Slot {
             resource_templates: templates,
             prompts,
         });
-        if let Ok(mut c) = self.caps.lock() {
-            *c = Some(caps);
-        }
+        *self.caps.lock() = Some(caps);
         self.stale.store(false, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
     fn set_status(&self, s: SlotStatus) {
-        if let Ok(mut st) = self.status.lock() {
-            *st = s;
-        }
+        *self.status.lock() = s;
     }
 
     /// Records a failure and schedules the next attempt with exponential backoff (1 s … 30 s).
@@ -317,7 +302,7 @@ impl Slot {
 
     /// Closes the backend session (DELETE) with the given identity's credentials.
     pub async fn close(&self, identity: &Identity) {
-        let conn = self.conn.lock().ok().and_then(|mut c| c.take());
+        let conn = self.conn.lock().take();
         if let Some(conn) = conn {
             let headers = self.def.credentials.headers(identity).await.unwrap_or_default();
             conn.close(&headers).await;

@@ -2,7 +2,8 @@
 //! capability lists get the same aggregation result, computed once (I8: an idle session costs
 //! a few KiB, not a copy of every tool).
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 use vmcp_types::config::AggregationConfig;
 
@@ -43,21 +44,22 @@ impl ViewCache {
         order: &[Arc<str>],
         caps: Vec<Arc<BackendCapabilities>>,
     ) -> View {
-        if let Ok(mut entries) = self.entries.lock()
-            && let Some(i) = entries.iter().position(|e| e.matches(order, &caps))
         {
-            let entry = entries.remove(i);
-            let view = entry.view.clone();
-            entries.insert(0, entry);
-            return view;
+            let mut entries = self.entries.lock();
+            if let Some(i) = entries.iter().position(|e| e.matches(order, &caps)) {
+                let entry = entries.remove(i);
+                let view = entry.view.clone();
+                entries.insert(0, entry);
+                return view;
+            }
         }
         let owned: Vec<BackendCapabilities> = caps.iter().map(|c| (**c).clone()).collect();
         let view: View =
             Arc::new(crate::aggregate::aggregate(config, order, &owned).map_err(|e| e.to_string()));
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.insert(0, Entry { order: order.to_vec(), caps, view: view.clone() });
-            entries.truncate(KEEP);
-        }
+        let mut entries = self.entries.lock();
+        entries.insert(0, Entry { order: order.to_vec(), caps, view: view.clone() });
+        entries.truncate(KEEP);
+        drop(entries);
         view
     }
 }

@@ -21,9 +21,10 @@ pub mod mcp_server;
 pub mod ownership;
 pub mod virtual_server;
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -240,14 +241,14 @@ struct Backoff(Mutex<HashMap<String, u32>>);
 
 impl Backoff {
     fn fail(&self, key: &str) -> u32 {
-        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut m = self.0.lock();
         let n = m.entry(key.to_owned()).or_insert(0);
         *n = n.saturating_add(1);
         *n
     }
 
     fn reset(&self, key: &str) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+        self.0.lock().remove(key);
     }
 }
 
@@ -273,13 +274,13 @@ type References = BTreeSet<(RefKind, String)>;
 impl RefIndex {
     /// Records what `referrer` in `ns` references now.
     pub(crate) fn set(&self, ns: &str, referrer: &str, refs: BTreeSet<(RefKind, String)>) {
-        let mut m = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let mut m = self.0.write();
         m.insert((ns.to_owned(), referrer.to_owned()), refs);
     }
 
     /// The referrers in `ns` that referenced `(kind, name)`.
     pub(crate) fn referrers(&self, ns: &str, kind: RefKind, name: &str) -> Vec<String> {
-        let m = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let m = self.0.read();
         m.iter()
             .filter(|((n, _), refs)| n == ns && refs.contains(&(kind, name.to_owned())))
             .map(|((_, r), _)| r.clone())

@@ -3,8 +3,9 @@
 //! Results (active or not) are cached in memory for at most 30 s, keyed by a SHA-256 of the
 //! token, so that a burst of requests with one token costs one introspection call.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::SecretString;
@@ -61,7 +62,7 @@ impl Introspector {
     ) -> Result<Arc<Map<String, Value>>, IncomingAuthError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = Instant::now();
-        if let Some((r, until)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+        if let Some((r, until)) = self.cache.lock().get(&key)
             && *until > now
         {
             return r.clone();
@@ -81,7 +82,7 @@ impl Introspector {
                     .as_secs_f64();
             ttl = ttl.min(Duration::try_from_secs_f64(left.max(0.0)).unwrap_or_default());
         }
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.cache.lock();
         if cache.len() >= CACHE_MAX {
             cache.retain(|_, (_, until)| *until > now);
             if cache.len() >= CACHE_MAX {

@@ -1,8 +1,9 @@
 //! Unit tests of the validator against a hand-made issuer on 127.0.0.1 (keys generated here).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
@@ -55,7 +56,7 @@ async fn discovery(State(s): State<Arc<IdpState>>) -> Result<Json<Value>, Status
     if s.fail.load(Ordering::SeqCst) {
         return Err(StatusCode::SERVICE_UNAVAILABLE);
     }
-    let iss = s.issuer.lock().unwrap().clone();
+    let iss = s.issuer.lock().clone();
     Ok(Json(
         json!({"issuer": iss, "jwks_uri": format!("{iss}/jwks"), "token_endpoint": format!("{iss}/token")}),
     ))
@@ -70,7 +71,7 @@ async fn jwks(State(s): State<Arc<IdpState>>) -> Result<Json<Value>, StatusCode>
     if s.fail.load(Ordering::SeqCst) {
         return Err(StatusCode::SERVICE_UNAVAILABLE);
     }
-    Ok(Json(json!({"keys": *s.keys.lock().unwrap()})))
+    Ok(Json(json!({"keys": *s.keys.lock()})))
 }
 
 async fn introspect(headers: HeaderMap, Form(f): Form<Vec<(String, String)>>) -> Json<Value> {
@@ -99,7 +100,7 @@ impl Idp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(IdpState::default());
-        *state.issuer.lock().unwrap() = issuer.clone();
+        *state.issuer.lock() = issuer.clone();
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
@@ -112,7 +113,7 @@ impl Idp {
     }
 
     fn publish(&self, k: &Key) {
-        self.state.keys.lock().unwrap().push(k.jwk.clone());
+        self.state.keys.lock().push(k.jwk.clone());
     }
 
     fn jwks_hits(&self) -> usize {
@@ -419,7 +420,7 @@ async fn discovery_issuer_must_match() {
     let idp = Idp::start().await;
     let k1 = ed_key("k1");
     idp.publish(&k1);
-    *idp.state.issuer.lock().unwrap() = "https://impostor".into();
+    *idp.state.issuer.lock() = "https://impostor".into();
     let v = idp.validator();
     let err = v.warm_up().await.unwrap_err();
     assert!(

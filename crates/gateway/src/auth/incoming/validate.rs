@@ -10,9 +10,10 @@
 //! - re-fetched when a token names an unknown `kid` (key rotation), at most once per
 //!   `min_refetch_interval` and single-flight: concurrent requests wait for one download.
 
+use parking_lot::RwLock;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -317,7 +318,7 @@ impl Inner {
         this: &Arc<Inner>,
     ) -> Result<(Arc<KeySet>, u64), IncomingAuthError> {
         {
-            let s = self.keys.read().unwrap_or_else(|e| e.into_inner());
+            let s = self.keys.read();
             if s.loaded {
                 if Instant::now() >= s.refresh_due {
                     Self::spawn_refresh(this);
@@ -327,7 +328,7 @@ impl Inner {
         }
         let mut f = self.fetch.lock().await;
         {
-            let s = self.keys.read().unwrap_or_else(|e| e.into_inner());
+            let s = self.keys.read();
             if s.loaded {
                 return Ok((s.set.clone(), s.generation));
             }
@@ -345,7 +346,7 @@ impl Inner {
     async fn refetch_for_unknown_kid(&self, generation: u64) -> Arc<KeySet> {
         let mut f = self.fetch.lock().await;
         let current = {
-            let s = self.keys.read().unwrap_or_else(|e| e.into_inner());
+            let s = self.keys.read();
             if s.generation != generation {
                 return s.set.clone(); // someone downloaded while we waited
             }
@@ -367,13 +368,11 @@ impl Inner {
         let inner = this.clone();
         rt.spawn(async move {
             let mut f = inner.fetch.lock().await;
-            let due = inner.keys.read().map(|s| Instant::now() >= s.refresh_due).unwrap_or(true);
+            let due = Instant::now() >= inner.keys.read().refresh_due;
             if due && inner.fetch_locked(&mut f).await.is_err() {
                 // Keep the old keys; try again a little later rather than on every request.
                 let retry = inner.refresh_interval.min(Duration::from_secs(30));
-                if let Ok(mut s) = inner.keys.write() {
-                    s.refresh_due = Instant::now() + retry;
-                }
+                inner.keys.write().refresh_due = Instant::now() + retry;
             }
             inner.refreshing.store(false, Ordering::Release);
         });
@@ -407,7 +406,7 @@ impl Inner {
                     tracing::debug!(issuer = %self.issuer, kids = ?set.kids(), "JWKS loaded");
                 }
                 let set = Arc::new(set);
-                let mut s = self.keys.write().unwrap_or_else(|e| e.into_inner());
+                let mut s = self.keys.write();
                 s.set = set.clone();
                 s.loaded = true;
                 s.generation += 1;

@@ -22,8 +22,7 @@ impl SessionManager {
     /// got an answer (then cached hits are trusted again).
     pub async fn verify_cached(self: &Arc<Self>) -> bool {
         use futures::StreamExt;
-        let ids: Vec<Arc<str>> =
-            self.local.read().map(|l| l.keys().cloned().collect()).unwrap_or_default();
+        let ids: Vec<Arc<str>> = self.local.read().keys().cloned().collect();
         let failed = std::sync::atomic::AtomicBool::new(false);
         futures::stream::iter(ids)
             .for_each_concurrent(32, |id| {
@@ -51,11 +50,8 @@ impl SessionManager {
     /// (I4): new backends join, removed ones leave, the generation is bumped with CAS, and the
     /// client is told its lists changed. No session is closed.
     pub async fn apply_backends(self: &Arc<Self>, set: BackendSet) {
-        if let Ok(mut b) = self.backends.write() {
-            *b = Arc::new(set);
-        }
-        let sessions: Vec<Arc<Session>> =
-            self.local.read().map(|l| l.values().cloned().collect()).unwrap_or_default();
+        *self.backends.write() = Arc::new(set);
+        let sessions: Vec<Arc<Session>> = self.local.read().values().cloned().collect();
         for s in sessions {
             self.reconcile_membership(&s).await;
         }
@@ -158,30 +154,23 @@ impl SessionManager {
                 let stale: Vec<Arc<str>> = me
                     .local
                     .read()
-                    .map(|l| {
-                        l.values()
-                            .filter(|s| {
-                                now.saturating_sub(
-                                    s.last_used.load(std::sync::atomic::Ordering::Relaxed),
-                                ) > idle
-                                    // A client holding its GET stream open is waiting, not idle.
-                                    && !s.outbox.is_attached()
-                            })
-                            .map(|s| s.id.clone())
-                            .collect()
+                    .values()
+                    .filter(|s| {
+                        now.saturating_sub(s.last_used.load(std::sync::atomic::Ordering::Relaxed))
+                            > idle
+                            // A client holding its GET stream open is waiting, not idle.
+                            && !s.outbox.is_attached()
                     })
-                    .unwrap_or_default();
+                    .map(|s| s.id.clone())
+                    .collect();
                 for id in stale {
                     tracing::debug!(session = %id, "idle: dropping local connections");
                     me.forget(&id);
                 }
                 // A client that only listens on its GET stream keeps its record alive (M1):
                 // the TTL refresh is coalesced like a request's.
-                let listening: Vec<Arc<Session>> = me
-                    .local
-                    .read()
-                    .map(|l| l.values().filter(|s| s.outbox.is_attached()).cloned().collect())
-                    .unwrap_or_default();
+                let listening: Vec<Arc<Session>> =
+                    me.local.read().values().filter(|s| s.outbox.is_attached()).cloned().collect();
                 for s in listening {
                     me.touch(&s);
                 }

@@ -20,13 +20,13 @@ impl SessionManager {
         identity: &Identity,
     ) -> Result<Arc<Session>, SessionError> {
         let lock = {
-            let mut r = self.restoring.lock().map_err(|_| SessionError::NotFound)?;
+            let mut r = self.restoring.lock();
             r.entry(Arc::from(id)).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))).clone()
         };
         // Removes the entry however this request ends (a cancelled request included).
         let _entry = RestoringEntry { manager: self, id };
         let _guard = lock.lock().await;
-        if let Some(s) = self.local.read().ok().and_then(|l| l.get(id).cloned()) {
+        if let Some(s) = self.local.read().get(id).cloned() {
             return Ok(s);
         }
         let start = Instant::now();
@@ -119,8 +119,6 @@ struct RestoringEntry<'a> {
 
 impl Drop for RestoringEntry<'_> {
     fn drop(&mut self) {
-        if let Ok(mut r) = self.manager.restoring.lock() {
-            r.remove(self.id);
-        }
+        self.manager.restoring.lock().remove(self.id);
     }
 }
