@@ -6,9 +6,6 @@
 //! written to its stdin, responses matched by id from its stdout, and everything else it sends
 //! goes to the session's GET stream.
 
-// At the HTTP edge an early `Err(Response)` is the natural shape; boxing it buys nothing.
-#![allow(clippy::result_large_err)]
-
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -34,7 +31,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::jsonrpc::{self, Message, PARSE_ERROR, RpcError};
 use crate::session::outbox::Outbox;
 
-const SESSION_HEADER: &str = "mcp-session-id";
+use crate::http::EdgeError;
+use crate::http::error::json_response;
+use crate::protocol::{Method, SESSION_HEADER};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Why the bridge could not serve.
@@ -178,16 +177,19 @@ struct BridgeState {
 }
 
 impl BridgeState {
-    fn session(&self, headers: &HeaderMap) -> Result<Arc<StdioSession>, Response> {
+    fn session(&self, headers: &HeaderMap) -> Result<Arc<StdioSession>, EdgeError> {
         let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
-            return Err((StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header").into_response());
+            return Err(EdgeError::Refused(
+                StatusCode::BAD_REQUEST,
+                "missing Mcp-Session-Id header",
+            ));
         };
         let session = self
             .sessions
             .lock()
             .get(id)
             .cloned()
-            .ok_or_else(|| (StatusCode::NOT_FOUND, "session not found").into_response())?;
+            .ok_or(EdgeError::Session(crate::session::SessionError::NotFound))?;
         session.used();
         Ok(session)
     }
@@ -223,54 +225,39 @@ impl BridgeState {
     }
 }
 
-fn json(status: StatusCode, v: &Value) -> Response {
-    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], v.to_string())
-        .into_response()
+fn failure(id: &Value, e: &BridgeError) -> EdgeError {
+    EdgeError::Rpc {
+        status: StatusCode::OK,
+        id: Some(id.clone()),
+        error: RpcError::new(jsonrpc::INTERNAL_ERROR, e.to_string()),
+    }
 }
 
-fn failure(id: &Value, e: &BridgeError) -> Response {
-    json(
-        StatusCode::OK,
-        &jsonrpc::error(Some(id), &RpcError::new(jsonrpc::INTERNAL_ERROR, e.to_string())),
-    )
-}
-
-async fn post(State(st): State<BridgeState>, headers: HeaderMap, body: Bytes) -> Response {
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return json(
-                StatusCode::BAD_REQUEST,
-                &jsonrpc::error(None, &RpcError::new(PARSE_ERROR, format!("parse error: {e}"))),
-            );
-        }
-    };
-    let msg = match jsonrpc::classify(value.clone()) {
-        Ok(m) => m,
-        Err(e) => return json(StatusCode::BAD_REQUEST, &jsonrpc::error(None, &e)),
-    };
+async fn post(
+    State(st): State<BridgeState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, EdgeError> {
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        EdgeError::bad_request(None, RpcError::new(PARSE_ERROR, format!("parse error: {e}")))
+    })?;
+    let msg = jsonrpc::classify(value.clone()).map_err(|e| EdgeError::bad_request(None, e))?;
     if let Message::Request { id, method, .. } = &msg
-        && method == "initialize"
+        && method == Method::Initialize.as_str()
     {
         if st.count() >= st.limits.max_sessions {
             tracing::warn!(
                 max = st.limits.max_sessions,
                 "stdio session limit reached; initialize refused"
             );
-            let mut r =
-                (StatusCode::SERVICE_UNAVAILABLE, "too many sessions; retry later").into_response();
-            r.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return r;
+            return Err(EdgeError::Overloaded("too many sessions; retry later"));
         }
-        let session = match StdioSession::start(&st.command).await {
-            Ok(s) => s,
-            Err(e) => return failure(id, &e),
-        };
+        let session = StdioSession::start(&st.command).await.map_err(|e| failure(id, &e))?;
         let resp = match session.request(id, &value).await {
             Ok(r) => r,
             Err(e) => {
                 session.kill().await;
-                return failure(id, &e);
+                return Err(failure(id, &e));
             }
         };
         // Idle time counts from the end of initialize (a slow server start is not idleness).
@@ -279,49 +266,42 @@ async fn post(State(st): State<BridgeState>, headers: HeaderMap, body: Bytes) ->
         rand::rng().fill_bytes(&mut b);
         let sid = hex::encode(b);
         st.sessions.lock().insert(sid.clone(), session);
-        let mut r = json(StatusCode::OK, &resp);
+        let mut r = json_response(StatusCode::OK, &resp);
         if let Ok(v) = HeaderValue::from_str(&sid) {
             r.headers_mut().insert(SESSION_HEADER, v);
         }
-        return r;
+        return Ok(r);
     }
-    let session = match st.session(&headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let session = st.session(&headers)?;
     match msg {
         Message::Request { id, .. } => match session.request(&id, &value).await {
-            Ok(r) => json(StatusCode::OK, &r),
-            Err(e) => failure(&id, &e),
+            Ok(r) => Ok(json_response(StatusCode::OK, &r)),
+            Err(e) => Err(failure(&id, &e)),
         },
         _ => match session.write(&value).await {
-            Ok(()) => StatusCode::ACCEPTED.into_response(),
-            Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+            Ok(()) => Ok(StatusCode::ACCEPTED.into_response()),
+            Err(e) => Err(EdgeError::BadGateway(e.to_string())),
         },
     }
 }
 
-async fn get_stream(State(st): State<BridgeState>, headers: HeaderMap) -> Response {
-    let session = match st.session(&headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn get_stream(
+    State(st): State<BridgeState>,
+    headers: HeaderMap,
+) -> Result<Response, EdgeError> {
+    let session = st.session(&headers)?;
     let stream = ReceiverStream::new(session.outbox.attach())
         .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
-async fn delete(State(st): State<BridgeState>, headers: HeaderMap) -> Response {
+async fn delete(State(st): State<BridgeState>, headers: HeaderMap) -> Result<Response, EdgeError> {
     let id =
         headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let session = st.sessions.lock().remove(&id);
-    match session {
-        Some(s) => {
-            s.kill().await;
-            StatusCode::OK.into_response()
-        }
-        None => (StatusCode::NOT_FOUND, "session not found").into_response(),
-    }
+    let s = session.ok_or(EdgeError::Session(crate::session::SessionError::NotFound))?;
+    s.kill().await;
+    Ok(StatusCode::OK.into_response())
 }
 
 /// The bridge's router (`/mcp`, `/healthz`); starts the idle reaper (call inside a runtime).

@@ -13,6 +13,8 @@ pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 /// Internal error (also: a backend failed).
 pub const INTERNAL_ERROR: i64 = -32603;
+/// MCP: the requested resource does not exist (`resources/read` of an unknown URI).
+pub const RESOURCE_NOT_FOUND: i64 = -32002;
 
 /// One incoming JSON-RPC message.
 #[derive(Debug, Clone, PartialEq)]

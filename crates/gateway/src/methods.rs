@@ -10,41 +10,49 @@ use serde_json::{Value, json};
 use crate::auth::Identity;
 use crate::backend::{BackendError, ProgressSink};
 use crate::jsonrpc::{
-    self, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, RpcError,
+    self, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, RESOURCE_NOT_FOUND,
+    RpcError,
 };
 use crate::metrics::{MethodBackend, RequestLabels};
+use crate::protocol::{Method, notification};
 use crate::session::{Session, SessionManager};
 
-/// Does this method get forwarded to one backend (and may stream progress)?
-pub fn is_forwarded(method: &str) -> bool {
-    matches!(
-        method,
-        "tools/call"
-            | "resources/read"
-            | "resources/subscribe"
-            | "resources/unsubscribe"
-            | "prompts/get"
-            | "completion/complete"
-    )
+/// Who a request is served for: the session, and the identity of the live request (I1).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The sessions of this replica.
+    pub manager: &'a Arc<SessionManager>,
+    /// The request's session.
+    pub session: &'a Arc<Session>,
+    /// The request's identity.
+    pub identity: &'a Identity,
 }
 
 /// Handles one client request; returns the JSON-RPC response message.
 pub async fn handle_request(
-    manager: &Arc<SessionManager>,
-    session: &Arc<Session>,
-    identity: &Identity,
+    caller: Caller<'_>,
     id: &Value,
     method: &str,
     params: Option<Value>,
     progress: Option<ProgressSink>,
 ) -> Value {
+    let Caller { manager, session, identity } = caller;
     let start = Instant::now();
     manager.retry_due(session, identity);
-    let (backend, outcome) =
-        match dispatch(manager, session, identity, id, method, params, progress).await {
-            Ok((backend, result)) => (backend, Ok(result)),
-            Err((backend, e)) => (backend, Err(e)),
-        };
+    let dispatched = match Method::parse(method) {
+        Some(m) => dispatch(caller, id, m, params, progress).await,
+        None => Err((
+            None,
+            RpcError::new(
+                METHOD_NOT_FOUND,
+                format!("method not found: {}", crate::metrics::for_log(method)),
+            ),
+        )),
+    };
+    let (backend, outcome) = match dispatched {
+        Ok((backend, result)) => (backend, Ok(result)),
+        Err((backend, e)) => (backend, Err(e)),
+    };
     let backend_label = backend.as_deref().unwrap_or("").to_owned();
     let outcome_label = match &outcome {
         Ok(_) => "ok",
@@ -87,41 +95,45 @@ pub async fn handle_request(
 type Dispatched = Result<(Option<Arc<str>>, Value), (Option<Arc<str>>, RpcError)>;
 
 async fn dispatch(
-    manager: &Arc<SessionManager>,
-    session: &Arc<Session>,
-    identity: &Identity,
+    caller: Caller<'_>,
     id: &Value,
-    method: &str,
+    method: Method,
     params: Option<Value>,
     progress: Option<ProgressSink>,
 ) -> Dispatched {
-    let gw = |r: Result<Value, RpcError>| r.map(|v| (None, v)).map_err(|e| (None, e));
+    let Caller { manager, session, identity } = caller;
+    // Answered by the gateway itself: no backend to name.
+    let own = |r: Result<Value, RpcError>| r.map(|v| (None, v)).map_err(|e| (None, e));
     match method {
-        "ping" => gw(Ok(json!({}))),
-        "initialize" => {
-            gw(Err(RpcError::new(INVALID_REQUEST, "the session is already initialized")))
+        Method::Ping => own(Ok(json!({}))),
+        Method::Initialize => {
+            own(Err(RpcError::new(INVALID_REQUEST, "the session is already initialized")))
         }
-        "tools/list" | "resources/list" | "resources/templates/list" | "prompts/list" => {
+        Method::ToolsList
+        | Method::ResourcesList
+        | Method::ResourcesTemplatesList
+        | Method::PromptsList => {
             refresh_stale(manager, session, identity).await;
-            gw(list(session, method, params.as_ref()))
+            own(list(session, method, params.as_ref()))
         }
-        "logging/setLevel" => {
+        Method::LoggingSetLevel => {
             for slot in session.slots() {
                 if let Some(conn) = slot.connection()
                     && let Ok(h) = slot.def.credentials.headers(identity).await
                 {
-                    let _ = conn.request(conn.next_id(), method, params.clone(), &h, None).await;
+                    let _ = conn
+                        .request(conn.next_id(), method.as_str(), params.clone(), &h, None)
+                        .await;
                 }
             }
-            gw(Ok(json!({})))
+            own(Ok(json!({})))
         }
-        m if is_forwarded(m) => {
-            forward(manager, session, identity, id, method, params, progress).await
-        }
-        _ => gw(Err(RpcError::new(
-            METHOD_NOT_FOUND,
-            format!("method not found: {}", crate::metrics::for_log(method)),
-        ))),
+        Method::ToolsCall
+        | Method::ResourcesRead
+        | Method::ResourcesSubscribe
+        | Method::ResourcesUnsubscribe
+        | Method::PromptsGet
+        | Method::CompletionComplete => forward(caller, id, method, params, progress).await,
     }
 }
 
@@ -137,7 +149,7 @@ async fn refresh_stale(manager: &Arc<SessionManager>, session: &Arc<Session>, id
     }
 }
 
-fn list(session: &Session, method: &str, params: Option<&Value>) -> Result<Value, RpcError> {
+fn list(session: &Session, method: Method, params: Option<&Value>) -> Result<Value, RpcError> {
     if params.and_then(|p| p.get("cursor")).is_some_and(|c| !c.is_null()) {
         return Err(RpcError::new(
             INVALID_PARAMS,
@@ -146,16 +158,19 @@ fn list(session: &Session, method: &str, params: Option<&Value>) -> Result<Value
     }
     let view = session.view();
     let agg = view.as_ref().as_ref().map_err(|e| RpcError::new(INTERNAL_ERROR, e.clone()))?;
-    Ok(match method {
-        "tools/list" => json!({ "tools": agg.tools }),
-        "resources/list" => json!({ "resources": agg.resources }),
-        "resources/templates/list" => json!({ "resourceTemplates": agg.resource_templates }),
-        _ => json!({ "prompts": agg.prompts }),
-    })
+    match method {
+        Method::ToolsList => Ok(json!({ "tools": agg.tools })),
+        Method::ResourcesList => Ok(json!({ "resources": agg.resources })),
+        Method::ResourcesTemplatesList => {
+            Ok(json!({ "resourceTemplates": agg.resource_templates }))
+        }
+        Method::PromptsList => Ok(json!({ "prompts": agg.prompts })),
+        other => Err(RpcError::new(INTERNAL_ERROR, format!("{} is not a list", other.as_str()))),
+    }
 }
 
 /// Finds the owning backend and the params rewritten to its original names.
-fn route(session: &Session, method: &str, params: &Value) -> Result<(Arc<str>, Value), RpcError> {
+fn route(session: &Session, method: Method, params: &Value) -> Result<(Arc<str>, Value), RpcError> {
     let view = session.view();
     let agg = view.as_ref().as_ref().map_err(|e| RpcError::new(INTERNAL_ERROR, e.clone()))?;
     let mut p = params.clone();
@@ -166,33 +181,26 @@ fn route(session: &Session, method: &str, params: &Value) -> Result<(Arc<str>, V
             .ok_or_else(|| RpcError::new(INVALID_PARAMS, format!("missing string parameter '{k}'")))
     };
     match method {
-        "tools/call" => {
+        Method::ToolsCall | Method::PromptsGet => {
             let name = str_param("name")?;
-            let r = agg
-                .routes
-                .tool(name)
-                .ok_or_else(|| RpcError::new(INVALID_PARAMS, format!("Unknown tool: {name}")))?;
+            let (found, kind) = match method {
+                Method::ToolsCall => (agg.routes.tool(name), "tool"),
+                _ => (agg.routes.prompt(name), "prompt"),
+            };
+            let r = found
+                .ok_or_else(|| RpcError::new(INVALID_PARAMS, format!("Unknown {kind}: {name}")))?;
             p["name"] = Value::String(r.original.clone());
             Ok((r.backend.clone(), p))
         }
-        "prompts/get" => {
-            let name = str_param("name")?;
-            let r = agg
-                .routes
-                .prompt(name)
-                .ok_or_else(|| RpcError::new(INVALID_PARAMS, format!("Unknown prompt: {name}")))?;
-            p["name"] = Value::String(r.original.clone());
-            Ok((r.backend.clone(), p))
-        }
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+        Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe => {
             let uri = str_param("uri")?;
             let r = agg.routes.resource(uri).ok_or_else(|| {
-                RpcError::new(-32002, format!("Resource not found: {uri}"))
+                RpcError::new(RESOURCE_NOT_FOUND, format!("Resource not found: {uri}"))
                     .with_data(json!({ "uri": uri }))
             })?;
             Ok((r.backend.clone(), p))
         }
-        _ => {
+        Method::CompletionComplete => {
             let reference =
                 params.get("ref").ok_or_else(|| RpcError::new(INVALID_PARAMS, "missing 'ref'"))?;
             let (r, rewritten) = agg
@@ -202,18 +210,21 @@ fn route(session: &Session, method: &str, params: &Value) -> Result<(Arc<str>, V
             p["ref"] = rewritten;
             Ok((r.backend.clone(), p))
         }
+        other => Err(RpcError::new(
+            INTERNAL_ERROR,
+            format!("{} is not routed to one backend", other.as_str()),
+        )),
     }
 }
 
 async fn forward(
-    manager: &Arc<SessionManager>,
-    session: &Arc<Session>,
-    identity: &Identity,
+    caller: Caller<'_>,
     client_id: &Value,
-    method: &str,
+    method: Method,
     params: Option<Value>,
     progress: Option<ProgressSink>,
 ) -> Dispatched {
+    let Caller { manager, session, identity } = caller;
     let params = params.unwrap_or_else(|| json!({}));
     let (backend, params) = match route(session, method, &params) {
         Ok(r) => r,
@@ -248,7 +259,9 @@ async fn forward(
         }
         let bid = conn.next_id();
         session.track(client_id, backend.clone(), bid);
-        let r = conn.request(bid, method, Some(params.clone()), &headers, progress.clone()).await;
+        let r = conn
+            .request(bid, method.as_str(), Some(params.clone()), &headers, progress.clone())
+            .await;
         session.untrack(client_id);
         match r {
             Ok(v) => return Ok((Some(backend), v)),
@@ -280,11 +293,11 @@ async fn unavailable_owner(
     manager: &Arc<SessionManager>,
     session: &Arc<Session>,
     identity: &Identity,
-    method: &str,
+    method: Method,
     params: &Value,
 ) -> Option<Result<(), (Option<Arc<str>>, RpcError)>> {
     let set = manager.backends();
-    if !matches!(method, "tools/call" | "prompts/get")
+    if !matches!(method, Method::ToolsCall | Method::PromptsGet)
         || set.aggregation.conflict_resolution != vmcp_types::config::ConflictResolution::Prefix
     {
         return None;
@@ -348,7 +361,7 @@ pub async fn handle_notification(
     params: Option<Value>,
 ) {
     match method {
-        "notifications/cancelled" => {
+        notification::CANCELLED => {
             let Some(req) = params.as_ref().and_then(|p| p.get("requestId")) else { return };
             let Some((backend, bid)) = session.tracked(req) else { return };
             let Some(slot) = session.slot(&backend) else { return };
@@ -360,7 +373,7 @@ pub async fn handle_notification(
                 let _ = conn.notify(method, Some(p), &h).await;
             }
         }
-        "notifications/roots/list_changed" => {
+        notification::ROOTS_LIST_CHANGED => {
             for slot in session.slots() {
                 if let (Some(conn), Ok(h)) =
                     (slot.connection(), slot.def.credentials.headers(identity).await)

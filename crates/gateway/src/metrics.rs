@@ -48,31 +48,13 @@ pub struct StoreOp {
     pub op: String,
 }
 
-/// The MCP request methods a client may send to the gateway; every other method string is
-/// counted as [`OTHER_METHOD`], so that the label set stays bounded whatever clients send.
-pub const KNOWN_METHODS: [&str; 13] = [
-    "initialize",
-    "ping",
-    "tools/list",
-    "tools/call",
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "prompts/list",
-    "prompts/get",
-    "completion/complete",
-    "logging/setLevel",
-];
-
-/// The `method` label of every method not in [`KNOWN_METHODS`].
+/// The `method` label of every method that is not a known [`crate::protocol::Method`].
 pub const OTHER_METHOD: &str = "other";
 
 /// The `method` label for a client-chosen JSON-RPC method: itself when it is a known MCP
 /// method, else [`OTHER_METHOD`].
 pub fn method_label(method: &str) -> &'static str {
-    KNOWN_METHODS.iter().find(|m| **m == method).copied().unwrap_or(OTHER_METHOD)
+    crate::protocol::Method::parse(method).map_or(OTHER_METHOD, crate::protocol::Method::as_str)
 }
 
 /// At most this many bytes of a client-chosen string go into a log line.

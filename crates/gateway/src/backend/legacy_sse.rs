@@ -234,7 +234,7 @@ fn endpoint_url(base: &url::Url, data: &str) -> Result<url::Url, BackendError> {
 
 /// The progress sink of the in-flight request whose progress token this notification carries.
 fn progress_sink_for(pending: &Pending, msg: &Value) -> Option<ProgressSink> {
-    if msg.get("method").and_then(Value::as_str) != Some("notifications/progress") {
+    if msg.get("method").and_then(Value::as_str) != Some(crate::protocol::notification::PROGRESS) {
         return None;
     }
     let token = msg.pointer("/params/progressToken")?;

@@ -110,7 +110,9 @@ impl Connection {
             "clientInfo": { "name": "vmcp-gateway", "version": env!("CARGO_PKG_VERSION") },
         });
         let id = self.next_id();
-        let result = self.request(id, "initialize", Some(params), headers, None).await?;
+        let result = self
+            .request(id, crate::protocol::Method::Initialize.as_str(), Some(params), headers, None)
+            .await?;
         let info = InitInfo {
             protocol_version: result
                 .get("protocolVersion")
@@ -123,7 +125,7 @@ impl Connection {
         if let Self::Streamable(s) = self {
             s.set_protocol_version(&info.protocol_version);
         }
-        self.notify("notifications/initialized", None, headers).await?;
+        self.notify(crate::protocol::notification::INITIALIZED, None, headers).await?;
         Ok(info)
     }
 
@@ -268,7 +270,7 @@ fn route_incoming(
             )
         });
     }
-    if method == "notifications/progress"
+    if method == crate::protocol::notification::PROGRESS
         && let Some(p) = progress
     {
         let _ = p.send(msg);

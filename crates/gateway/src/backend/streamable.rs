@@ -15,6 +15,7 @@ use super::{
     BackendDef, BackendError, BackendEvent, Headers, ProgressSink, apply_headers, route_incoming,
 };
 use crate::jsonrpc;
+use crate::protocol::{SESSION_HEADER, VERSION_HEADER};
 use crate::sse;
 
 const ACCEPT: &str = "application/json, text/event-stream";
@@ -91,9 +92,9 @@ impl StreamableConn {
         let mut rb =
             self.http.request(method, self.def.url.clone()).header(http::header::ACCEPT, ACCEPT);
         if let Some(id) = self.session_id() {
-            rb = rb.header("mcp-session-id", id);
+            rb = rb.header(SESSION_HEADER, id);
         }
-        rb = rb.header("mcp-protocol-version", self.protocol_version.lock().as_str());
+        rb = rb.header(VERSION_HEADER, self.protocol_version.lock().as_str());
         apply_headers(rb, headers)
     }
 
@@ -111,7 +112,7 @@ impl StreamableConn {
             .send()
             .await
             .map_err(|e| BackendError::from_reqwest(e, self.def.timeout))?;
-        if let Some(id) = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+        if let Some(id) = resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
             *self.session_id.lock() = Some(id.to_owned());
         }
         let status = resp.status();

@@ -3,11 +3,13 @@
 //! error or a `WWW-Authenticate` challenge. Nothing below this module knows about HTTP status
 //! codes.
 
+pub(crate) mod error;
 mod identity;
 mod mcp;
 mod ops;
 mod origin;
 
+pub(crate) use error::EdgeError;
 pub use identity::Authenticator;
 
 use std::sync::Arc;

@@ -291,9 +291,7 @@ impl SessionManager {
                     tokio::spawn(async move {
                         while tasks.join_next().await.is_some() {}
                         s.rebuild_view(&me.backends());
-                        s.outbox.send(crate::jsonrpc::notification("notifications/tools/list_changed", None));
-                        s.outbox.send(crate::jsonrpc::notification("notifications/prompts/list_changed", None));
-                        s.outbox.send(crate::jsonrpc::notification("notifications/resources/list_changed", None));
+                        s.announce_lists_changed();
                     });
                     break;
                 }
@@ -341,15 +339,7 @@ impl SessionManager {
         };
         if announce && caps_changed {
             session.rebuild_view(&self.backends());
-            session
-                .outbox
-                .send(crate::jsonrpc::notification("notifications/tools/list_changed", None));
-            session
-                .outbox
-                .send(crate::jsonrpc::notification("notifications/prompts/list_changed", None));
-            session
-                .outbox
-                .send(crate::jsonrpc::notification("notifications/resources/list_changed", None));
+            session.announce_lists_changed();
         }
         Ok(connected.conn)
     }
@@ -382,12 +372,7 @@ impl SessionManager {
                 if slot.ensure(&Identity::Anonymous, &m.http, s.events()).await.is_ok() {
                     tracing::info!(session = %s.id, backend = %slot.def.name, "backend is back; its capabilities join the session");
                     s.rebuild_view(&m.backends());
-                    for k in ["tools", "prompts", "resources"] {
-                        s.outbox.send(crate::jsonrpc::notification(
-                            &format!("notifications/{k}/list_changed"),
-                            None,
-                        ));
-                    }
+                    s.announce_lists_changed();
                     break;
                 }
             }

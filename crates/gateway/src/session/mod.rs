@@ -168,6 +168,13 @@ impl Session {
         }
     }
 
+    /// Tells the client that every list may have changed (the merged view was rebuilt).
+    pub fn announce_lists_changed(&self) {
+        for method in crate::protocol::notification::LISTS_CHANGED {
+            self.outbox.send(crate::jsonrpc::notification(method, None));
+        }
+    }
+
     /// Parks every member: streams closed, local connections dropped, hints kept.
     pub fn park(&self) {
         for slot in self.slots() {

@@ -1,9 +1,8 @@
-//! Why a request was not authenticated, and how to say so over HTTP (RFC 6750 §3, RFC 9728 §5.1).
+//! Why a request was not authenticated, in the terms RFC 6750 §3 uses (error code and a fixed
+//! description); `http::identity` turns it into the status and `WWW-Authenticate` challenge.
 //!
 //! Descriptions are fixed strings: no token text, claim values or secrets ever reach a response
 //! or a log line through this type.
-
-use http::{HeaderValue, StatusCode};
 
 /// Why the bearer token of a request was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,82 +102,5 @@ impl IncomingAuthError {
             Self::WrongAudience => "the token audience does not include this resource",
             Self::Inactive => "the token is not active",
         })
-    }
-
-    /// The HTTP status to answer with: 400 for `invalid_request`, 503 when the identity
-    /// provider is unreachable and no key is known yet, 500 for a configuration error, 401
-    /// otherwise.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::MalformedHeader(_) | Self::TokenInQuery => StatusCode::BAD_REQUEST,
-            Self::ProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::UNAUTHORIZED,
-        }
-    }
-
-    /// The `WWW-Authenticate` value: always `Bearer resource_metadata="<url>"`, then
-    /// `scope="…"` when scopes are configured, then `error="…", error_description="…"` when a
-    /// token was presented.
-    pub fn www_authenticate(&self, resource_metadata_url: &str, scopes: &[String]) -> HeaderValue {
-        let mut v = format!("Bearer resource_metadata=\"{}\"", quote(resource_metadata_url));
-        if !scopes.is_empty() {
-            v.push_str(&format!(", scope=\"{}\"", quote(&scopes.join(" "))));
-        }
-        if let (Some(code), Some(desc)) = (self.error_code(), self.description()) {
-            v.push_str(&format!(", error=\"{code}\", error_description=\"{}\"", quote(desc)));
-        }
-        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
-    }
-}
-
-/// Escapes a quoted-string value (RFC 9110 §5.6.4) and drops characters a header cannot hold.
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            ' '..='~' => out.push(c),
-            _ => {}
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn challenge_without_token() {
-        let v = IncomingAuthError::MissingToken
-            .www_authenticate("https://gw/.well-known/oauth-protected-resource/mcp", &[]);
-        assert_eq!(
-            v,
-            r#"Bearer resource_metadata="https://gw/.well-known/oauth-protected-resource/mcp""#
-        );
-        assert_eq!(IncomingAuthError::MissingToken.status(), StatusCode::UNAUTHORIZED);
-    }
-
-    #[test]
-    fn challenge_with_token_and_scopes() {
-        let scopes = vec!["openid".to_owned(), "mcp:tools".to_owned()];
-        let v = IncomingAuthError::Expired
-            .www_authenticate("https://gw/.well-known/oauth-protected-resource", &scopes);
-        assert_eq!(
-            v,
-            r#"Bearer resource_metadata="https://gw/.well-known/oauth-protected-resource", scope="openid mcp:tools", error="invalid_token", error_description="the token expired""#
-        );
-        let v = IncomingAuthError::TokenInQuery.www_authenticate("u", &[]);
-        assert!(v.to_str().unwrap_or_default().contains(r#"error="invalid_request""#));
-        assert_eq!(IncomingAuthError::TokenInQuery.status(), StatusCode::BAD_REQUEST);
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote("a\"b\\c\n"), "a\\\"b\\\\c");
     }
 }

@@ -400,7 +400,7 @@ async fn provider_down_at_start_is_retried_lazily() {
         matches!(&err, IncomingAuthError::ProviderUnavailable(m) if m.contains("discovery")),
         "{err}"
     );
-    assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(crate::http::error::auth_status(&err), StatusCode::SERVICE_UNAVAILABLE);
     let t = sign(&k1, &idp.claims());
     assert!(matches!(v.validate(&t).await, Err(IncomingAuthError::ProviderUnavailable(_))));
     let hits = idp.state.discovery_hits.load(Ordering::SeqCst);

@@ -127,12 +127,7 @@ impl SessionManager {
             tokio::time::timeout(self.settings.init_timeout, futures::future::join_all(joining))
                 .await;
         session.rebuild_view(&set);
-        for m in ["tools", "prompts", "resources"] {
-            session.outbox.send(crate::jsonrpc::notification(
-                &format!("notifications/{m}/list_changed"),
-                None,
-            ));
-        }
+        session.announce_lists_changed();
         tracing::info!(session = %session.id, generation, members = ?wanted, "session membership follows the configuration");
         true
     }
