@@ -8,10 +8,10 @@ use anyhow::Context;
 use clap::Parser;
 use vmcp_gateway::auth::incoming::{OidcValidator, resource_metadata_url};
 use vmcp_gateway::auth::outgoing::CredentialFactory;
-use vmcp_gateway::auth::token_exchange::TokenExchangeFactory;
+use vmcp_gateway::auth::token_exchange::{ExchangeOptions, TokenExchangeFactory};
 use vmcp_gateway::config::{build_backends, spawn_reloader};
 use vmcp_gateway::http::{AppState, Authenticator, HttpSettings, router};
-use vmcp_gateway::metrics::{Metrics, RequestOutcome};
+use vmcp_gateway::metrics::Metrics;
 use vmcp_gateway::session::SessionManager;
 use vmcp_gateway::session::manager::SessionSettings;
 use vmcp_gateway::session::memory::MemoryStore;
@@ -173,19 +173,12 @@ async fn run(config_path: PathBuf, cfg: GatewayConfig) -> anyhow::Result<()> {
     }
     let http = vmcp_gateway::outbound::http_client().context("building the HTTP client")?;
     let metrics = Arc::new(Metrics::new());
-    let idp_metrics = metrics.clone();
-    let exchange = Arc::new(TokenExchangeFactory::new(http.clone()).with_observer(Arc::new(
-        move |backend: &str, took: Duration, ok: bool| {
-            let labels = RequestOutcome {
-                backend: backend.to_owned(),
-                outcome: if ok { "ok" } else { "error" }.into(),
-            };
-            idp_metrics.idp_seconds.get_or_create(&labels).observe(took.as_secs_f64());
-        },
-    )));
-    let factory: Arc<dyn CredentialFactory> = exchange.clone();
+    let factory: Arc<dyn CredentialFactory> = Arc::new(TokenExchangeFactory::with_options(
+        http.clone(),
+        ExchangeOptions::default(),
+        metrics.token_exchange.clone(),
+    ));
     let backends = build_backends(&cfg, factory.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    spawn_exchange_metrics(exchange, metrics.clone());
     let (store, redis): (Arc<dyn SessionStore>, Option<Arc<RedisStore>>) =
         match (cfg.session_storage.provider, cfg.session_storage.redis.as_ref()) {
             (SessionStorageProvider::Redis, Some(r)) => {
@@ -282,21 +275,6 @@ async fn authenticator(
     let metadata_url =
         resource_metadata_url(&resource_url).map_err(|e| anyhow::anyhow!("resourceUrl: {e}"))?;
     Ok(Authenticator::Oidc { validator, resource_url, metadata_url })
-}
-
-/// Copies the token-exchange cache counters into Prometheus counters.
-fn spawn_exchange_metrics(exchange: Arc<TokenExchangeFactory>, metrics: Arc<Metrics>) {
-    tokio::spawn(async move {
-        let (mut hits, mut misses) = (0, 0);
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        loop {
-            tick.tick().await;
-            let (h, m) = exchange.cache_stats();
-            metrics.token_cache_hits.inc_by(h.saturating_sub(hits));
-            metrics.token_cache_misses.inc_by(m.saturating_sub(misses));
-            (hits, misses) = (h, m);
-        }
-    });
 }
 
 /// Every accepted connection gets `TCP_NODELAY`: an answer often leaves as two small writes

@@ -106,12 +106,8 @@ pub struct Metrics {
     pub store_seconds: Family<StoreOp, Histogram, fn() -> Histogram>,
     /// Store errors.
     pub store_errors: Family<StoreOp, Counter>,
-    /// Token exchange cache hits.
-    pub token_cache_hits: Counter,
-    /// Token exchange cache misses (IdP requests).
-    pub token_cache_misses: Counter,
-    /// Token endpoint latency per backend and outcome.
-    pub idp_seconds: Family<RequestOutcome, Histogram, fn() -> Histogram>,
+    /// Token exchange (RFC 8693) cache and token endpoint metrics, updated where they happen.
+    pub token_exchange: ExchangeMetrics,
     /// Requests for a session bound to another identity (answered 404).
     pub sessions_foreign: Counter,
 }
@@ -123,6 +119,71 @@ pub struct RequestOutcome {
     pub backend: String,
     /// `ok` or `error`.
     pub outcome: String,
+}
+
+/// Token exchange metrics. The handles are shared: the exchange code increments clones of the
+/// ones [`Metrics::new`] registered, so `/metrics` is current (no copying, no poller).
+#[derive(Debug, Clone)]
+pub struct ExchangeMetrics {
+    /// Calls answered with a cached token.
+    pub cache_hits: Counter,
+    /// Calls that found no usable token (they started or joined a token endpoint request).
+    pub cache_misses: Counter,
+    /// Calls answered with a cached failure (negative cache).
+    pub negative_hits: Counter,
+    /// Token endpoint requests per backend and outcome (`ok`/`error`).
+    pub idp_requests: Family<RequestOutcome, Counter>,
+    /// Their latency, per backend and outcome.
+    pub idp_seconds: Family<RequestOutcome, Histogram, fn() -> Histogram>,
+}
+
+impl Default for ExchangeMetrics {
+    /// Handles not registered anywhere (unit tests; a factory built without [`Metrics`]).
+    fn default() -> Self {
+        Self {
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            negative_hits: Counter::default(),
+            idp_requests: Family::default(),
+            idp_seconds: Family::new_with_constructor(latency),
+        }
+    }
+}
+
+impl ExchangeMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "token_exchange_cache_hits",
+            "Token exchange cache hits",
+            self.cache_hits.clone(),
+        );
+        registry.register(
+            "token_exchange_cache_misses",
+            "Token exchange cache misses (token endpoint requests started or joined)",
+            self.cache_misses.clone(),
+        );
+        registry.register(
+            "token_exchange_negative_cache_hits",
+            "Token exchanges answered with a recently failed result",
+            self.negative_hits.clone(),
+        );
+        registry.register(
+            "token_exchange_idp_requests",
+            "Token endpoint requests of token exchanges, per backend and outcome",
+            self.idp_requests.clone(),
+        );
+        registry.register(
+            "token_exchange_idp_duration_seconds",
+            "Token endpoint latency of token exchanges",
+            self.idp_seconds.clone(),
+        );
+    }
+
+    /// Token endpoint requests made for `backend` that ended with `outcome` (`ok`/`error`).
+    pub fn idp_requests(&self, backend: &str, outcome: &str) -> u64 {
+        let labels = RequestOutcome { backend: backend.into(), outcome: outcome.into() };
+        self.idp_requests.get(&labels).map_or(0, |c| c.get())
+    }
 }
 
 impl Default for Metrics {
@@ -181,25 +242,8 @@ impl Metrics {
         registry.register("store_duration_seconds", "Session store latency", store_seconds.clone());
         let store_errors = Family::<StoreOp, Counter>::default();
         registry.register("store_errors", "Session store errors", store_errors.clone());
-        let token_cache_hits = Counter::default();
-        registry.register(
-            "token_exchange_cache_hits",
-            "Token exchange cache hits",
-            token_cache_hits.clone(),
-        );
-        let token_cache_misses = Counter::default();
-        registry.register(
-            "token_exchange_cache_misses",
-            "Token exchange cache misses",
-            token_cache_misses.clone(),
-        );
-        let idp_seconds =
-            Family::<RequestOutcome, Histogram, fn() -> Histogram>::new_with_constructor(latency);
-        registry.register(
-            "token_exchange_idp_duration_seconds",
-            "Token endpoint latency of token exchanges",
-            idp_seconds.clone(),
-        );
+        let token_exchange = ExchangeMetrics::default();
+        token_exchange.register(&mut registry);
         let sessions_foreign = Counter::default();
         registry.register(
             "session_binding_rejections",
@@ -209,7 +253,7 @@ impl Metrics {
         Self {
             registry,
             sessions_foreign,
-            idp_seconds,
+            token_exchange,
             requests,
             request_seconds,
             sessions_live,
@@ -220,8 +264,6 @@ impl Metrics {
             backend_reinit,
             store_seconds,
             store_errors,
-            token_cache_hits,
-            token_cache_misses,
         }
     }
 
