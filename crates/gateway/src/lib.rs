@@ -2,9 +2,11 @@
 //!
 //! Request path: [`http`] (limits, Origin, protocol version) → `auth` (identity of the live
 //! request) → [`session`] (resolve or restore the session) → [`aggregate`] (route the method) →
-//! [`backend`] (call with the credential for that backend and that identity).
+//! [`backend`] (call with the credential for that backend and that identity). [`app`] assembles
+//! them from a configuration (the binary only parses flags and runs it).
 
 pub mod aggregate;
+pub mod app;
 pub mod auth;
 pub mod backend;
 pub mod bridge;

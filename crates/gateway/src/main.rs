@@ -1,25 +1,12 @@
 //! The `vmcp-gateway` binary.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use vmcp_gateway::auth::incoming::{OidcValidator, resource_metadata_url};
-use vmcp_gateway::auth::outgoing::CredentialFactory;
-use vmcp_gateway::auth::token_exchange::{ExchangeOptions, TokenExchangeFactory};
-use vmcp_gateway::config::{build_backends, spawn_reloader};
-use vmcp_gateway::http::{AppState, Authenticator, HttpSettings, router};
-use vmcp_gateway::metrics::Metrics;
-use vmcp_gateway::session::SessionManager;
-use vmcp_gateway::session::manager::SessionSettings;
-use vmcp_gateway::session::memory::MemoryStore;
-use vmcp_gateway::session::redis::RedisStore;
-use vmcp_gateway::session::store::SessionStore;
-use vmcp_types::config::{
-    GatewayConfig, IncomingAuthType, LogFormat, SessionStorageProvider, load_file,
-};
+use vmcp_gateway::app::App;
+use vmcp_types::config::{GatewayConfig, LogFormat, load_file};
 
 #[derive(Parser, Debug)]
 #[command(name = "vmcp-gateway", version, about = "Virtual MCP Server gateway")]
@@ -82,7 +69,7 @@ async fn run_bridge(
         vmcp_gateway::bridge::BridgeCommand { program, args: command },
         limits,
     );
-    axum::serve(no_delay(listener), router)
+    axum::serve(vmcp_gateway::app::no_delay(listener), router)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving")
@@ -91,16 +78,9 @@ async fn run_bridge(
 /// Logs (the audit line of every request included) go to stderr through a background writer
 /// thread, so a request never waits for a write to stderr; the returned guard flushes it at
 /// exit. Nothing is dropped: a full buffer makes callers wait instead.
-fn init_tracing(
-    cfg: &GatewayConfig,
-    format: Option<&str>,
-) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_tracing(level: &str, json: bool) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.telemetry.log_level));
-    let json = match format {
-        Some(f) => f == "json",
-        None => cfg.telemetry.log_format == LogFormat::Json,
-    };
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
@@ -125,15 +105,7 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(Command::Bridge { port, host, idle_timeout, max_sessions, command }) = cli.command {
         let limits = vmcp_gateway::bridge::BridgeLimits { idle_timeout, max_sessions };
-        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "info".into()),
-            )
-            .with_writer(std::io::stderr)
-            .with_ansi(ansi)
-            .init();
+        let _flush_logs = init_tracing("info", cli.log_format.as_deref() == Some("json"));
         return tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
@@ -158,7 +130,11 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let _flush_logs = init_tracing(&cfg, cli.log_format.as_deref());
+    let json = match cli.log_format.as_deref() {
+        Some(f) => f == "json",
+        None => cfg.telemetry.log_format == LogFormat::Json,
+    };
+    let _flush_logs = init_tracing(&cfg.telemetry.log_level, json);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -171,124 +147,16 @@ async fn run(config_path: PathBuf, cfg: GatewayConfig) -> anyhow::Result<()> {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
-    let http = vmcp_gateway::outbound::http_client().context("building the HTTP client")?;
-    let metrics = Arc::new(Metrics::new());
-    let factory: Arc<dyn CredentialFactory> = Arc::new(TokenExchangeFactory::with_options(
-        http.clone(),
-        ExchangeOptions::default(),
-        metrics.token_exchange.clone(),
-    ));
-    let backends = build_backends(&cfg, factory.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (store, redis): (Arc<dyn SessionStore>, Option<Arc<RedisStore>>) =
-        match (cfg.session_storage.provider, cfg.session_storage.redis.as_ref()) {
-            (SessionStorageProvider::Redis, Some(r)) => {
-                let s = Arc::new(
-                    RedisStore::connect(r)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("sessionStorage.redis: {e}"))?,
-                );
-                (s.clone(), Some(s))
-            }
-            _ => (Arc::new(MemoryStore::new()), None),
-        };
-    let settings = SessionSettings {
-        ttl: cfg.session_storage.ttl,
-        idle_timeout: cfg.session_storage.idle_timeout,
-        init_timeout: cfg.http.init_timeout,
-    };
-    let manager = SessionManager::new(store, backends, settings, http.clone(), metrics);
-    manager.spawn_idle_sweeper();
-    if let Some(r) = redis.clone() {
-        vmcp_gateway::session::termination::follow(&manager, r);
-    }
-    spawn_reloader(
-        config_path.clone(),
-        cfg.clone(),
-        manager.clone(),
-        factory,
-        Duration::from_secs(1),
-    );
-    let store_ready: Option<vmcp_gateway::health::ReadyCheck> = redis.as_ref().map(|r| {
-        let r = r.clone();
-        Arc::new(move || r.is_connected()) as vmcp_gateway::health::ReadyCheck
-    });
-    let health = vmcp_gateway::health::Monitor::spawn(manager.clone(), store_ready);
-    let draining = manager.clone();
-    let state = AppState {
-        health,
-        manager,
-        auth: Arc::new(authenticator(&cfg, &http).await?),
-        http: Arc::new(HttpSettings {
-            allowed_origins: cfg.http.allowed_origins.clone(),
-            resource_url: cfg.resource_url.as_deref().and_then(|u| url::Url::parse(u).ok()),
-            max_body_bytes: cfg.http.max_body_bytes,
-        }),
-    };
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+    let listen = cfg.listen.clone();
+    let backends = cfg.backends.len();
+    let app = App::build(config_path, cfg).await?;
+    let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .with_context(|| format!("listening on {}", cfg.listen))?;
+        .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, backends = cfg.backends.len(), "vmcp gateway listening; MCP endpoint at /mcp");
-    let grace = cfg.http.shutdown_grace;
-    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(no_delay(listener), router(state)).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        // Open GET streams would hold the drain for the whole grace period: end them (clients
-        // reopen them on the next replica; the sessions stay stored).
-        draining.end_client_streams();
-        tracing::info!(grace = ?grace, "shutting down: draining in-flight requests; stored sessions are kept");
-        let _ = drained_tx.send(());
-    });
-    tokio::select! {
-        r = server => r.context("serving")?,
-        () = async { let _ = drained_rx.await; tokio::time::sleep(grace).await; } => {
-            tracing::warn!("drain deadline reached; exiting with requests still in flight");
-        }
-    }
+    tracing::info!(%addr, backends, "vmcp gateway listening; MCP endpoint at /mcp");
+    app.serve(listener, shutdown_signal()).await?;
     Ok(())
-}
-
-/// Builds incoming authentication; OIDC discovery is warmed up in the background (a provider
-/// that is down at start-up is retried on the first request).
-async fn authenticator(
-    cfg: &GatewayConfig,
-    http: &reqwest::Client,
-) -> anyhow::Result<Authenticator> {
-    let Some(oidc) = cfg
-        .incoming_auth
-        .oidc
-        .as_ref()
-        .filter(|_| cfg.incoming_auth.auth_type == IncomingAuthType::Oidc)
-    else {
-        return Ok(Authenticator::Anonymous);
-    };
-    let validator = OidcValidator::from_config(oidc, cfg.resource_url.as_deref(), http.clone())
-        .map_err(|e| anyhow::anyhow!("incomingAuth.oidc: {e}"))?;
-    let warm = validator.clone();
-    tokio::spawn(async move {
-        if let Err(e) = warm.warm_up().await {
-            tracing::warn!(error = %e, "OIDC discovery/JWKS not loaded yet; will retry on the first request");
-        }
-    });
-    let resource_url =
-        cfg.resource_url.clone().or_else(|| oidc.audience.clone()).unwrap_or_default();
-    let metadata_url =
-        resource_metadata_url(&resource_url).map_err(|e| anyhow::anyhow!("resourceUrl: {e}"))?;
-    Ok(Authenticator::Oidc { validator, resource_url, metadata_url })
-}
-
-/// Every accepted connection gets `TCP_NODELAY`: an answer often leaves as two small writes
-/// (SSE headers, then the event), and Nagle's algorithm would hold the second until the
-/// client's delayed ACK, about 40 ms later.
-fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    })
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,58 @@
+//! The composition root run in-process: [`App::build`] from a configuration, [`App::serve`] on
+//! an ephemeral port, a session created and ended over HTTP, and a clean stop on shutdown.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use vmcp_gateway::app::App;
+use vmcp_types::config::from_yaml_str;
+
+#[tokio::test]
+async fn an_app_serves_sessions_and_stops_on_shutdown() {
+    let cfg =
+        from_yaml_str("listen: 127.0.0.1:0\nincomingAuth:\n  type: anonymous\nbackends: []\n")
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::build(dir.path().join("unused.yaml"), cfg).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.serve(listener, async {
+        let _ = stopped.await;
+    }));
+
+    let http = reqwest::Client::new();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "app-test", "version": "1"}}});
+    let r = http
+        .post(&url)
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["result"]["protocolVersion"], "2025-11-25", "{body}");
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
+    let r = http
+        .post(&url)
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("accept", "application/json, text/event-stream")
+        .json(&ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["result"], json!({}));
+    let r = http.delete(&url).header("mcp-session-id", &sid).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http.delete(&url).header("mcp-session-id", &sid).send().await.unwrap();
+    assert_eq!(r.status(), 404, "a terminated session is gone");
+
+    stop.send(()).unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), server).await;
+    assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+}
