@@ -24,6 +24,53 @@ pub fn http_client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// An outbound request failure in words that are safe for errors and logs: the kind of
+/// failure, then its innermost cause in printable ASCII (at most 200 characters). The request
+/// URL is never included: backend and IdP URLs may carry credentials (M7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportFailure {
+    /// `timed out`, `connection failed`, `reading the response failed` or `request failed`.
+    pub kind: &'static str,
+    /// The innermost cause (e.g. `Connection refused (os error 111)`), if any.
+    pub cause: Option<String>,
+}
+
+impl TransportFailure {
+    /// Describes `e`.
+    pub fn of(e: &reqwest::Error) -> Self {
+        let kind = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "connection failed"
+        } else if e.is_decode() || e.is_body() {
+            "reading the response failed"
+        } else {
+            "request failed"
+        };
+        let mut cause = None;
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            cause = Some(printable(&s.to_string()));
+            src = s.source();
+        }
+        Self { kind, cause }
+    }
+}
+
+impl std::fmt::Display for TransportFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.cause {
+            Some(c) => write!(f, "{} ({c})", self.kind),
+            None => f.write_str(self.kind),
+        }
+    }
+}
+
+/// Printable ASCII only, at most 200 characters (peer-provided text in errors and logs).
+pub fn printable(s: &str) -> String {
+    s.chars().filter(|c| (' '..='~').contains(c)).take(200).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +122,21 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::TEMPORARY_REDIRECT);
         assert_eq!(backend_seen.lock().len(), 1);
         assert!(sink_seen.lock().is_empty(), "the redirect was followed");
+    }
+
+    /// One summary for every outbound failure, and never the URL (it may hold credentials).
+    #[tokio::test]
+    async fn transport_failures_name_the_kind_and_cause_but_not_the_url() {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let url = format!("http://user:s3cret@{addr}/mcp?token=s3cret");
+        let e = http_client().unwrap().get(&url).send().await.unwrap_err();
+        let f = TransportFailure::of(&e);
+        assert_eq!(f.kind, "connection failed");
+        let text = f.to_string();
+        assert!(text.starts_with("connection failed ("), "{text}");
+        assert!(!text.contains("s3cret") && !text.contains(&addr.to_string()), "{text}");
+        assert_eq!(printable("a\u{1b}[31mb\n"), "a[31mb");
     }
 }

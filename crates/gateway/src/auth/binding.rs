@@ -36,11 +36,6 @@ impl Binding {
         &self.0
     }
 
-    /// Is this the anonymous binding?
-    pub fn is_anonymous(&self) -> bool {
-        self.0 == ANONYMOUS
-    }
-
     /// Constant-time equality.
     pub fn matches(&self, other: &Binding) -> bool {
         self.0.len() == other.0.len() && bool::from(self.0.as_bytes().ct_eq(other.0.as_bytes()))

@@ -40,7 +40,7 @@ impl BackendError {
         if e.is_timeout() {
             Self::Timeout(timeout)
         } else {
-            Self::Unreachable(summary(&e.without_url()))
+            Self::Unreachable(crate::outbound::TransportFailure::of(&e).to_string())
         }
     }
 
@@ -57,21 +57,4 @@ impl BackendError {
             Self::Auth(_) => "credential unavailable",
         }
     }
-
-    /// Is it worth re-initializing the backend session and retrying?
-    pub fn is_session_expired(&self) -> bool {
-        matches!(self, Self::SessionExpired)
-    }
-}
-
-fn summary(e: &reqwest::Error) -> String {
-    use std::error::Error;
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::jwks::KeySet;
+use crate::outbound::TransportFailure;
 
 /// Largest discovery or JWKS document accepted.
 const MAX_DOC: usize = 1 << 20;
@@ -33,7 +34,7 @@ async fn get_json_bytes(
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {}", transport_summary(&e)))?;
+        .map_err(|e| format!("GET {url}: {}", TransportFailure::of(&e)))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("GET {url}: HTTP {status}"));
@@ -41,7 +42,8 @@ async fn get_json_bytes(
     if resp.content_length().is_some_and(|l| l > MAX_DOC as u64) {
         return Err(format!("GET {url}: the document is larger than {MAX_DOC} bytes"));
     }
-    let body = resp.bytes().await.map_err(|e| format!("GET {url}: {}", transport_summary(&e)))?;
+    let body =
+        resp.bytes().await.map_err(|e| format!("GET {url}: {}", TransportFailure::of(&e)))?;
     if body.len() > MAX_DOC {
         return Err(format!("GET {url}: the document is larger than {MAX_DOC} bytes"));
     }
@@ -75,24 +77,4 @@ pub(crate) async fn fetch_jwks(
 ) -> Result<KeySet, String> {
     let body = get_json_bytes(http, url, timeout).await?;
     KeySet::parse(&body).map_err(|e| format!("{url}: {e}"))
-}
-
-/// A one-line summary of a transport error (no URL: the caller adds it).
-pub(crate) fn transport_summary(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_decode() || e.is_body() {
-        "reading the response failed"
-    } else {
-        "request failed"
-    };
-    let mut detail = String::new();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        detail = s.to_string();
-        src = s.source();
-    }
-    if detail.is_empty() { kind.to_owned() } else { format!("{kind} ({detail})") }
 }

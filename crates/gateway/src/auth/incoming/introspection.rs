@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 use vmcp_types::config::IntrospectionConfig;
 
 use super::IncomingAuthError;
-use super::discovery::transport_summary;
 use crate::auth::outgoing::read_secret;
 use crate::auth::token_exchange::basic_auth;
+use crate::outbound::TransportFailure;
 
 const CACHE_TTL: Duration = Duration::from_secs(30);
 const CACHE_MAX: usize = 10_000;
@@ -118,12 +118,13 @@ impl Introspector {
             .form(&[("token", token), ("token_type_hint", "access_token")])
             .send()
             .await
-            .map_err(|e| unavailable(transport_summary(&e)))?;
+            .map_err(|e| unavailable(TransportFailure::of(&e).to_string()))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(unavailable(format!("HTTP {status}")));
         }
-        let body: Value = resp.json().await.map_err(|e| unavailable(transport_summary(&e)))?;
+        let body: Value =
+            resp.json().await.map_err(|e| unavailable(TransportFailure::of(&e).to_string()))?;
         let Value::Object(claims) = body else {
             return Err(unavailable("the response is not a JSON object".into()));
         };

@@ -231,11 +231,6 @@ impl OidcValidator {
             .map_err(IncomingAuthError::ProviderUnavailable)
     }
 
-    /// Downloads the JWKS now (ignores the rate limits).
-    pub async fn refresh_keys(&self) -> Result<(), IncomingAuthError> {
-        self.warm_up().await
-    }
-
     /// Validates a bearer token: a JWT (allowed `alg`, signature by a JWKS key, `iss`, `aud`,
     /// `exp`/`nbf` with leeway, `sub`), or, when introspection is configured, an opaque token
     /// through RFC 7662.
@@ -291,7 +286,7 @@ impl OidcValidator {
     ) -> Result<UserIdentity, IncomingAuthError> {
         let inner = &self.inner;
         let claims = i.introspect(&inner.http, token, inner.opts.http_timeout).await?;
-        let (subject, expires_at) = claims::check(&claims, inner.expect(false))?;
+        let (subject, expires_at) = claims::check(&claims, inner.introspected_claims())?;
         Ok(UserIdentity {
             issuer: inner.issuer.clone(),
             subject,
@@ -303,12 +298,14 @@ impl OidcValidator {
 }
 
 impl Inner {
-    fn expect(&self, jwt: bool) -> Expect<'_> {
+    /// What the claims of an introspected (opaque) token must satisfy: `iss` and `exp` are
+    /// optional there (RFC 7662), unlike in a JWT.
+    fn introspected_claims(&self) -> Expect<'_> {
         Expect {
             issuer: &self.issuer,
             audience: &self.audience,
             leeway: self.leeway,
-            require_iss_exp: jwt,
+            require_iss_exp: false,
         }
     }
 

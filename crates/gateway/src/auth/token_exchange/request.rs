@@ -15,6 +15,7 @@ use super::cache::Issued;
 use super::{TOKEN_EXCHANGE_GRANT, TokenExchangeSource};
 use crate::auth::outgoing::OutgoingAuthError;
 use crate::metrics::RequestOutcome;
+use crate::outbound::{TransportFailure, printable as sanitize};
 
 impl TokenExchangeSource {
     /// One request to the token endpoint.
@@ -149,24 +150,10 @@ fn jwt_exp(token: &str) -> Option<f64> {
     serde_json::from_slice::<Value>(&bytes).ok()?.get("exp")?.as_f64()
 }
 
-/// Printable ASCII only, at most 200 characters (IdP-provided text in errors and logs).
-fn sanitize(s: &str) -> String {
-    s.chars().filter(|c| (' '..='~').contains(c)).take(200).collect()
-}
-
 fn transport_error(e: &reqwest::Error) -> OutgoingAuthError {
-    let error = if e.is_timeout() {
-        "transport: timed out"
-    } else if e.is_connect() {
-        "transport: connection failed"
-    } else {
-        "transport: request failed"
-    };
-    let mut detail = None;
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        detail = Some(sanitize(&s.to_string()));
-        src = s.source();
+    let failure = TransportFailure::of(e);
+    OutgoingAuthError::Exchange {
+        error: format!("transport: {}", failure.kind),
+        description: failure.cause,
     }
-    OutgoingAuthError::Exchange { error: error.into(), description: detail }
 }
