@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vmcp_types::config::{GatewayConfig, load_file};
+use vmcp_types::config::{FieldError, GatewayConfig, load_file};
 
 use crate::auth::outgoing::{self, CredentialFactory};
 use crate::backend::BackendDef;
@@ -20,7 +20,7 @@ pub enum GatewayConfigError {
     Invalid(#[from] vmcp_types::config::ConfigError),
     /// Backend credentials or URLs could not be prepared (every problem listed).
     #[error("{} backend problem(s):\n{}", .0.len(), .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
-    Backends(Vec<String>),
+    Backends(Vec<FieldError>),
 }
 
 /// Builds the backend set (credentials resolved) from a validated configuration.
@@ -34,7 +34,7 @@ pub fn build_backends(
         let url = match url::Url::parse(&b.url) {
             Ok(u) => u,
             Err(e) => {
-                errors.push(format!("backends[{i}].url: {e}"));
+                errors.push(FieldError::new(format!("backends[{i}].url"), e.to_string()));
                 continue;
             }
         };
@@ -48,7 +48,10 @@ pub fn build_backends(
                 config: b.clone(),
                 catalog: Default::default(),
             })),
-            Err(e) => errors.push(format!("backends[{i}] ({}): {e}", b.name)),
+            Err(e) => errors.push(FieldError::new(
+                format!("backends[{i}].auth"),
+                format!("backend '{}': {e}", b.name),
+            )),
         }
     }
     if errors.is_empty() {
