@@ -30,7 +30,14 @@ import anyio
 import uvicorn
 from mcp.server import NotificationOptions
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult, SamplingMessage, TextContent
+from pydantic import BaseModel
+
+
+class Answer(BaseModel):
+    """What `ask_user` asks the user for (elicitation)."""
+
+    name: str
 
 VERSION = "1.0.0"
 
@@ -197,6 +204,23 @@ def build_server(backend: str) -> MCPServer:
         # Raising ToolError would be reported as "Error executing tool fail: <message>";
         # a returned CallToolResult passes through unchanged, so the text is exactly "<NAME>:fail".
         return CallToolResult(content=[TextContent(type="text", text=f"{backend}:fail")], is_error=True)
+
+    @mcp.tool(description="Ask the client's model (sampling/createMessage) and return its text.", structured_output=False)
+    async def ask_model(prompt: str, ctx: Context) -> str:
+        result = await ctx.session.create_message(
+            [SamplingMessage(role="user", content=TextContent(type="text", text=prompt))],
+            max_tokens=64,
+            related_request_id=ctx.request_id,
+        )
+        content = result.content
+        text = getattr(content, "text", None) or str(content)
+        return f"{backend}:model:{text}"
+
+    @mcp.tool(description="Ask the user for a name (elicitation/create) and return the outcome.", structured_output=False)
+    async def ask_user(question: str, ctx: Context) -> str:
+        result = await ctx.elicit(question, schema=Answer)
+        name = result.data.name if getattr(result, "data", None) is not None else "-"
+        return f"{backend}:user:{result.action}:{name}"
 
     @mcp.tool(name=f"{backend}_only", description=f"A tool only {backend} has.", structured_output=False)
     def only() -> str:

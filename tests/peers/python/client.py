@@ -34,6 +34,7 @@ import httpx2
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp import types
 from mcp.types import Implementation
 
 SYNTHETIC_HEADER = "x-peer-driver-transport-error"
@@ -81,6 +82,9 @@ class Driver:
         )
         self.session: ClientSession | None = None
         self.session_id: str | None = None
+        self.sampling_reply: str | None = None
+        self.elicit_reply: dict[str, Any] | None = None
+        self.asked: list[dict[str, Any]] = []
         self._close: anyio.Event | None = None
         self._closed: anyio.Event | None = None
         self._conn_error: str | None = None
@@ -145,6 +149,7 @@ class Driver:
                     w,
                     message_handler=self.on_message,
                     client_info=Implementation(name="vmcp-peer-python-client", version="1.0.0"),
+                    **self._callbacks(),
                 ) as session:
                     self.session = session
                     task_status.started()
@@ -155,6 +160,30 @@ class Driver:
         finally:
             self.session = None
             closed.set()
+
+    def _callbacks(self) -> dict[str, Any]:
+        """Sampling / elicitation handlers when `initialize` asked for them (the client then
+        declares those capabilities); each records the request it got in `self.asked`."""
+        out: dict[str, Any] = {}
+        if self.sampling_reply is not None:
+            reply = self.sampling_reply
+
+            async def on_sampling(context: Any, params: types.CreateMessageRequestParams) -> Any:
+                self.asked.append({"method": "sampling/createMessage", "params": params.model_dump(by_alias=True, mode="json", exclude_none=True)})
+                return types.CreateMessageResult(
+                    role="assistant", content=types.TextContent(type="text", text=reply), model="peer-model"
+                )
+
+            out["sampling_callback"] = on_sampling
+        if self.elicit_reply is not None:
+            answer = self.elicit_reply
+
+            async def on_elicit(context: Any, params: types.ElicitRequestParams) -> Any:
+                self.asked.append({"method": "elicitation/create", "params": params.model_dump(by_alias=True, mode="json", exclude_none=True)})
+                return types.ElicitResult(action=answer.get("action", "accept"), content=answer.get("content"))
+
+            out["elicitation_callback"] = on_elicit
+        return out
 
     async def connect(self, tg: anyio.abc.TaskGroup) -> None:
         await self.disconnect()
@@ -188,6 +217,10 @@ class Driver:
         return await handler(cmd)
 
     async def op_initialize(self, cmd: dict[str, Any], tg: anyio.abc.TaskGroup) -> Any:
+        # {"sampling_reply": TEXT} / {"elicit_reply": {"action": ..., "content": {...}}} make the
+        # client declare sampling / elicitation and answer with these.
+        self.sampling_reply = cmd.get("sampling_reply")
+        self.elicit_reply = cmd.get("elicit_reply")
         await self.connect(tg)
         self.get_status = None
         self._get_seen = anyio.Event()
@@ -205,6 +238,10 @@ class Driver:
         out["sessionId"] = self.session_id
         out["getStreamStatus"] = self.get_status
         return out
+
+    async def op_asked(self, cmd: dict[str, Any]) -> Any:
+        """The sampling / elicitation requests this client was asked so far."""
+        return self.asked
 
     async def op_session_id(self, cmd: dict[str, Any]) -> Any:
         return {"sessionId": self.session_id}

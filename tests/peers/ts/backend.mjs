@@ -64,7 +64,7 @@ function registerDynamicTool(server, toolName) {
         async () => text(`${NAME}:${toolName}`));
 }
 
-const BASE_TOOLS = ['echo', 'search', 'whoami', 'slow', 'add_tool', 'fail', `${NAME}_only`];
+const BASE_TOOLS = ['echo', 'search', 'whoami', 'slow', 'add_tool', 'fail', 'ask_model', 'ask_user', `${NAME}_only`];
 
 function createServer() {
     const server = new McpServer({ name: NAME, version: VERSION });
@@ -118,6 +118,28 @@ function createServer() {
 
     server.registerTool('fail', { description: 'Always fails with a tool error.' },
         async () => text(`${NAME}:fail`, true));
+
+    server.registerTool('ask_model', {
+        description: "Ask the client's model (sampling/createMessage) and return its text.",
+        inputSchema: { prompt: z.string() }
+    }, async ({ prompt }, extra) => {
+        const r = await server.server.createMessage({
+            messages: [{ role: 'user', content: { type: 'text', text: prompt } }],
+            maxTokens: 64
+        }, { relatedRequestId: extra.requestId });
+        return text(`${NAME}:model:${r.content?.text ?? JSON.stringify(r.content)}`);
+    });
+
+    server.registerTool('ask_user', {
+        description: 'Ask the user for a name (elicitation/create) and return the outcome.',
+        inputSchema: { question: z.string() }
+    }, async ({ question }, extra) => {
+        const r = await server.server.elicitInput({
+            message: question,
+            requestedSchema: { type: 'object', properties: { name: { type: 'string' } }, required: ['name'] }
+        }, { relatedRequestId: extra.requestId });
+        return text(`${NAME}:user:${r.action}:${r.content?.name ?? '-'}`);
+    });
 
     server.registerTool(`${NAME}_only`, { description: `A tool only ${NAME} has.` },
         async () => text(`${NAME}:only`));

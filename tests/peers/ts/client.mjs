@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 
 const { values: args } = parseArgs({
     options: {
@@ -75,6 +76,7 @@ async function wrappedFetch(url, init = {}) {
 let client = null;
 let transport = null;
 let connError = null;
+const asked = []; // sampling / elicitation requests this client was asked
 let notifications = []; // not yet consumed by wait_notification
 const allNotifications = [];
 let notify = null;
@@ -119,7 +121,24 @@ const ops = {
         await disconnect();
         connError = null;
         const t = new StreamableHTTPClientTransport(new URL(args.url), { fetch: wrappedFetch });
-        const c = new Client({ name: 'vmcp-peer-ts-client', version: '1.0.0' }, { capabilities: {} });
+        // {"sampling_reply": TEXT} / {"elicit_reply": {"action", "content"}} make the client
+        // declare sampling / elicitation and answer with these.
+        const capabilities = {};
+        if (cmd.sampling_reply !== undefined) capabilities.sampling = {};
+        if (cmd.elicit_reply !== undefined) capabilities.elicitation = {};
+        const c = new Client({ name: 'vmcp-peer-ts-client', version: '1.0.0' }, { capabilities });
+        if (cmd.sampling_reply !== undefined) {
+            c.setRequestHandler(CreateMessageRequestSchema, async req => {
+                asked.push({ method: req.method, params: req.params });
+                return { role: 'assistant', content: { type: 'text', text: cmd.sampling_reply }, model: 'peer-model' };
+            });
+        }
+        if (cmd.elicit_reply !== undefined) {
+            c.setRequestHandler(ElicitRequestSchema, async req => {
+                asked.push({ method: req.method, params: req.params });
+                return { action: cmd.elicit_reply.action ?? 'accept', content: cmd.elicit_reply.content };
+            });
+        }
         c.fallbackNotificationHandler = async n => onNotification(n);
         c.onerror = err => log('transport error:', err?.message || err);
         getStatus = null;
@@ -139,6 +158,9 @@ const ops = {
             sessionId: t.sessionId,
             getStreamStatus: getStatus
         };
+    },
+    async asked() {
+        return asked;
     },
     async session_id() {
         return { sessionId: transport?.sessionId ?? null };

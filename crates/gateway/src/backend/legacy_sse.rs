@@ -105,10 +105,13 @@ impl SseConn {
                             let rb = http
                                 .post(u.clone())
                                 .header(http::header::CONTENT_TYPE, "application/json");
-                            let _ = apply_headers(rb, &reply_headers)
-                                .body(reply.to_string())
-                                .send()
-                                .await;
+                            let rb = apply_headers(rb, &reply_headers);
+                            // Answered without holding up the stream (the call's response
+                            // comes on it after the answer).
+                            tokio::spawn(async move {
+                                let answer = reply.answer().await;
+                                let _ = rb.body(answer.to_string()).send().await;
+                            });
                         }
                     }
                 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use vmcp_types::config::{BackendConfig, BackendTransport};
 
 use crate::auth::outgoing::CredentialSource;
@@ -28,8 +28,63 @@ use crate::protocol::LATEST_VERSION;
 /// Credential headers for one backend call.
 pub type Headers = Vec<(HeaderName, HeaderValue)>;
 
-/// A message a backend sent on its own (not a response): `(backend name, JSON-RPC message)`.
-pub type BackendEvent = (Arc<str>, Value);
+/// A message a backend sent on its own (not the response to a gateway request).
+#[derive(Debug)]
+pub struct BackendEvent {
+    /// The backend.
+    pub backend: Arc<str>,
+    /// A notification, or a request to the client (sampling, elicitation, roots).
+    pub message: Value,
+    /// For a request to the client: where its answer goes (the backend is waiting for it).
+    pub reply: Option<oneshot::Sender<Value>>,
+    /// For a request that came on the response stream of a client's call: that stream, so the
+    /// client is asked where it is listening for the call.
+    pub call_stream: Option<ProgressSink>,
+}
+
+/// What a backend connection knows of the client session it serves: where the backend's own
+/// messages go, and which client capabilities to declare to the backend (those the client
+/// declared and the gateway relays: sampling, elicitation, roots).
+#[derive(Debug, Clone)]
+pub struct ClientLink {
+    /// Backend messages that are not responses.
+    pub events: mpsc::UnboundedSender<BackendEvent>,
+    /// The `capabilities` sent in the backend's `initialize`.
+    pub capabilities: Value,
+}
+
+/// How a backend's request to the client gets its answer.
+#[derive(Debug)]
+pub enum Reply {
+    /// Answered by the gateway itself (`ping`).
+    Now(Value),
+    /// Relayed to the client; the answer (with the backend's id) arrives on this channel.
+    Relayed {
+        /// The backend's request id (for the error answer if nothing comes back).
+        id: Value,
+        /// The answer.
+        answer: oneshot::Receiver<Value>,
+    },
+}
+
+impl Reply {
+    /// The answer to send back to the backend: the client's, or an error naming why there is
+    /// none (the session went away before the client answered).
+    pub async fn answer(self) -> Value {
+        match self {
+            Self::Now(v) => v,
+            Self::Relayed { id, answer } => answer.await.unwrap_or_else(|_| {
+                crate::jsonrpc::error(
+                    Some(&id),
+                    &crate::jsonrpc::RpcError::new(
+                        crate::jsonrpc::INTERNAL_ERROR,
+                        "the client session ended before it answered",
+                    ),
+                )
+            }),
+        }
+    }
+}
 
 /// Where a call's progress notifications go (the client's response stream).
 pub type ProgressSink = mpsc::UnboundedSender<Value>;
@@ -81,8 +136,9 @@ impl Connection {
         http: reqwest::Client,
         headers: &Headers,
         hint: Option<String>,
-        events: mpsc::UnboundedSender<BackendEvent>,
+        link: &ClientLink,
     ) -> Result<(Self, Option<InitInfo>), BackendError> {
+        let events = link.events.clone();
         match def.transport {
             BackendTransport::StreamableHttp => {
                 let conn = streamable::StreamableConn::new(def, http, events);
@@ -91,22 +147,26 @@ impl Connection {
                     return Ok((Self::Streamable(conn), None));
                 }
                 let c = Self::Streamable(conn);
-                let info = c.initialize(headers).await?;
+                let info = c.initialize(headers, &link.capabilities).await?;
                 Ok((c, Some(info)))
             }
             BackendTransport::Sse => {
                 let conn = legacy_sse::SseConn::connect(def, http, headers, events).await?;
                 let c = Self::LegacySse(conn);
-                let info = c.initialize(headers).await?;
+                let info = c.initialize(headers, &link.capabilities).await?;
                 Ok((c, Some(info)))
             }
         }
     }
 
-    async fn initialize(&self, headers: &Headers) -> Result<InitInfo, BackendError> {
+    async fn initialize(
+        &self,
+        headers: &Headers,
+        capabilities: &Value,
+    ) -> Result<InitInfo, BackendError> {
         let params = json!({
             "protocolVersion": LATEST_VERSION,
-            "capabilities": {},
+            "capabilities": capabilities,
             "clientInfo": { "name": "vmcp-gateway", "version": env!("CARGO_PKG_VERSION") },
         });
         let id = self.next_id();
@@ -244,31 +304,32 @@ fn apply_headers(mut rb: reqwest::RequestBuilder, headers: &Headers) -> reqwest:
 }
 
 /// Handles a JSON-RPC message the backend sent on a stream that is not the awaited response:
-/// progress for this call goes to `progress`, server requests are answered by `reply`, and
-/// everything else goes to `events`.
+/// progress for this call goes to `progress`; a request to the client is answered here
+/// (`ping`) or relayed to the client through the session (its [`Reply`] must be awaited and
+/// POSTed back); everything else goes to `events`.
 fn route_incoming(
     backend: &Arc<str>,
     msg: Value,
     progress: Option<&ProgressSink>,
     events: &mpsc::UnboundedSender<BackendEvent>,
-) -> Option<Value> {
+) -> Option<Reply> {
     let method = msg.get("method").and_then(Value::as_str).unwrap_or_default();
     let has_id = msg.get("id").is_some();
     if has_id && !method.is_empty() {
-        // A server-to-client request (ping, sampling, roots, elicitation): the gateway answers
-        // ping itself and declines the rest (it advertises no client capabilities).
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
-        return Some(if method == "ping" {
-            crate::jsonrpc::result(&id, json!({}))
-        } else {
-            crate::jsonrpc::error(
-                Some(&id),
-                &crate::jsonrpc::RpcError::new(
-                    crate::jsonrpc::METHOD_NOT_FOUND,
-                    format!("{method} is not supported through the gateway"),
-                ),
-            )
-        });
+        if method == crate::protocol::Method::Ping.as_str() {
+            return Some(Reply::Now(crate::jsonrpc::result(&id, json!({}))));
+        }
+        let (tx, answer) = oneshot::channel();
+        let event = BackendEvent {
+            backend: backend.clone(),
+            message: msg,
+            reply: Some(tx),
+            call_stream: progress.cloned(),
+        };
+        // If the session is gone the sender is dropped and the answer says so.
+        let _ = events.send(event);
+        return Some(Reply::Relayed { id, answer });
     }
     if method == crate::protocol::notification::PROGRESS
         && let Some(p) = progress
@@ -276,6 +337,11 @@ fn route_incoming(
         let _ = p.send(msg);
         return None;
     }
-    let _ = events.send((backend.clone(), msg));
+    let _ = events.send(BackendEvent {
+        backend: backend.clone(),
+        message: msg,
+        reply: None,
+        call_stream: None,
+    });
     None
 }

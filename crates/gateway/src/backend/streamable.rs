@@ -191,7 +191,9 @@ impl StreamableConn {
                     return Ok(msg);
                 }
                 if let Some(reply) = route_incoming(&self.def.name, msg, progress, &self.events) {
-                    let _ = self.post(&reply, headers).await;
+                    // The backend holds this call open until the client answered.
+                    let answer = reply.answer().await;
+                    let _ = self.post(&answer, headers).await;
                 }
             }
         }
@@ -237,10 +239,17 @@ impl StreamableConn {
                                 if msg.get("method").is_none() {
                                     continue;
                                 }
-                                // A server-to-client request is answered at once (never left
-                                // to time out); notifications go to the session.
+                                // A server-to-client request is answered (ping) or relayed to
+                                // the client without holding up the stream; notifications go
+                                // to the session.
                                 if let Some(reply) = route_incoming(&name, msg, None, &events) {
-                                    answer_on_post(&http, &template, &reply).await;
+                                    let (http, template) = (http.clone(), template.try_clone());
+                                    tokio::spawn(async move {
+                                        let answer = reply.answer().await;
+                                        if let Some(t) = template {
+                                            answer_on_post(&http, &t, &answer).await;
+                                        }
+                                    });
                                 }
                             }
                         }

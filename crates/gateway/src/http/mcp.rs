@@ -116,7 +116,13 @@ pub async fn post(
             methods::handle_notification(&session, &identity, &method, params).await;
             StatusCode::ACCEPTED.into_response()
         }
-        Message::Response { .. } => StatusCode::ACCEPTED.into_response(),
+        Message::Response { body, .. } => {
+            // The client's answer to a backend's request (sampling, elicitation, roots).
+            if !session.asks.answer(body) {
+                tracing::debug!(session = %session.id, "a response that no backend request waits for (answered late, or on another replica)");
+            }
+            StatusCode::ACCEPTED.into_response()
+        }
         Message::Request { id, method, params } => {
             let forwarded = Method::parse(&method).is_some_and(Method::is_forwarded);
             if forwarded && accepts(&headers, "text/event-stream") {
@@ -206,7 +212,9 @@ async fn post_batch(
             Ok(Message::Notification { method, params }) => {
                 methods::handle_notification(&session, identity, &method, params).await
             }
-            Ok(Message::Response { .. }) => {}
+            Ok(Message::Response { body, .. }) => {
+                session.asks.answer(body);
+            }
             Err(e) => out.push(jsonrpc::error(None, &e)),
         }
     }

@@ -11,11 +11,11 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use vmcp_types::config::AggregationConfig;
 
-use super::Session;
 use super::record::{SCHEMA_VERSION, SessionRecord};
 use super::slot::{Slot, SlotStatus};
 use super::store::{SessionStore, StoreError};
-use crate::auth::{Binding, Identity};
+use super::{ClientSide, Session};
+use crate::auth::Identity;
 use crate::backend::{BackendDef, BackendError, BackendEvent, Connection};
 use crate::metrics::{BackendLabel, Metrics, StoreOp};
 
@@ -103,6 +103,10 @@ impl std::fmt::Debug for TerminationFeedProbe {
 }
 
 /// Capabilities the gateway announces to clients.
+/// How long a backend request to the client waits for the answer when the backend is no
+/// longer a member (its own timeout applies otherwise).
+const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn server_capabilities() -> Value {
     json!({
         "tools": { "listChanged": true },
@@ -197,9 +201,16 @@ impl SessionManager {
         let id: Arc<str> = new_session_id().into();
         let slots: Vec<Arc<Slot>> =
             set.order.iter().filter_map(|n| set.defs.get(n)).map(|d| member(d, None)).collect();
-        let session = self.build(id.clone(), identity.binding(), version.clone(), 1, slots);
+        let client = super::record::restorable_client_params(params);
+        let relayed = super::asks::relayed_capabilities(&client);
+        let side = ClientSide {
+            binding: identity.binding(),
+            protocol_version: version.clone(),
+            capabilities: relayed,
+        };
+        let session = self.build(id.clone(), side, 1, slots);
         self.connect_all(&session, identity).await;
-        let record = self.record_of(&session, super::record::restorable_client_params(params));
+        let record = self.record_of(&session, client);
         if let Err(e) =
             self.timed("create", self.store.create(&id, &record, self.settings.ttl)).await
         {
@@ -240,15 +251,13 @@ impl SessionManager {
     fn build(
         self: &Arc<Self>,
         id: Arc<str>,
-        binding: Binding,
-        version: String,
+        client: ClientSide,
         generation: u64,
         slots: Vec<Arc<Slot>>,
     ) -> Arc<Session> {
         let manager = Arc::downgrade(self);
-        let session = Arc::new_cyclic(|me| {
-            Session::new(me.clone(), manager, id, binding, version, generation, slots)
-        });
+        let session =
+            Arc::new_cyclic(|me| Session::new(me.clone(), manager, id, client, generation, slots));
         session.last_used.store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
         session
     }
@@ -310,7 +319,7 @@ impl SessionManager {
         announce: bool,
     ) -> Result<Arc<Connection>, BackendError> {
         let caps_before = slot.capabilities();
-        let connected = match slot.ensure(identity, &self.http, session.events()).await {
+        let connected = match slot.ensure(identity, &self.http, session.link()).await {
             Ok(c) => c,
             Err(e) => {
                 self.schedule_retry(session, slot);
@@ -369,7 +378,7 @@ impl SessionManager {
                 if !s.slot(&slot.def.name).is_some_and(|x| Arc::ptr_eq(&x, &slot)) {
                     break;
                 }
-                if slot.ensure(&Identity::Anonymous, &m.http, s.events()).await.is_ok() {
+                if slot.ensure(&Identity::Anonymous, &m.http, s.link()).await.is_ok() {
                     tracing::info!(session = %s.id, backend = %slot.def.name, "backend is back; its capabilities join the session");
                     s.rebuild_view(&m.backends());
                     s.announce_lists_changed();
@@ -516,14 +525,21 @@ pub(super) async fn dispatch_events(
     session: Weak<Session>,
     mut rx: mpsc::UnboundedReceiver<BackendEvent>,
 ) {
-    while let Some((backend, msg)) = rx.recv().await {
+    while let Some(event) = rx.recv().await {
         let (Some(m), Some(s)) = (manager.upgrade(), session.upgrade()) else { return };
+        if event.reply.is_some() {
+            // A request to the client: relayed without holding up the session's other events.
+            let timeout = s.slot(&event.backend).map_or(DEFAULT_ASK_TIMEOUT, |x| x.def.timeout);
+            tokio::spawn(async move { super::asks::relay(&s, event, timeout).await });
+            continue;
+        }
+        let (backend, msg) = (event.backend, event.message);
         let method = msg.get("method").and_then(Value::as_str).unwrap_or_default().to_owned();
         if method.ends_with("/list_changed") {
             if let Some(slot) = s.slot(&backend) {
                 slot.mark_stale();
                 if !slot.def.credentials.needs_identity() {
-                    let _ = slot.ensure(&Identity::Anonymous, &m.http, s.events()).await;
+                    let _ = slot.ensure(&Identity::Anonymous, &m.http, s.link()).await;
                     s.rebuild_view(&m.backends());
                 }
             }

@@ -10,6 +10,7 @@
 //! - [`termination`]: the feed of DELETEs from other replicas (I5).
 //! - [`views`]: merged views shared by sessions with the same member lists (I8).
 
+pub mod asks;
 pub mod manager;
 pub mod memory;
 pub mod outbox;
@@ -31,7 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::aggregate::{Aggregated, BackendCapabilities};
 use crate::auth::Binding;
-use crate::backend::BackendEvent;
+use crate::backend::ClientLink;
 use outbox::Outbox;
 use slot::Slot;
 
@@ -56,9 +57,14 @@ pub struct Session {
     inflight: Mutex<std::collections::HashMap<String, (Arc<str>, u64)>>,
     last_used: AtomicU64,
     last_touch: AtomicU64,
+    /// The client capabilities the gateway relays (sampling, elicitation, roots), declared to
+    /// every backend this session opens.
+    client_capabilities: Value,
+    /// Backend requests waiting for the client's answer.
+    pub(crate) asks: asks::ClientAsks,
     /// Backend events of this session; the channel and its dispatcher task exist only once a
     /// backend connection does (an idle session costs no task: I8).
-    events: std::sync::OnceLock<mpsc::UnboundedSender<BackendEvent>>,
+    link: std::sync::OnceLock<ClientLink>,
     dispatcher: Mutex<Option<tokio::task::AbortHandle>>,
     me: std::sync::Weak<Session>,
     manager: std::sync::Weak<SessionManager>,
@@ -72,16 +78,27 @@ impl Drop for Session {
     }
 }
 
+/// The client side of a session, fixed at `initialize`.
+#[derive(Debug)]
+pub(crate) struct ClientSide {
+    /// The identity binding (I2).
+    pub binding: Binding,
+    /// The negotiated protocol revision.
+    pub protocol_version: String,
+    /// The client capabilities the gateway relays to backends.
+    pub capabilities: Value,
+}
+
 impl Session {
     fn new(
         me: std::sync::Weak<Session>,
         manager: std::sync::Weak<SessionManager>,
         id: Arc<str>,
-        binding: Binding,
-        protocol_version: String,
+        client: ClientSide,
         generation: u64,
         slots: Vec<Arc<Slot>>,
     ) -> Self {
+        let ClientSide { binding, protocol_version, capabilities: client_capabilities } = client;
         Self {
             id,
             binding,
@@ -93,7 +110,9 @@ impl Session {
             inflight: Mutex::new(Default::default()),
             last_used: AtomicU64::new(0),
             last_touch: AtomicU64::new(0),
-            events: std::sync::OnceLock::new(),
+            client_capabilities,
+            asks: asks::ClientAsks::default(),
+            link: std::sync::OnceLock::new(),
             dispatcher: Mutex::new(None),
             me,
             manager,
@@ -197,16 +216,21 @@ impl Session {
         self.inflight.lock().get(&client_id.to_string()).cloned()
     }
 
-    /// Sender for backend events of this session (given to new connections); the first call
-    /// starts the task that dispatches them.
-    pub fn events(&self) -> &mpsc::UnboundedSender<BackendEvent> {
-        self.events.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
+    /// What new backend connections of this session get: the sender for their events and the
+    /// client capabilities to declare. The first call starts the task that dispatches events.
+    pub fn link(&self) -> &ClientLink {
+        self.link.get_or_init(|| {
+            let (events, rx) = mpsc::unbounded_channel();
             let task =
                 tokio::spawn(manager::dispatch_events(self.manager.clone(), self.me.clone(), rx));
             *self.dispatcher.lock() = Some(task.abort_handle());
-            tx
+            ClientLink { events, capabilities: self.client_capabilities.clone() }
         })
+    }
+
+    /// The client capabilities relayed to backends (`{}` when the client declared none).
+    pub fn client_capabilities(&self) -> &Value {
+        &self.client_capabilities
     }
 
     fn set_members(&self, slots: Vec<Arc<Slot>>, generation: u64) {

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::aggregate::BackendCapabilities;
 use crate::auth::Identity;
-use crate::backend::{BackendDef, BackendError, BackendEvent, Connection, Headers};
+use crate::backend::{BackendDef, BackendError, ClientLink, Connection, Headers};
 
 /// How old a backend's catalog may be for a session to start from it instead of listing
 /// (the health monitor refreshes it every 10 s).
@@ -150,7 +150,7 @@ impl Slot {
         &self,
         identity: &Identity,
         http: &reqwest::Client,
-        events: &mpsc::UnboundedSender<BackendEvent>,
+        link: &ClientLink,
     ) -> Result<Connected, BackendError> {
         let _guard = self.connecting.lock().await;
         if let Some(conn) = self.connection() {
@@ -160,7 +160,7 @@ impl Slot {
             }
             return Ok(Connected { conn, new_hint: None, reinitialized: false });
         }
-        let result = self.connect(identity, http, events).await;
+        let result = self.connect(identity, http, link).await;
         match &result {
             Ok(_) => self.set_status(SlotStatus::Available),
             Err(e) => self.fail(e),
@@ -172,7 +172,7 @@ impl Slot {
         &self,
         identity: &Identity,
         http: &reqwest::Client,
-        events: &mpsc::UnboundedSender<BackendEvent>,
+        link: &ClientLink,
     ) -> Result<Connected, BackendError> {
         let headers = self.def.credentials.headers(identity).await?;
         let hint = self.hint.lock().clone();
@@ -181,8 +181,7 @@ impl Slot {
             // Capabilities are known: resume the stored session (no request at all; a lost one
             // shows as 404/400 on the first call, which re-initializes it), or initialize.
             let (conn, _) =
-                Connection::open(self.def.clone(), http.clone(), &headers, hint, events.clone())
-                    .await?;
+                Connection::open(self.def.clone(), http.clone(), &headers, hint, link).await?;
             if let Some(newer) = self.def.catalog.fresh(CATALOG_FRESH) {
                 *self.caps.lock() = Some(newer);
             }
@@ -190,8 +189,7 @@ impl Slot {
         }
         if let Some(h) = hint {
             let (conn, _) =
-                Connection::open(self.def.clone(), http.clone(), &headers, Some(h), events.clone())
-                    .await?;
+                Connection::open(self.def.clone(), http.clone(), &headers, Some(h), link).await?;
             match self.load_capabilities(&conn, &headers, None).await {
                 Ok(()) => return Ok(self.install(conn, old_hint, false)),
                 Err(BackendError::SessionExpired) => {
@@ -201,8 +199,7 @@ impl Slot {
             }
         }
         let (conn, info) =
-            Connection::open(self.def.clone(), http.clone(), &headers, None, events.clone())
-                .await?;
+            Connection::open(self.def.clone(), http.clone(), &headers, None, link).await?;
         self.load_capabilities(&conn, &headers, info.map(|i| i.capabilities)).await?;
         let recovered = old_hint.is_some();
         Ok(self.install(conn, old_hint, recovered))
@@ -294,8 +291,9 @@ impl Slot {
         http: &reqwest::Client,
     ) -> Result<(), BackendError> {
         let slot = Self::new(def, None);
-        let (tx, _rx) = mpsc::unbounded_channel();
-        slot.connect(&Identity::Anonymous, http, &tx).await?;
+        let (events, _rx) = mpsc::unbounded_channel();
+        let link = ClientLink { events, capabilities: serde_json::json!({}) };
+        slot.connect(&Identity::Anonymous, http, &link).await?;
         slot.close(&Identity::Anonymous).await;
         Ok(())
     }

@@ -72,13 +72,12 @@ impl SessionManager {
         {
             return Err(SessionError::AuthRequired);
         }
-        let session = self.build(
-            Arc::from(id),
+        let side = super::super::ClientSide {
             binding,
-            record.protocol_version.clone(),
-            record.generation,
-            slots,
-        );
+            protocol_version: record.protocol_version.clone(),
+            capabilities: super::super::asks::relayed_capabilities(&record.client),
+        };
+        let session = self.build(Arc::from(id), side, record.generation, slots);
         tracing::info!(session = %id, subject = identity.subject(), members = record.members.len(), "restoring session from the store");
         self.connect_all(&session, identity).await;
         // I3: restore never writes membership; only hints changed by connect_slot were written.

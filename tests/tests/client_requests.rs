@@ -1,0 +1,98 @@
+//! Backends that ask the client something work through the gateway (issue 15): a backend built
+//! on an official SDK (Python, TypeScript) asks for sampling (`sampling/createMessage`) and elicitation
+//! (`elicitation/create`) in the middle of a tool call; an official-SDK client answers; the
+//! gateway relays both ways (ids mapped, the backend's timeout applied). A client that did not
+//! declare the capability gets the backend a clear error instead of a 30 s hang.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vmcp_e2e::gateway::Gateway;
+use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk};
+
+fn config(backends: &[&Backend]) -> String {
+    let mut y = String::from("backends:\n");
+    for b in backends {
+        y.push_str(&format!(
+            "  - name: {}\n    url: {}\n    transport: {}\n    timeout: 10s\n",
+            b.name,
+            b.url(),
+            if b.sse { "sse" } else { "streamable-http" }
+        ));
+    }
+    y
+}
+
+fn asked_methods(asked: &Value) -> Vec<String> {
+    asked.as_array().unwrap().iter().map(|a| a["method"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn relays_sampling_and_elicitation(backend: Sdk, client: Sdk) {
+    let a = Backend::start(backend, "asker", BackendOptions::default()).await;
+    let other = Backend::start(Sdk::Python, "other", BackendOptions::default()).await;
+    let gw = Gateway::start(&config(&[&a, &other])).await;
+    let mut c = Client::start(client, &gw.url(), &[]).await;
+    c.ok(json!({"op": "initialize", "sampling_reply": "forty-two",
+        "elicit_reply": {"action": "accept", "content": {"name": "Ada"}}}))
+        .await;
+
+    let r = c
+        .ok(json!({"op": "call_tool", "name": "asker_ask_model", "arguments": {"prompt": "why?"}}))
+        .await;
+    assert_eq!(r["text"], "asker:model:forty-two", "{r}");
+    let r = c
+        .ok(json!({"op": "call_tool", "name": "asker_ask_user", "arguments": {"question": "name?"}}))
+        .await;
+    assert_eq!(r["text"], "asker:user:accept:Ada", "{r}");
+    // Two backends asking in turn: ids never collide, each answer reaches its asker.
+    let r = c
+        .ok(json!({"op": "call_tool", "name": "other_ask_model", "arguments": {"prompt": "b?"}}))
+        .await;
+    assert_eq!(r["text"], "other:model:forty-two", "{r}");
+
+    let asked = c.ok(json!({"op": "asked"})).await;
+    assert_eq!(
+        asked_methods(&asked),
+        ["sampling/createMessage", "elicitation/create", "sampling/createMessage"],
+        "{asked}"
+    );
+    assert_eq!(asked[0]["params"]["messages"][0]["content"]["text"], "why?", "{asked}");
+    assert_eq!(asked[1]["params"]["message"], "name?", "{asked}");
+    // (The SDK server only sends these when the gateway declared sampling and elicitation in
+    // its initialize with the backend: the client's capabilities are passed on.)
+    c.exit().await;
+}
+
+#[tokio::test]
+async fn python_backend_asks_python_client_through_the_gateway() {
+    relays_sampling_and_elicitation(Sdk::Python, Sdk::Python).await;
+}
+
+#[tokio::test]
+async fn typescript_backend_asks_typescript_client_through_the_gateway() {
+    relays_sampling_and_elicitation(Sdk::TypeScript, Sdk::TypeScript).await;
+}
+
+#[tokio::test]
+async fn python_backend_asks_typescript_client_through_the_gateway() {
+    relays_sampling_and_elicitation(Sdk::Python, Sdk::TypeScript).await;
+}
+
+#[tokio::test]
+async fn a_client_without_the_capability_gets_the_backend_an_error_at_once() {
+    let a = Backend::start(Sdk::Python, "asker", BackendOptions::default()).await;
+    let gw = Gateway::start(&config(&[&a])).await;
+    let mut c = Client::start(Sdk::Python, &gw.url(), &[]).await;
+    c.ok(json!({"op": "initialize"})).await;
+    let start = Instant::now();
+    let r = c
+        .cmd(json!({"op": "call_tool", "name": "asker_ask_model", "arguments": {"prompt": "x"}}))
+        .await;
+    // The backend got "the client does not support sampling/createMessage" and failed its
+    // tool; nothing waited for the backend's 10 s timeout.
+    assert!(r.to_string().contains("does not support sampling"), "expected a failed call: {r}");
+    assert!(start.elapsed() < Duration::from_secs(8), "took {:?}", start.elapsed());
+    let asked = c.ok(json!({"op": "asked"})).await;
+    assert_eq!(asked, json!([]), "the client was not asked");
+    c.exit().await;
+}
