@@ -318,6 +318,14 @@ impl SessionManager {
         identity: &Identity,
         announce: bool,
     ) -> Result<Arc<Connection>, BackendError> {
+        // F4: a member that just failed is not retried on every request: the error comes at
+        // once until its backoff ends (the background retry or a later request reconnects it).
+        if let Some(left) = slot.backing_off() {
+            return Err(BackendError::Unreachable(format!(
+                "unavailable; retried in {} ms",
+                left.as_millis()
+            )));
+        }
         let caps_before = slot.capabilities();
         let connected = match slot.ensure(identity, &self.http, session.link()).await {
             Ok(c) => c,

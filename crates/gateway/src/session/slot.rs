@@ -31,6 +31,11 @@ pub enum SlotStatus {
         retry_at: Instant,
         /// Consecutive failures (for backoff).
         failures: u32,
+        /// The credential could not be obtained (e.g. the token exchange failed): retried with
+        /// the next request's identity, whose token may differ (the exchange's own negative
+        /// cache keeps a failing token from reaching the IdP again). Other failures wait for
+        /// `retry_at` (F4).
+        credential: bool,
     },
 }
 
@@ -276,12 +281,32 @@ impl Slot {
         };
         let delay = Duration::from_millis(500u64.saturating_mul(1 << failures.min(6)))
             .min(Duration::from_secs(30));
-        tracing::warn!(backend = %self.def.name, error = %e, retry_in = ?delay, "backend unavailable for this session");
+        let credential = matches!(e, BackendError::Auth(_));
+        if credential {
+            tracing::warn!(backend = %self.def.name, error = %e, "no credential for the backend in this session; the next request's identity is tried");
+        } else {
+            tracing::warn!(backend = %self.def.name, error = %e, retry_in = ?delay, "backend unavailable for this session");
+        }
         self.set_status(SlotStatus::Unavailable {
             reason: e.to_string(),
             retry_at: Instant::now() + delay,
             failures,
+            credential,
         });
+    }
+
+    /// How long a request must leave this unconnected member alone: the rest of its backoff
+    /// after a failure that a new request cannot change (unreachable, timeout, protocol).
+    pub fn backing_off(&self) -> Option<Duration> {
+        match self.status() {
+            SlotStatus::Unavailable { retry_at, credential: false, .. }
+                if self.connection().is_none() =>
+            {
+                let left = retry_at.saturating_duration_since(Instant::now());
+                (!left.is_zero()).then_some(left)
+            }
+            _ => None,
+        }
     }
 
     /// Refreshes the backend's shared catalog: a short-lived backend session that lists the

@@ -49,7 +49,10 @@ const S1: &str = "11111111111111111111111111111111";
 const S2: &str = "22222222222222222222222222222222";
 
 fn def(name: &str, needs_token: bool) -> Arc<BackendDef> {
-    let url = "http://127.0.0.1:1/mcp";
+    def_at(name, needs_token, "http://127.0.0.1:1/mcp")
+}
+
+fn def_at(name: &str, needs_token: bool, url: &str) -> Arc<BackendDef> {
     Arc::new(BackendDef {
         name: Arc::from(name),
         url: url::Url::parse(url).unwrap(),
@@ -327,4 +330,32 @@ async fn a_member_down_here_keeps_its_names_under_priority() {
     let routes = &view.as_ref().as_ref().unwrap().routes;
     let route = routes.tool("search").expect("search is routed");
     assert_eq!(route.backend.as_ref(), "a", "not silently re-routed to b");
+}
+
+/// F4: a member that failed is left alone for the rest of its backoff: requests get the error
+/// naming it at once instead of each making another connection attempt.
+#[tokio::test]
+async fn a_failed_member_is_not_retried_on_every_request() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, SeqCst);
+            drop(socket);
+        }
+    });
+    let m = manager(Arc::new(MemoryStore::new()), vec![def_at("a", false, &url)]);
+    let (s, _) = m.create(&Identity::Anonymous, &json!({})).await.unwrap();
+    let slot = s.slot("a").unwrap();
+    let attempts = accepted.load(SeqCst);
+    assert!(attempts >= 1, "create tried the backend");
+    assert!(slot.backing_off().is_some(), "{:?}", slot.status());
+    for _ in 0..5 {
+        let e = m.connect_slot(&s, &slot, &Identity::Anonymous, true).await.unwrap_err();
+        assert!(e.to_string().contains("retried in"), "{e}");
+    }
+    assert_eq!(accepted.load(SeqCst), attempts, "no new attempt during the backoff");
 }
