@@ -295,3 +295,31 @@ async fn backend_url_secrets_stay_out_of_errors_and_readyz() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// L15: an unauthenticated request is refused before its body is read, so a peer without a
+/// token cannot make the gateway buffer bodies up to the limit. The request announces a
+/// 3 MiB body and sends one byte of it; the 401 must come anyway (the old handler waited for
+/// the whole body first).
+#[tokio::test]
+async fn unauthenticated_requests_are_refused_before_their_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start(
+        "resourceUrl: http://127.0.0.1:4483/mcp\nincomingAuth:\n  type: oidc\n  oidc:\n    issuer: http://127.0.0.1:1\n    audience: vmcp-gateway\nbackends: []\n",
+    )
+    .await;
+    let addr = gw.url().trim_start_matches("http://").trim_end_matches("/mcp").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{{",
+        3 * MIB
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+        .await
+        .expect("no answer while the body is still outstanding")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("www-authenticate: bearer"), "{answer}");
+}

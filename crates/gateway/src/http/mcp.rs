@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -80,9 +79,14 @@ pub async fn post(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, EdgeError> {
     let identity = front(&state, &headers, &uri).await?;
+    // Read only after the caller is authenticated (L15): an anonymous peer cannot make the
+    // gateway buffer bodies up to the limit.
+    let body = axum::body::to_bytes(body, state.http.max_body_bytes).await.map_err(|_| {
+        EdgeError::Refused(StatusCode::PAYLOAD_TOO_LARGE, "request body over the size limit")
+    })?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         EdgeError::bad_request(None, RpcError::new(PARSE_ERROR, format!("parse error: {e}")))
     })?;

@@ -86,7 +86,14 @@ impl Introspector {
         if cache.len() >= CACHE_MAX {
             cache.retain(|_, (_, until)| *until > now);
             if cache.len() >= CACHE_MAX {
-                cache.clear();
+                // Still full of live entries (L5): drop the tenth that expires soonest rather
+                // than every valid answer at once.
+                let mut by_expiry: Vec<([u8; 32], Instant)> =
+                    cache.iter().map(|(k, (_, until))| (*k, *until)).collect();
+                by_expiry.sort_by_key(|(_, until)| *until);
+                for (k, _) in by_expiry.into_iter().take(CACHE_MAX / 10 + 1) {
+                    cache.remove(&k);
+                }
             }
         }
         cache.insert(key, (result.clone(), now + ttl));
