@@ -286,8 +286,13 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, EdgeError> {
     let identity = front(&state, &headers, &uri).await?;
-    let session = resolve(&state, &headers, &identity).await?;
-    state.manager.terminate(&session, &identity).await.map_err(|e| state.auth.session_error(e))?;
-    tracing::info!(target: "audit", subject = identity.subject(), session = %session.id, method = "DELETE", outcome = "ok", "request");
+    let Some(id) = header_str(&headers, SESSION_HEADER) else {
+        return Err(EdgeError::bad_request(
+            None,
+            RpcError::new(INVALID_REQUEST, "missing Mcp-Session-Id header"),
+        ));
+    };
+    state.manager.terminate_id(id, &identity).await.map_err(|e| state.auth.session_error(e))?;
+    tracing::info!(target: "audit", subject = identity.subject(), session = %id, method = "DELETE", outcome = "ok", "request");
     Ok(StatusCode::OK.into_response())
 }

@@ -15,7 +15,7 @@ use super::record::{SCHEMA_VERSION, SessionRecord};
 use super::slot::{Slot, SlotStatus};
 use super::store::{SessionStore, StoreError};
 use super::{ClientSide, Session};
-use crate::auth::Identity;
+use crate::auth::{Binding, Identity};
 use crate::backend::{BackendDef, BackendError, BackendEvent, Connection};
 use crate::metrics::{BackendLabel, Metrics, StoreOp};
 
@@ -494,6 +494,46 @@ impl SessionManager {
         tokio::spawn(async move {
             for slot in s.slots() {
                 slot.close(&ident).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// DELETE of session `id` by `identity`. A session held here ends as with [`Self::terminate`];
+    /// one this replica does not hold is deleted from the store after the binding check,
+    /// without restoring it first (L12: no token exchange, no backend initialize, no list calls
+    /// just to end it). Its stored backend sessions are ended in the background; the replica
+    /// that holds it drops it on the termination notice (I5).
+    pub async fn terminate_id(
+        self: &Arc<Self>,
+        id: &str,
+        identity: &Identity,
+    ) -> Result<(), SessionError> {
+        if !is_session_id(id) {
+            return Err(SessionError::NotFound);
+        }
+        let local = self.local.read().get(id).cloned();
+        if let Some(session) = local {
+            if !session.binding.matches(&identity.binding()) {
+                return Err(self.reject_foreign(id, identity));
+            }
+            return self.terminate(&session, identity).await;
+        }
+        let Some(record) = self.timed("load", self.store.load(id)).await? else {
+            return Err(SessionError::NotFound);
+        };
+        if !Binding::from_stored(record.binding.clone()).matches(&identity.binding()) {
+            return Err(self.reject_foreign(id, identity));
+        }
+        self.timed("delete", self.store.delete(id)).await?;
+        self.metrics.sessions_terminated.inc();
+        let set = self.backends();
+        let (http, ident) = (self.http.clone(), identity.clone());
+        tokio::spawn(async move {
+            for (name, hint) in record.hints {
+                if let Some(def) = set.defs.get(name.as_str()) {
+                    Slot::end_stored(def.clone(), hint, &ident, &http).await;
+                }
             }
         });
         Ok(())

@@ -323,6 +323,28 @@ impl Slot {
         Ok(())
     }
 
+    /// Ends a backend session known only by its stored hint (its client session was deleted
+    /// on a replica that did not hold it): a DELETE with `identity`'s credentials, nothing
+    /// else. Legacy SSE sessions cannot be resumed and end with their stream.
+    pub async fn end_stored(
+        def: Arc<BackendDef>,
+        hint: String,
+        identity: &Identity,
+        http: &reqwest::Client,
+    ) {
+        if def.transport != vmcp_types::config::BackendTransport::StreamableHttp {
+            return;
+        }
+        let Ok(headers) = def.credentials.headers(identity).await else { return };
+        let (events, _rx) = mpsc::unbounded_channel();
+        let link = ClientLink { events, capabilities: serde_json::json!({}) };
+        if let Ok((conn, _)) =
+            Connection::open(def, http.clone(), &headers, Some(hint), &link).await
+        {
+            conn.close(&headers).await;
+        }
+    }
+
     /// Closes the backend session (DELETE) with the given identity's credentials.
     pub async fn close(&self, identity: &Identity) {
         let conn = self.conn.lock().take();

@@ -359,3 +359,34 @@ async fn a_failed_member_is_not_retried_on_every_request() {
     }
     assert_eq!(accepted.load(SeqCst), attempts, "no new attempt during the backoff");
 }
+
+/// L12: a DELETE on a replica that does not hold the session checks the binding against the
+/// record and deletes it, without restoring it first (no restore, so no token exchange or
+/// backend traffic just to end it).
+#[tokio::test]
+async fn delete_on_a_replica_that_does_not_hold_the_session_does_not_restore_it() {
+    let store = Arc::new(MemoryStore::new());
+    store
+        .create(S, &record(Identity::Anonymous.binding().as_str(), &["a"]), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let m = manager(store.clone(), vec![def("a", false)]);
+    let alice = user("alice", "t");
+    assert!(matches!(m.terminate_id(S, &alice).await, Err(SessionError::NotFound)));
+    assert!(store.load(S).await.unwrap().is_some(), "another identity cannot end it");
+    assert!(matches!(m.terminate_id("not-an-id", &alice).await, Err(SessionError::NotFound)));
+    m.terminate_id(S, &Identity::Anonymous).await.unwrap();
+    assert!(store.load(S).await.unwrap().is_none());
+    let restores: u64 = ["ok", "not_found", "auth_required", "store_error"]
+        .iter()
+        .map(|o| {
+            m.metrics()
+                .restores
+                .get_or_create(&crate::metrics::Outcome { outcome: (*o).into() })
+                .get()
+        })
+        .sum();
+    assert_eq!(restores, 0, "ended without a restore");
+    assert_eq!(m.metrics().sessions_terminated.get(), 1);
+    assert!(matches!(m.terminate_id(S, &Identity::Anonymous).await, Err(SessionError::NotFound)));
+}
