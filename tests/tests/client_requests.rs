@@ -80,6 +80,26 @@ async fn python_backend_asks_typescript_client_through_the_gateway() {
     relays_sampling_and_elicitation(Sdk::Python, Sdk::TypeScript).await;
 }
 
+/// A backend request that comes on the backend's GET stream (not tied to a call) reaches the
+/// client on its GET stream and the answer goes back at once.
+#[tokio::test]
+async fn a_request_on_the_backend_get_stream_is_relayed_at_once() {
+    let a = Backend::start(Sdk::Python, "asker", BackendOptions::default()).await;
+    let gw = Gateway::start(&config(&[&a])).await;
+    let mut c = Client::start(Sdk::Python, &gw.url(), &[]).await;
+    c.ok(json!({"op": "initialize", "sampling_reply": "from-the-get-stream"})).await;
+    // The backend's GET stream is open while the client's is (I8): the first call opens it.
+    c.ok(json!({"op": "call_tool", "name": "asker_echo", "arguments": {"text": "x"}})).await;
+    let start = Instant::now();
+    let r = c
+        .ok(json!({"op": "call_tool", "name": "asker_ask_model",
+            "arguments": {"prompt": "p", "standalone": true}}))
+        .await;
+    assert_eq!(r["text"], "asker:model:from-the-get-stream", "{r}");
+    assert!(start.elapsed() < Duration::from_secs(8), "took {:?}", start.elapsed());
+    c.exit().await;
+}
+
 #[tokio::test]
 async fn a_client_without_the_capability_gets_the_backend_an_error_at_once() {
     let a = Backend::start(Sdk::Python, "asker", BackendOptions::default()).await;

@@ -206,11 +206,12 @@ def build_server(backend: str) -> MCPServer:
         return CallToolResult(content=[TextContent(type="text", text=f"{backend}:fail")], is_error=True)
 
     @mcp.tool(description="Ask the client's model (sampling/createMessage) and return its text.", structured_output=False)
-    async def ask_model(prompt: str, ctx: Context) -> str:
+    async def ask_model(prompt: str, ctx: Context, standalone: bool = False) -> str:
+        # standalone: asked on the session's GET stream instead of this call's stream.
         result = await ctx.session.create_message(
             [SamplingMessage(role="user", content=TextContent(type="text", text=prompt))],
             max_tokens=64,
-            related_request_id=ctx.request_id,
+            related_request_id=None if standalone else ctx.request_id,
         )
         content = result.content
         text = getattr(content, "text", None) or str(content)
