@@ -73,6 +73,8 @@ pub struct BackendOptions {
     pub startup_delay_ms: u64,
     /// Do not wait for READY (for backends that start later than the test goes on).
     pub no_wait: bool,
+    /// Python only: keep SSE events so closed streams can be resumed (`--resumable`).
+    pub resumable: bool,
 }
 
 /// A running SDK backend; killed on drop.
@@ -109,6 +111,7 @@ impl Backend {
         .arg("--auth-log")
         .arg(&auth_log)
         .args(["--startup-delay-ms", &opts.startup_delay_ms.to_string()])
+        .args(opts.resumable.then_some("--resumable"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr.log")).expect("log")))

@@ -37,6 +37,11 @@ pub struct Parser {
     current: Event,
     has_data: bool,
     max_event_bytes: usize,
+    /// The stream's last event id (set by every `id:` field, as browsers do), for resuming it
+    /// with `Last-Event-ID`.
+    last_event_id: Option<String>,
+    /// The reconnection delay the stream asked for (`retry:`).
+    retry: Option<std::time::Duration>,
 }
 
 impl Default for Parser {
@@ -54,7 +59,28 @@ impl Parser {
             current: Event::default(),
             has_data: false,
             max_event_bytes,
+            last_event_id: None,
+            retry: None,
         }
+    }
+
+    /// The last event id the stream sent, if any.
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_event_id.as_deref()
+    }
+
+    /// The reconnection delay the stream asked for with `retry:`, if any.
+    pub fn retry(&self) -> Option<std::time::Duration> {
+        self.retry
+    }
+
+    /// Forgets a partial event of a stream that ended, keeping the last event id and retry
+    /// delay, so the same parser can read the resumed stream.
+    pub fn next_stream(&mut self) {
+        let (last_event_id, retry) = (self.last_event_id.take(), self.retry);
+        *self = Self::with_limit(self.max_event_bytes);
+        self.last_event_id = last_event_id;
+        self.retry = retry;
     }
 
     /// Feeds a chunk and returns the events it completed. After an error the parser is empty
@@ -124,7 +150,15 @@ impl Parser {
                 self.current.data.push_str(value);
                 self.has_data = true;
             }
-            "id" => self.current.id = Some(value.to_owned()),
+            "id" if !value.contains('\0') => {
+                self.current.id = Some(value.to_owned());
+                self.last_event_id = Some(value.to_owned());
+            }
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                // At most a minute: a backend cannot park a call longer than its timeout anyway.
+                let ms = value.parse::<u64>().unwrap_or(u64::MAX).min(60_000);
+                self.retry = Some(std::time::Duration::from_millis(ms));
+            }
             _ => {}
         }
         Ok(())
@@ -156,6 +190,22 @@ pub fn encode(id: Option<&str>, data: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_event_id_and_retry_survive_into_the_next_stream() {
+        let mut p = Parser::default();
+        let evs = p.feed(b"retry: 250\nid: a-1\ndata:\n\nid: a-2\ndata: {}\n\ndata: part").unwrap();
+        assert_eq!(evs.len(), 2);
+        assert_eq!(p.last_event_id(), Some("a-2"));
+        assert_eq!(p.retry(), Some(std::time::Duration::from_millis(250)));
+        p.next_stream();
+        assert_eq!(p.last_event_id(), Some("a-2"));
+        let evs = p.feed(b"data: whole\n\n").unwrap();
+        assert_eq!(evs[0].data, "whole", "the partial event of the ended stream is gone");
+        p.feed(b"retry: x\nretry: 99999999\nid: with\0nul\n\n").unwrap();
+        assert_eq!(p.retry(), Some(std::time::Duration::from_secs(60)), "capped; junk ignored");
+        assert_eq!(p.last_event_id(), Some("a-2"), "an id with NUL is ignored");
+    }
 
     #[test]
     fn parses_events_across_chunks() {

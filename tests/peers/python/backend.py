@@ -31,7 +31,30 @@ import uvicorn
 from mcp.server import NotificationOptions
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, SamplingMessage, TextContent
+from mcp.server.streamable_http import EventMessage, EventStore
 from pydantic import BaseModel
+
+
+class MemoryEventStore(EventStore):
+    """Events kept in memory so a closed SSE stream can be resumed with Last-Event-ID."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, Any]] = []  # (event id, stream id, message)
+
+    async def store_event(self, stream_id: str, message: Any) -> str:
+        event_id = f"{stream_id}:{len(self.events)}"
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id: str, send_callback: Any) -> str | None:
+        ids = [e[0] for e in self.events]
+        if last_event_id not in ids:
+            return None
+        stream_id = self.events[ids.index(last_event_id)][1]
+        for event_id, sid, message in self.events[ids.index(last_event_id) + 1 :]:
+            if sid == stream_id and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream_id
 
 
 class Answer(BaseModel):
@@ -223,6 +246,15 @@ def build_server(backend: str) -> MCPServer:
         name = result.data.name if getattr(result, "data", None) is not None else "-"
         return f"{backend}:user:{result.action}:{name}"
 
+    @mcp.tool(
+        description="Close this call's SSE stream, then answer on the resumed stream (needs --resumable).",
+        structured_output=False,
+    )
+    async def polled(delay_ms: int, ctx: Context) -> str:
+        await ctx.close_sse_stream()
+        await anyio.sleep(delay_ms / 1000)
+        return f"{backend}:polled"
+
     @mcp.tool(name=f"{backend}_only", description=f"A tool only {backend} has.", structured_output=False)
     def only() -> str:
         return f"{backend}:only"
@@ -267,6 +299,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--name", required=True)
     parser.add_argument("--transport", choices=["streamable-http", "sse", "stdio"], default="streamable-http")
     parser.add_argument("--auth-log", default=None)
+    parser.add_argument("--resumable", action="store_true", help="keep SSE events for Last-Event-ID resumption")
     parser.add_argument(
         "--startup-delay-ms", type=int, default=int(os.environ.get("PEER_STARTUP_DELAY_MS", "0") or 0)
     )
@@ -282,7 +315,8 @@ async def serve(args: argparse.Namespace) -> None:
     if args.transport == "sse":
         app = mcp.sse_app(sse_path="/sse", message_path="/messages/", host="127.0.0.1")
     else:
-        app = mcp.streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
+        resumable = {"event_store": MemoryEventStore(), "retry_interval": 200} if args.resumable else {}
+        app = mcp.streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1", **resumable)
     app = AuthLogMiddleware(app, args.auth_log, args.name, args.transport)
 
     if args.startup_delay_ms > 0:

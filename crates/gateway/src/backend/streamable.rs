@@ -20,6 +20,9 @@ use crate::sse;
 
 const ACCEPT: &str = "application/json, text/event-stream";
 
+/// Delay before resuming a response stream whose backend sent no `retry:`.
+const RESUME_AFTER: Duration = Duration::from_millis(500);
+
 /// A Streamable HTTP session with one backend.
 #[derive(Debug)]
 pub struct StreamableConn {
@@ -170,6 +173,10 @@ impl StreamableConn {
         response_result(response)
     }
 
+    /// Reads a POST's SSE stream until the response to `id`. A stream that ends first but
+    /// carried an event id is resumed (2025-11-25): after the `retry:` delay, a GET with
+    /// `Last-Event-ID` continues it, as often as the backend closes it (within the call's
+    /// timeout, which the caller applies).
     async fn read_sse_response(
         &self,
         resp: reqwest::Response,
@@ -178,6 +185,45 @@ impl StreamableConn {
         headers: &Headers,
     ) -> Result<Value, BackendError> {
         let mut parser = sse::Parser::default();
+        let mut resp = resp;
+        loop {
+            if let Some(msg) =
+                self.read_stream_until(resp, &mut parser, id, progress, headers).await?
+            {
+                return Ok(msg);
+            }
+            let Some(last) = parser.last_event_id().map(str::to_owned) else {
+                return Err(BackendError::Protocol(
+                    "the response stream ended before the response".into(),
+                ));
+            };
+            tokio::time::sleep(parser.retry().unwrap_or(RESUME_AFTER)).await;
+            parser.next_stream();
+            resp = self
+                .builder(reqwest::Method::GET, headers)
+                .header(http::header::ACCEPT, "text/event-stream")
+                .header("last-event-id", last)
+                .send()
+                .await
+                .map_err(|e| BackendError::from_reqwest(e, self.def.timeout))?;
+            if !resp.status().is_success() {
+                return Err(BackendError::Status {
+                    status: resp.status().as_u16(),
+                    body: "resuming the response stream failed".into(),
+                });
+            }
+        }
+    }
+
+    /// Reads one SSE stream: the response to `id` if it comes, `None` if the stream ends.
+    async fn read_stream_until(
+        &self,
+        resp: reqwest::Response,
+        parser: &mut sse::Parser,
+        id: u64,
+        progress: Option<&ProgressSink>,
+        headers: &Headers,
+    ) -> Result<Option<Value>, BackendError> {
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| BackendError::from_reqwest(e, self.def.timeout))?;
@@ -188,7 +234,7 @@ impl StreamableConn {
                 let Ok(msg) = serde_json::from_str::<Value>(&ev.data) else { continue };
                 if msg.get("method").is_none() && msg.get("id").and_then(Value::as_u64) == Some(id)
                 {
-                    return Ok(msg);
+                    return Ok(Some(msg));
                 }
                 if let Some(reply) = route_incoming(&self.def.name, msg, progress, &self.events) {
                     // The backend holds this call open until the client answered.
@@ -197,7 +243,7 @@ impl StreamableConn {
                 }
             }
         }
-        Err(BackendError::Protocol("the response stream ended before the response".into()))
+        Ok(None)
     }
 
     pub(super) async fn notify(
