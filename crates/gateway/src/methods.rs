@@ -266,17 +266,23 @@ async fn forward(
         match r {
             Ok(v) => return Ok((Some(backend), v)),
             Err(BackendError::SessionExpired) if attempt == 0 => {
-                tracing::info!(session = %session.id, backend = %backend, "backend session expired; re-initializing it and retrying");
-                manager
-                    .metrics()
-                    .backend_reinit
-                    .get_or_create(&crate::metrics::BackendLabel { backend: backend.to_string() })
-                    .inc();
-                slot.reset();
+                // Only the first of concurrent calls that hit the expired session re-opens it
+                // (L9); the others retry on the session it opened.
+                if slot.reset_if_current(&conn) {
+                    tracing::info!(session = %session.id, backend = %backend, "backend session expired; re-initializing it and retrying");
+                    manager
+                        .metrics()
+                        .backend_reinit
+                        .get_or_create(&crate::metrics::BackendLabel {
+                            backend: backend.to_string(),
+                        })
+                        .inc();
+                }
             }
             Err(e) => {
-                if matches!(e, BackendError::Unreachable(_) | BackendError::SessionExpired) {
-                    slot.reset();
+                if matches!(e, BackendError::Unreachable(_) | BackendError::SessionExpired)
+                    && slot.reset_if_current(&conn)
+                {
                     slot.fail(&e);
                 }
                 return Err(fail(backend_error(&backend, &e)));

@@ -148,6 +148,22 @@ impl Slot {
         *self.hint.lock() = None;
     }
 
+    /// Drops the connection (and its hint) only if it is still `failed`. Of several calls that
+    /// saw the same backend session expire or fail, the first resets it; the others reuse the
+    /// session it opened again instead of resetting that one too (L9: extra backend sessions,
+    /// a flapping stored hint). True when this call reset it.
+    pub fn reset_if_current(&self, failed: &Arc<Connection>) -> bool {
+        {
+            let mut conn = self.conn.lock();
+            if !conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, failed)) {
+                return false;
+            }
+            *conn = None;
+        }
+        *self.hint.lock() = None;
+        true
+    }
+
     /// Connects if needed (single-flight), using credentials derived from `identity` (I1):
     /// reuses the stored hint, re-initializes transparently when the backend no longer knows
     /// it (I7), and loads the backend's capabilities.
@@ -352,5 +368,60 @@ impl Slot {
             let headers = self.def.credentials.headers(identity).await.unwrap_or_default();
             conn.close(&headers).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmcp_types::config::{BackendConfig, BackendTransport, OutgoingAuthConfig};
+
+    fn def() -> Arc<BackendDef> {
+        let url = "http://127.0.0.1:1/mcp";
+        Arc::new(BackendDef {
+            name: Arc::from("a"),
+            url: url::Url::parse(url).unwrap(),
+            transport: BackendTransport::StreamableHttp,
+            timeout: Duration::from_secs(1),
+            credentials: Arc::new(crate::auth::outgoing::Unauthenticated),
+            config: BackendConfig {
+                name: "a".into(),
+                url: url.into(),
+                transport: BackendTransport::StreamableHttp,
+                timeout: Duration::from_secs(1),
+                auth: OutgoingAuthConfig::default(),
+            },
+            catalog: Default::default(),
+        })
+    }
+
+    /// A resumed Streamable HTTP connection (no I/O).
+    async fn resumed(slot: &Slot, hint: &str) -> Arc<Connection> {
+        let (events, _rx) = mpsc::unbounded_channel();
+        let link = ClientLink { events, capabilities: serde_json::json!({}) };
+        let (conn, _) = Connection::open(
+            slot.def.clone(),
+            reqwest::Client::new(),
+            &Vec::new(),
+            Some(hint.into()),
+            &link,
+        )
+        .await
+        .unwrap();
+        slot.install(conn, None, false).conn
+    }
+
+    /// L9: two calls failed on the same backend session; the first resets it and a new one is
+    /// opened; the second must not reset the new one.
+    #[tokio::test]
+    async fn only_the_first_of_concurrent_failures_resets_the_member() {
+        let slot = Slot::new(def(), None);
+        let old = resumed(&slot, "s-1").await;
+        assert!(slot.reset_if_current(&old));
+        let new = resumed(&slot, "s-2").await;
+        assert!(!slot.reset_if_current(&old), "a stale failure leaves the new session alone");
+        assert!(slot.connection().is_some_and(|c| Arc::ptr_eq(&c, &new)));
+        assert!(slot.reset_if_current(&new));
+        assert!(slot.connection().is_none());
     }
 }
