@@ -14,6 +14,7 @@ use fred::prelude::{ClientLike, Config, HashesInterface, KeysInterface};
 use serde_json::json;
 use tokio::sync::Barrier;
 use vmcp_e2e::redis::RedisServer;
+use vmcp_e2e::redis_topology::{AnyRedis, Topology};
 use vmcp_gateway::session::memory::MemoryStore;
 use vmcp_gateway::session::record::{SCHEMA_VERSION, SessionRecord};
 use vmcp_gateway::session::redis::RedisStore;
@@ -252,28 +253,67 @@ async fn memory_store() -> (Arc<dyn SessionStore>, ()) {
     (Arc::new(MemoryStore::new()), ())
 }
 
-async fn redis_store() -> (Arc<dyn SessionStore>, Redis) {
-    let redis = Redis::start().await;
-    let store = RedisStore::connect(&redis.config("contract:")).await.expect("connect to redis");
+/// The store's settings for a deployment at `url`.
+fn config_for(url: String, prefix: &str) -> RedisConfig {
+    RedisConfig { url, db: 0, password: None, key_prefix: prefix.to_owned() }
+}
+
+/// A store on a fresh deployment of `topology`.
+async fn redis_store(topology: Topology) -> (Arc<dyn SessionStore>, AnyRedis) {
+    let redis = AnyRedis::start(topology).await.expect("start redis (make test installs it)");
+    let store = RedisStore::connect(&config_for(redis.url(), "contract:"))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {topology:?} redis: {e}"));
     (Arc::new(store), redis)
 }
 
 contract!(memory, memory_store());
-contract!(redis, redis_store());
+contract!(redis, redis_store(Topology::Standalone));
+contract!(redis_cluster, redis_store(Topology::Cluster));
+contract!(redis_sentinel, redis_store(Topology::Sentinel));
+
+/// Generates one test per Redis deployment for a Redis-only case `fn(Topology)`.
+macro_rules! per_topology {
+    ($($case:ident),*) => {
+        mod each_topology {
+            use super::*;
+            $(
+                mod $case {
+                    use super::*;
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn standalone() { super::super::$case(Topology::Standalone).await }
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn cluster() { super::super::$case(Topology::Cluster).await }
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn sentinel() { super::super::$case(Topology::Sentinel).await }
+                }
+            )*
+        }
+    };
+}
+
+per_topology!(redis_record_is_small_and_holds_no_secrets, redis_delete_publishes_termination);
+
+/// A plain fred client on a deployment, to look at what is stored.
+async fn raw_client(redis: &AnyRedis) -> fred::clients::Client {
+    let config = Config::from_url(&redis.url()).expect("url");
+    let client = fred::types::Builder::from_config(config).build().expect("client");
+    client.init().await.expect("raw redis client");
+    client
+}
 
 // ---------------------------------------------------------------------------------------------
 // Redis only
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn redis_record_is_small_and_holds_no_secrets() {
-    let redis = Redis::start().await;
-    let store = RedisStore::connect(&redis.config("vmcp:")).await.unwrap();
+async fn redis_record_is_small_and_holds_no_secrets(topology: Topology) {
+    let redis = AnyRedis::start(topology).await.unwrap();
+    let store = RedisStore::connect(&config_for(redis.url(), "vmcp:")).await.unwrap();
     store.create("sess-1", &record(1), LONG).await.unwrap();
 
     let key = store.session_key("sess-1");
     assert_eq!(key, "vmcp:session:sess-1");
-    let raw = redis.raw(0).await;
+    let raw = raw_client(&redis).await;
     let fields: BTreeMap<String, String> = raw.hgetall(&key).await.unwrap();
     let text: String = fields.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     let field_bytes: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -292,11 +332,11 @@ async fn redis_record_is_small_and_holds_no_secrets() {
     assert!(pttl > 0 && pttl <= 60_000, "record must carry the TTL, got {pttl}");
 }
 
-#[tokio::test]
-async fn redis_delete_publishes_termination() {
-    let redis = Redis::start().await;
-    let listener = RedisStore::connect(&redis.config("pub:")).await.unwrap();
-    let other = RedisStore::connect(&redis.config("pub:")).await.unwrap();
+async fn redis_delete_publishes_termination(topology: Topology) {
+    let redis = AnyRedis::start(topology).await.unwrap();
+    let cfg = |prefix: &str| config_for(redis.url(), prefix);
+    let listener = RedisStore::connect(&cfg("pub:")).await.unwrap();
+    let other = RedisStore::connect(&cfg("pub:")).await.unwrap();
     assert!(listener.subscription_healthy());
     assert_eq!(listener.termination_channel(), "pub:terminated");
     let mut rx = listener.subscribe_terminations();
@@ -311,7 +351,7 @@ async fn redis_delete_publishes_termination() {
     assert!(!listener.exists("gone").await.unwrap());
 
     // Another prefix is another channel.
-    let foreign = RedisStore::connect(&redis.config("other:")).await.unwrap();
+    let foreign = RedisStore::connect(&cfg("other:")).await.unwrap();
     foreign.delete("gone").await.unwrap();
     assert!(tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.is_err());
 }
