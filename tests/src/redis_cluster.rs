@@ -34,6 +34,10 @@ pub struct RedisCluster {
 /// One line of `CLUSTER NODES`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
+    /// Node id.
+    pub id: String,
+    /// The master's node id (replicas only).
+    pub master_id: Option<String>,
     /// Client port.
     pub port: u16,
     /// A master (not a replica).
@@ -62,6 +66,8 @@ pub fn parse_cluster_nodes(text: &str) -> Vec<NodeInfo> {
                 })
                 .collect();
             Some(NodeInfo {
+                id: (*f.first()?).to_owned(),
+                master_id: f.get(3).filter(|m| **m != "-").map(|m| (*m).to_owned()),
                 port,
                 master: flags.contains("master"),
                 failed: flags.contains("fail"),
@@ -191,6 +197,24 @@ impl RedisCluster {
             .map(|n| n.port))
     }
 
+    /// Ports of the replicas of the master on `port`.
+    pub fn replicas_of(&self, port: u16) -> Result<Vec<u16>, RedisError> {
+        let nodes = parse_cluster_nodes(&redis_cli(self.any_port()?, &["CLUSTER", "NODES"])?);
+        let Some(master) = nodes.iter().find(|n| n.port == port) else { return Ok(vec![]) };
+        Ok(nodes
+            .iter()
+            .filter(|n| n.master_id.as_deref() == Some(master.id.as_str()))
+            .map(|n| n.port)
+            .collect())
+    }
+
+    /// Sends `signal` to the node on `port` (e.g. `STOP` to freeze a replica, `CONT`).
+    pub fn signal(&self, port: u16, signal: &str) {
+        if let Some(p) = self.nodes.iter().find(|n| n.port == port).and_then(|n| n.peer.as_ref()) {
+            p.signal(signal);
+        }
+    }
+
     /// Kills (SIGKILL) the master serving `key`'s slot; returns its port and the slot.
     pub fn kill_master_of(&mut self, key: &str) -> Result<(u16, u16), RedisError> {
         let slot = self.slot_of(key)?;
@@ -247,10 +271,9 @@ mod tests {
                     292f 127.0.0.1:30004@40004 slave e7d1 0 0 1 connected\n";
         let n = parse_cluster_nodes(text);
         assert_eq!(n.len(), 3);
-        assert_eq!(
-            n[0],
-            NodeInfo { port: 30001, master: true, failed: false, slots: vec![(0, 5460)] }
-        );
+        assert_eq!(n[0].slots, vec![(0, 5460)]);
+        assert!(n[0].master && !n[0].failed && n[0].master_id.is_none() && n[0].port == 30001);
+        assert_eq!(n[2].master_id.as_deref(), Some("e7d1"));
         assert!(n[1].failed && n[1].slots == vec![(5461, 10922), (12000, 12000)]);
         assert!(!n[2].master && n[2].slots.is_empty());
     }

@@ -163,6 +163,24 @@ impl RedisSentinel {
         self.data.iter().map(|n| n.port).collect()
     }
 
+    /// Ports of the running data nodes other than the master.
+    pub fn replica_ports(&self) -> Result<Vec<u16>, RedisError> {
+        let master = self.master_port()?;
+        Ok(self
+            .data
+            .iter()
+            .filter(|n| n.peer.is_some() && n.port != master)
+            .map(|n| n.port)
+            .collect())
+    }
+
+    /// Sends `signal` to the data node on `port` (e.g. `STOP` to freeze a replica, `CONT`).
+    pub fn signal(&self, port: u16, signal: &str) {
+        if let Some(p) = self.data.iter().find(|n| n.port == port).and_then(|n| n.peer.as_ref()) {
+            p.signal(signal);
+        }
+    }
+
     /// Kills (SIGKILL) the current master; returns its port.
     pub fn kill_master(&mut self) -> Result<u16, RedisError> {
         let port = self.master_port()?;
