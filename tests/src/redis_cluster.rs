@@ -21,7 +21,28 @@ pub const NODE_TIMEOUT: Duration = Duration::from_millis(1000);
 #[derive(Debug)]
 struct Node {
     port: u16,
+    bus: u16,
+    dir: std::path::PathBuf,
     peer: Option<Peer>,
+}
+
+/// Starts (or restarts: its `nodes.conf` in `dir` makes it rejoin) one cluster node.
+fn spawn_node(
+    bin: &std::path::Path,
+    port: u16,
+    bus: u16,
+    dir: &std::path::Path,
+    log: &str,
+) -> Result<Peer, RedisError> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()])
+        .args(["--cluster-config-file", "nodes.conf"])
+        .args(["--cluster-node-timeout", &NODE_TIMEOUT.as_millis().to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir);
+    Ok(Peer::spawn("redis-server (cluster)", cmd, dir.join(log))?)
 }
 
 /// A running cluster; every node is stopped and the folder removed on drop.
@@ -89,16 +110,8 @@ impl RedisCluster {
             let bus = free_port().map_err(RedisError::Port)?;
             let node_dir = dir.path().join(format!("node-{i}"));
             std::fs::create_dir_all(&node_dir).map_err(RedisError::TempDir)?;
-            let mut cmd = Command::new(&bin);
-            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()])
-                .args(["--cluster-config-file", "nodes.conf"])
-                .args(["--cluster-node-timeout", &NODE_TIMEOUT.as_millis().to_string()])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&node_dir);
-            let peer = Peer::spawn("redis-server (cluster)", cmd, node_dir.join("redis.log"))?;
-            nodes.push(Node { port, peer: Some(peer) });
+            let peer = spawn_node(&bin, port, bus, &node_dir, "redis.log")?;
+            nodes.push(Node { port, bus, dir: node_dir, peer: Some(peer) });
         }
         for n in &mut nodes {
             let port = n.port;
@@ -232,6 +245,22 @@ impl RedisCluster {
         {
             p.signal_and_wait("KILL");
         }
+    }
+
+    /// Starts the (killed) node on `port` again, as an operator would; it rejoins the cluster
+    /// as a replica of whichever node took over its slots (persistence is off: it resyncs).
+    pub async fn restart(&mut self, port: u16) -> Result<(), RedisError> {
+        let bin = redis_server_binary()?;
+        let Some(n) = self.nodes.iter_mut().find(|n| n.port == port) else {
+            return Err(RedisError::Topology(format!("no cluster node on {port}")));
+        };
+        if let Some(mut p) = n.peer.take() {
+            p.signal_and_wait("KILL");
+        }
+        let mut peer = spawn_node(&bin, n.port, n.bus, &n.dir, "redis-restarted.log")?;
+        peer.wait_ready(Duration::from_secs(10), || ping(port, None)).await?;
+        n.peer = Some(peer);
+        Ok(())
     }
 
     /// Waits until a running node other than `old` serves `slot` as master, and the cluster

@@ -129,6 +129,20 @@ impl AnyRedis {
         }
     }
 
+    /// Starts a killed master again, as Kubernetes restarts a failed pod: a Cluster node rejoins
+    /// as a replica of its successor, and this waits until it is in sync (a shard whose only
+    /// replica took over has none until then). Sentinel keeps a replica after a failover, so
+    /// nothing is restarted there.
+    pub async fn bring_back(&mut self, killed: &KilledMaster) -> Result<(), RedisError> {
+        match self {
+            Self::Cluster(c) => {
+                c.restart(killed.port).await?;
+                c.wait_healthy(Duration::from_secs(60)).await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Kills the master holding `key` and waits until a replica has taken over; returns how
     /// long that took as the harness saw it.
     pub async fn fail_over(
