@@ -188,6 +188,16 @@ impl RedisCluster {
         url
     }
 
+    /// Ports of the live masters that serve slots.
+    pub fn masters(&self) -> Result<Vec<u16>, RedisError> {
+        let nodes = parse_cluster_nodes(&redis_cli(self.any_port()?, &["CLUSTER", "NODES"])?);
+        Ok(nodes
+            .iter()
+            .filter(|n| n.master && !n.failed && !n.slots.is_empty())
+            .map(|n| n.port)
+            .collect())
+    }
+
     /// Every node's client port.
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(|n| n.port).collect()
