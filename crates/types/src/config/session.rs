@@ -84,7 +84,11 @@ pub struct RedisConfig {
     /// How long a write waits for `waitReplicas` replicas (default `500ms`); a write not
     /// acknowledged in time fails (HTTP 503), so the client never holds a session a failover
     /// can lose.
-    #[serde(default = "default_wait_timeout", with = "humantime_serde")]
+    #[serde(
+        default = "default_wait_timeout",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_wait_timeout"
+    )]
     #[schemars(with = "String")]
     pub wait_timeout: Duration,
 }
@@ -95,6 +99,10 @@ fn default_key_prefix() -> String {
 
 fn default_wait_timeout() -> Duration {
     Duration::from_millis(500)
+}
+
+fn is_default_wait_timeout(d: &Duration) -> bool {
+    *d == default_wait_timeout()
 }
 
 fn is_zero(n: &u8) -> bool {
