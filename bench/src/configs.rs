@@ -28,7 +28,7 @@ pub struct Setup {
     pub backends: Vec<(String, String)>,
     /// Incoming/outgoing auth.
     pub auth: Auth,
-    /// `host:port` of a Redis for sessions; memory when `None`.
+    /// `host:port` (or a full URL) of a Redis for sessions; memory when `None`.
     pub redis: Option<String>,
 }
 
@@ -53,6 +53,10 @@ pub fn vmcp_gateway(setup: &Setup) -> String {
     }
     match &setup.redis {
         None => y.push_str("sessionStorage:\n  provider: memory\n"),
+        // A full URL (e.g. `redis-cluster://…?node=…&node=…`) is quoted as is.
+        Some(url) if url.contains("://") => y.push_str(&format!(
+            "sessionStorage:\n  provider: redis\n  redis:\n    url: '{url}'\n    keyPrefix: \"vmcp:\"\n"
+        )),
         Some(addr) => y.push_str(&format!(
             "sessionStorage:\n  provider: redis\n  redis:\n    url: redis://{addr}\n    keyPrefix: \"vmcp:\"\n"
         )),

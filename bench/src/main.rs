@@ -3,6 +3,7 @@
 //! `--smoke` is a seconds-long pass (direct + vmcp-gateway only) that the test suite runs so the
 //! benchmark cannot rot. Results: a markdown table on stdout, JSON + markdown under `--out`.
 
+mod cluster;
 mod configs;
 mod idle;
 mod load;
@@ -37,8 +38,8 @@ struct Cli {
     /// target/debug with --smoke).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Scenarios (comma-separated): base, oidc, redis, restore, idle.
-    #[arg(long, value_delimiter = ',', default_value = "base,oidc,redis,restore,idle")]
+    /// Scenarios (comma-separated): base, oidc, redis, restore, cluster, idle.
+    #[arg(long, value_delimiter = ',', default_value = "base,oidc,redis,restore,cluster,idle")]
     scenarios: Vec<String>,
     /// Rounds per cell (the median is reported).
     #[arg(long)]
@@ -58,6 +59,9 @@ struct Cli {
     /// Idle-session steps for vmcp-gateway (comma-separated, cumulative).
     #[arg(long, value_delimiter = ',')]
     idle: Option<Vec<usize>>,
+    /// Sessions of the Redis Cluster scale-out (default 100000; 60 with --smoke).
+    #[arg(long)]
+    cluster_sessions: Option<usize>,
     /// Idle-session steps for ToolHive.
     #[arg(long, value_delimiter = ',')]
     toolhive_idle: Option<Vec<usize>>,
@@ -137,6 +141,8 @@ fn main() -> anyhow::Result<()> {
         idle_step_cap: Duration::from_secs(if smoke { 60 } else { 240 }),
         restore_sessions: if smoke { 3 } else { 40 },
         redis_sessions: if smoke { 20 } else { 1000 },
+        cluster_sessions: cli.cluster_sessions.unwrap_or(if smoke { 60 } else { 100_000 }),
+        cluster_restores: if smoke { 6 } else { 200 },
         cache: root.join(".cache/bench"),
         env,
     };

@@ -145,6 +145,37 @@ pub struct IdleRow {
     pub oldest_session_call: String,
 }
 
+/// Scale-out on one Redis Cluster: 3 replicas, many sessions, a cold 4th replica.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ClusterRow {
+    /// Sessions asked for.
+    pub requested: usize,
+    /// Sessions created.
+    pub created: usize,
+    /// Failed creations.
+    pub failures: u64,
+    /// The first failure.
+    pub first_error: Option<String>,
+    /// Creations per second through the 3 replicas.
+    pub sessions_per_s: f64,
+    /// Growth of the masters' `used_memory` per session, bytes.
+    pub masters_bytes_per_session: f64,
+    /// Growth of every node's `used_memory` (masters and replicas) per session, bytes.
+    pub all_nodes_bytes_per_session: f64,
+    /// Median `MEMORY USAGE` of sampled records, bytes.
+    pub memory_usage_median: i64,
+    /// RSS growth of each replica per session it created, KiB.
+    pub replica_kib_per_session: Vec<f64>,
+    /// Sessions restored on the cold replica.
+    pub restored: usize,
+    /// First call of a session on the cold replica (restore from the Cluster), ms.
+    pub restore_cold: Option<CellStats>,
+    /// Second call of that session there, ms.
+    pub restore_warm: Option<CellStats>,
+    /// Failed restores.
+    pub restore_errors: u64,
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Report {
@@ -170,6 +201,8 @@ pub struct Report {
     pub restore: Vec<RestoreRow>,
     /// Idle sessions.
     pub idle: Vec<IdleRow>,
+    /// Scale-out on one Redis Cluster.
+    pub cluster: Option<ClusterRow>,
     /// Token exchanges the IdP performed per `tools/call` in the OIDC scenario, per target
     /// (counted from the provider's grant log over a series of calls on one session).
     pub idp_exchanges_per_call: std::collections::BTreeMap<String, f64>,
@@ -276,6 +309,28 @@ pub fn markdown(r: &Report) -> String {
                 x.error.as_deref().unwrap_or("").replace('|', "/")
             ));
         }
+    }
+    if let Some(x) = &r.cluster {
+        m.push_str("\n### Redis Cluster scale-out (3 replicas, 3 masters + 3 replicas; restore on a cold 4th replica)\n\n| sessions (asked) | failed | sessions/s | Redis B / session (masters) | Redis B / session (all nodes) | MEMORY USAGE median B | replica KiB / session | cold restore p50 / p99 ms | warm p50 ms | restore errors | first failure |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        let kib: Vec<String> =
+            x.replica_kib_per_session.iter().map(|k| format!("{k:.1}")).collect();
+        let p = |c: &Option<CellStats>, f: fn(&CellStats) -> f64| c.as_ref().map(f);
+        m.push_str(&format!(
+            "| {} ({}) | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} / {} | {} | {} | {} |\n",
+            x.created,
+            x.requested,
+            x.failures,
+            x.sessions_per_s,
+            x.masters_bytes_per_session,
+            x.all_nodes_bytes_per_session,
+            x.memory_usage_median,
+            kib.join(", "),
+            opt(p(&x.restore_cold, |c| c.p50_ms), 3),
+            opt(p(&x.restore_cold, |c| c.p99_ms), 3),
+            opt(p(&x.restore_warm, |c| c.p50_ms), 3),
+            x.restore_errors,
+            x.first_error.as_deref().unwrap_or("").replace('|', "/")
+        ));
     }
     if !r.idle.is_empty() {
         m.push_str("\n### Idle sessions (initialize + initialized, then nothing)\n\n| target | asked | created | failed | sessions/s | gateway KiB / session | gateway RSS MiB | gateway sockets (before) | backends KiB / session | oldest session still works | first failure |\n|---|---|---|---|---|---|---|---|---|---|---|\n");

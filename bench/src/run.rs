@@ -16,7 +16,7 @@ use crate::load::{self, Method, Target};
 use crate::procs::{self, Env, Proc};
 use crate::report::{self, DIRECT, LoadRow, Report, TOOLHIVE, VMCP};
 use crate::stats::{CellStats, median_of_rounds};
-use crate::{idle, restore, storage, toolhive};
+use crate::{cluster, idle, restore, storage, toolhive};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -47,6 +47,10 @@ pub struct Plan {
     pub restore_sessions: usize,
     /// Sessions created to measure Redis bytes.
     pub redis_sessions: usize,
+    /// Sessions of the Redis Cluster scale-out (over 3 replicas).
+    pub cluster_sessions: usize,
+    /// Of those, restored on a cold replica.
+    pub cluster_restores: usize,
     /// Where ToolHive is built and cached.
     pub cache: PathBuf,
     /// Processes, pinning, limits.
@@ -317,6 +321,12 @@ pub async fn run(mut plan: Plan) -> anyhow::Result<Report> {
                 ),
                 Err(e) => rep.notes.push(format!("ToolHive vmcp restore: {e:#}")),
             }
+        }
+    }
+    if plan.has("cluster") {
+        match cluster::run(&env, &backends, plan.cluster_sessions, plan.cluster_restores).await {
+            Ok(row) => rep.cluster = Some(row),
+            Err(e) => rep.notes.push(format!("Redis Cluster scale-out: {e:#}")),
         }
     }
     drop((weather, notes, idp, redis));

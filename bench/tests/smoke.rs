@@ -57,6 +57,15 @@ fn smoke_run_measures_every_section_without_errors() {
     assert!(redis["error"].is_null(), "{redis}");
     assert!(redis["memory_usage_median"].as_i64().unwrap() > 0, "{redis}");
 
+    let cluster = &report["cluster"];
+    assert_eq!(cluster["created"], 60, "{cluster}");
+    assert_eq!(cluster["failures"], 0, "{cluster}");
+    assert!(cluster["masters_bytes_per_session"].as_f64().unwrap() > 0.0, "{cluster}");
+    assert!(cluster["memory_usage_median"].as_i64().unwrap() > 0, "{cluster}");
+    assert_eq!(cluster["replica_kib_per_session"].as_array().unwrap().len(), 3, "{cluster}");
+    assert_eq!(cluster["restored"], 6, "{cluster}");
+    assert_eq!(cluster["restore_errors"], 0, "{cluster}");
+
     let idle = &report["idle"][0];
     assert_eq!(idle["created"], 200, "{idle}");
     assert_eq!(idle["oldest_session_call"], "ok", "{idle}");

@@ -17,6 +17,9 @@ pub mod ports;
 pub mod process;
 pub mod raw_mcp;
 pub mod redis;
+pub mod redis_cluster;
+pub mod redis_sentinel;
+pub mod redis_topology;
 pub mod tcp_proxy;
 
 /// Root of the repository (for fixtures, scripts and the cache folder).

@@ -112,6 +112,13 @@ impl Peer {
         }
     }
 
+    /// Sends a signal (e.g. "STOP", "CONT") without waiting for anything.
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+        }
+    }
+
     /// Sends a signal (e.g. "TERM", "KILL") and waits for the process to exit.
     pub fn signal_and_wait(&mut self, signal: &str) {
         if let Some(mut child) = self.child.take() {

@@ -32,6 +32,9 @@ pub enum RedisError {
     /// No free port.
     #[error("no free port: {0}")]
     Port(std::io::Error),
+    /// A Cluster or Sentinel deployment did not come together (the message says which step).
+    #[error("redis {0}")]
+    Topology(String),
 }
 
 static INSTALL: Mutex<()> = Mutex::new(());
@@ -160,7 +163,7 @@ impl RedisServer {
 }
 
 /// True when Redis on `port` answers PONG (raw RESP, no client library needed).
-async fn ping(port: u16, password: Option<String>) -> bool {
+pub(crate) async fn ping(port: u16, password: Option<String>) -> bool {
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
     let cmd = match password {
         Some(p) => format!("AUTH {p}\r\nPING\r\n"),
@@ -181,4 +184,26 @@ async fn ping(port: u16, password: Option<String>) -> bool {
     })
     .await;
     read.is_ok() && got.windows(5).any(|w| w == b"+PONG")
+}
+
+/// Runs `redis-cli -p <port> <args…>` (installed with `redis-server`) and returns its output;
+/// for the administrative commands of the Cluster and Sentinel harnesses.
+pub(crate) fn redis_cli(port: u16, args: &[&str]) -> Result<String, RedisError> {
+    let server = redis_server_binary()?;
+    let cli = server.with_file_name("redis-cli");
+    let out = Command::new(if cli.is_file() { cli } else { PathBuf::from("redis-cli") })
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map_err(|e| RedisError::Topology(format!("redis-cli {}: {e}", args.join(" "))))?;
+    if !out.status.success() {
+        return Err(RedisError::Topology(format!(
+            "redis-cli {} exited with {}: {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -26,3 +26,74 @@ async fn redis_leaves_nothing_behind_and_stops_on_drop() {
     drop(redis);
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err());
 }
+
+/// A client that reconnects after losing its server and gives up on a command after 2 s.
+fn reconnecting(config: Config) -> Client {
+    Builder::from_config(config)
+        .set_policy(ReconnectPolicy::new_constant(0, 100))
+        .with_performance_config(|p| p.default_command_timeout = std::time::Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+/// The Cluster harness: 3 masters with a replica each, all slots served; a killed master is
+/// replaced by its replica, and a key written before the kill (and replicated: WAIT) survives.
+#[tokio::test]
+async fn cluster_serves_all_slots_and_fails_over() {
+    let mut cluster = vmcp_e2e::redis_cluster::RedisCluster::start().await.expect("cluster");
+    let config = Config::from_url(&cluster.url()).unwrap();
+    assert!(config.server.is_clustered());
+    let client = reconnecting(config);
+    client.init().await.unwrap();
+    for i in 0..50 {
+        let _: () = client.set(format!("k{i}"), i, None, None, false).await.unwrap();
+    }
+    let slot = cluster.slot_of("k7").unwrap();
+    let old = cluster.master_of_slot(slot).unwrap().unwrap();
+    // Let the replica catch up before the kill (the store's own WAIT is tested elsewhere).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (killed, _) = cluster.kill_master_of("k7").unwrap();
+    assert_eq!(killed, old);
+    let new = cluster
+        .wait_for_new_master(slot, old, std::time::Duration::from_secs(30))
+        .await
+        .expect("failover");
+    assert_ne!(new, old);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match client.get::<Option<i64>, _>("k7").await {
+            Ok(v) => {
+                assert_eq!(v, Some(7));
+                break;
+            }
+            Err(e) => assert!(std::time::Instant::now() < deadline, "no recovery: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(cluster);
+}
+
+/// The Sentinel harness: the sentinels name the master; killing it promotes a replica.
+#[tokio::test]
+async fn sentinel_names_the_master_and_fails_over() {
+    let mut s = vmcp_e2e::redis_sentinel::RedisSentinel::start().await.expect("sentinel");
+    let client = reconnecting(Config::from_url(&s.url()).unwrap());
+    client.init().await.unwrap();
+    let _: () = client.set("x", "before", None, None, false).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let old = s.kill_master().unwrap();
+    let new =
+        s.wait_for_new_master(old, std::time::Duration::from_secs(30)).await.expect("failover");
+    assert_ne!(new, old);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match client.get::<Option<String>, _>("x").await {
+            Ok(v) => {
+                assert_eq!(v.as_deref(), Some("before"));
+                break;
+            }
+            Err(e) => assert!(std::time::Instant::now() < deadline, "no recovery: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -14,6 +14,7 @@ use fred::prelude::{ClientLike, Config, HashesInterface, KeysInterface};
 use serde_json::json;
 use tokio::sync::Barrier;
 use vmcp_e2e::redis::RedisServer;
+use vmcp_e2e::redis_topology::{AnyRedis, Topology};
 use vmcp_gateway::session::memory::MemoryStore;
 use vmcp_gateway::session::record::{SCHEMA_VERSION, SessionRecord};
 use vmcp_gateway::session::redis::RedisStore;
@@ -60,7 +61,7 @@ impl Redis {
     }
 
     fn config(&self, prefix: &str) -> RedisConfig {
-        RedisConfig { url: self.url(), db: 0, password: None, key_prefix: prefix.to_owned() }
+        config_for(self.url(), prefix)
     }
 
     /// A plain fred client to look at what is stored.
@@ -252,28 +253,182 @@ async fn memory_store() -> (Arc<dyn SessionStore>, ()) {
     (Arc::new(MemoryStore::new()), ())
 }
 
-async fn redis_store() -> (Arc<dyn SessionStore>, Redis) {
-    let redis = Redis::start().await;
-    let store = RedisStore::connect(&redis.config("contract:")).await.expect("connect to redis");
+/// The store's settings for a deployment at `url`.
+fn config_for(url: String, prefix: &str) -> RedisConfig {
+    RedisConfig { key_prefix: prefix.to_owned(), ..RedisConfig::new(url) }
+}
+
+/// A store on a fresh deployment of `topology`.
+async fn redis_store(topology: Topology) -> (Arc<dyn SessionStore>, AnyRedis) {
+    let redis = AnyRedis::start(topology).await.expect("start redis (make test installs it)");
+    let store = RedisStore::connect(&config_for(redis.url(), "contract:"))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {topology:?} redis: {e}"));
     (Arc::new(store), redis)
 }
 
 contract!(memory, memory_store());
-contract!(redis, redis_store());
+contract!(redis, redis_store(Topology::Standalone));
+contract!(redis_cluster, redis_store(Topology::Cluster));
+contract!(redis_sentinel, redis_store(Topology::Sentinel));
+
+/// Generates one test per Redis deployment for a Redis-only case `fn(Topology)`.
+macro_rules! per_topology {
+    ($($case:ident),*) => {
+        mod each_topology {
+            use super::*;
+            $(
+                mod $case {
+                    use super::*;
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn standalone() { super::super::$case(Topology::Standalone).await }
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn cluster() { super::super::$case(Topology::Cluster).await }
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn sentinel() { super::super::$case(Topology::Sentinel).await }
+                }
+            )*
+        }
+    };
+}
+
+per_topology!(redis_record_is_small_and_holds_no_secrets, redis_delete_publishes_termination);
+
+/// Generates one test per deployment that can fail over (Cluster, Sentinel).
+macro_rules! per_failover_topology {
+    ($($case:ident),*) => {
+        mod each_failover_topology {
+            use super::*;
+            $(
+                mod $case {
+                    use super::*;
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn cluster() { super::super::$case(Topology::Cluster).await }
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn sentinel() { super::super::$case(Topology::Sentinel).await }
+                }
+            )*
+        }
+    };
+}
+
+per_failover_topology!(failover_keeps_every_acknowledged_write_and_the_feed);
+
+/// Waits until `store` answers again after a failover; returns how long that took.
+async fn until_served(store: &RedisStore, what: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        match store.exists("probe").await {
+            Ok(_) => return started.elapsed(),
+            Err(e) => {
+                assert!(started.elapsed() < Duration::from_secs(30), "{what}: no recovery: {e}")
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Acknowledged means replicated (`waitReplicas: 1`): a creation the replicas never received
+/// (they are frozen) is refused, and every creation and deletion the store acknowledged
+/// survives the death of the master that took it. Afterwards the termination feed works again:
+/// a DELETE reaches another store within 1 s.
+async fn failover_keeps_every_acknowledged_write_and_the_feed(topology: Topology) {
+    let mut redis = AnyRedis::start(topology).await.unwrap();
+    let cfg = RedisConfig {
+        key_prefix: "fo:".into(),
+        wait_replicas: 1,
+        wait_timeout: Duration::from_millis(300),
+        ..RedisConfig::new(redis.url())
+    };
+    let writer = RedisStore::connect(&cfg).await.unwrap();
+    let listener = RedisStore::connect(&cfg).await.unwrap();
+    writer.create("before", &record(1), LONG).await.unwrap();
+    writer.create("deleted", &record(1), LONG).await.unwrap();
+    assert!(writer.delete("deleted").await.unwrap());
+    let key = writer.session_key("before");
+    let master = redis.master_for(&key).unwrap();
+    // A session id whose key the same master holds (Cluster: the same shard).
+    let during = (0..200)
+        .map(|i| format!("during-{i}"))
+        .find(|id| redis.master_for(&writer.session_key(id)).unwrap() == master)
+        .expect("an id on the same master");
+    let replicas = redis.replicas_for(&key).unwrap();
+    assert!(!replicas.is_empty(), "{topology:?}: the master has replicas");
+
+    redis.freeze(&replicas, true);
+    // A frozen replica's kernel still accepts what the master sends until its socket buffers
+    // are full: fill them (a key in the same slot), so the next write stays on the master.
+    let raw = raw_client(&redis).await;
+    let ballast = "x".repeat(32 << 20);
+    let _: () = raw.set(format!("{{{key}}}:ballast"), ballast, None, None, false).await.unwrap();
+    let unreplicated = writer.create(&during, &record(1), LONG).await;
+    let killed = redis.kill_master_for(&key).unwrap();
+    redis.freeze(&replicas, false);
+    let took = Instant::now();
+    redis.wait_for_takeover(&killed, Duration::from_secs(30)).await.unwrap();
+    let recovered = until_served(&writer, "writer").await;
+    eprintln!(
+        "{topology:?}: replica took over after {:?}; store served again {recovered:?} after that; unreplicated create: {unreplicated:?}",
+        took.elapsed()
+    );
+
+    assert!(writer.load("before").await.unwrap().is_some(), "an acknowledged session was lost");
+    assert!(!writer.exists("deleted").await.unwrap(), "an acknowledged delete was undone");
+    match unreplicated {
+        Ok(()) => assert!(
+            writer.exists(&during).await.unwrap(),
+            "{topology:?}: the store acknowledged a session that no replica had, and the failover lost it"
+        ),
+        Err(e) => assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}"),
+    }
+
+    // The termination feed of the other store comes back and carries deletions again.
+    let started = Instant::now();
+    until_served(&listener, "listener").await;
+    while !listener.subscription_healthy() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the termination feed stays down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "{topology:?}: termination feed healthy {:?} after the store came back",
+        started.elapsed()
+    );
+    let mut rx = listener.subscribe_terminations();
+    writer.create("after", &record(1), LONG).await.unwrap();
+    assert!(writer.delete("after").await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Ok(id)) if id == "after" => break,
+            Ok(Ok(_)) => {}
+            other => panic!(
+                "{topology:?}: no termination notice within 1 s after the failover: {other:?}"
+            ),
+        }
+    }
+}
+
+/// A plain fred client on a deployment, to look at what is stored.
+async fn raw_client(redis: &AnyRedis) -> fred::clients::Client {
+    let config = Config::from_url(&redis.url()).expect("url");
+    let client = fred::types::Builder::from_config(config).build().expect("client");
+    client.init().await.expect("raw redis client");
+    client
+}
 
 // ---------------------------------------------------------------------------------------------
 // Redis only
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn redis_record_is_small_and_holds_no_secrets() {
-    let redis = Redis::start().await;
-    let store = RedisStore::connect(&redis.config("vmcp:")).await.unwrap();
+async fn redis_record_is_small_and_holds_no_secrets(topology: Topology) {
+    let redis = AnyRedis::start(topology).await.unwrap();
+    let store = RedisStore::connect(&config_for(redis.url(), "vmcp:")).await.unwrap();
     store.create("sess-1", &record(1), LONG).await.unwrap();
 
     let key = store.session_key("sess-1");
     assert_eq!(key, "vmcp:session:sess-1");
-    let raw = redis.raw(0).await;
+    let raw = raw_client(&redis).await;
     let fields: BTreeMap<String, String> = raw.hgetall(&key).await.unwrap();
     let text: String = fields.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     let field_bytes: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -292,11 +447,11 @@ async fn redis_record_is_small_and_holds_no_secrets() {
     assert!(pttl > 0 && pttl <= 60_000, "record must carry the TTL, got {pttl}");
 }
 
-#[tokio::test]
-async fn redis_delete_publishes_termination() {
-    let redis = Redis::start().await;
-    let listener = RedisStore::connect(&redis.config("pub:")).await.unwrap();
-    let other = RedisStore::connect(&redis.config("pub:")).await.unwrap();
+async fn redis_delete_publishes_termination(topology: Topology) {
+    let redis = AnyRedis::start(topology).await.unwrap();
+    let cfg = |prefix: &str| config_for(redis.url(), prefix);
+    let listener = RedisStore::connect(&cfg("pub:")).await.unwrap();
+    let other = RedisStore::connect(&cfg("pub:")).await.unwrap();
     assert!(listener.subscription_healthy());
     assert_eq!(listener.termination_channel(), "pub:terminated");
     let mut rx = listener.subscribe_terminations();
@@ -311,7 +466,7 @@ async fn redis_delete_publishes_termination() {
     assert!(!listener.exists("gone").await.unwrap());
 
     // Another prefix is another channel.
-    let foreign = RedisStore::connect(&redis.config("other:")).await.unwrap();
+    let foreign = RedisStore::connect(&cfg("other:")).await.unwrap();
     foreign.delete("gone").await.unwrap();
     assert!(tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.is_err());
 }
@@ -323,10 +478,10 @@ async fn redis_password_db_and_bare_host_port() {
     let pw_file = dir.path().join("pw");
     std::fs::write(&pw_file, "s3cr3t-pw\n").unwrap();
     let cfg = RedisConfig {
-        url: format!("127.0.0.1:{}", redis.port),
         db: 3,
         password: Some(SecretSource { env: None, file: Some(pw_file) }),
         key_prefix: "auth:".into(),
+        ..RedisConfig::new(format!("127.0.0.1:{}", redis.port))
     };
     let store = RedisStore::connect(&cfg).await.expect("connect with password and db");
     store.create("p", &record(1), LONG).await.unwrap();
@@ -353,12 +508,8 @@ async fn redis_password_db_and_bare_host_port() {
 
 #[tokio::test]
 async fn redis_connect_to_nothing_fails_fast() {
-    let cfg = RedisConfig {
-        url: format!("redis://127.0.0.1:{}", vmcp_e2e::ports::free_port().unwrap()),
-        db: 0,
-        password: None,
-        key_prefix: "x:".into(),
-    };
+    let cfg =
+        config_for(format!("redis://127.0.0.1:{}", vmcp_e2e::ports::free_port().unwrap()), "x:");
     let started = Instant::now();
     let err = RedisStore::connect(&cfg).await.expect_err("nothing listens there");
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");

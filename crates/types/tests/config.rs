@@ -96,6 +96,20 @@ fn shape_errors_name_the_field() {
 }
 
 #[test]
+fn redis_wait_settings_parse_and_a_zero_wait_timeout_is_refused() {
+    let base = "sessionStorage:\n  provider: redis\n  redis:\n    url: 'redis-sentinel://s1:26379/0?sentinelServiceName=m&node=s2:26379'\n";
+    let c = from_yaml_str(&format!("{base}    waitReplicas: 1\n    waitTimeout: 250ms\n")).unwrap();
+    let r = c.session_storage.redis.unwrap();
+    assert_eq!((r.wait_replicas, r.wait_timeout), (1, Duration::from_millis(250)));
+    let r = from_yaml_str(base).unwrap().session_storage.redis.unwrap();
+    assert_eq!((r.wait_replicas, r.wait_timeout), (0, Duration::from_millis(500)));
+    // WAIT with timeout 0 would block forever once the replicas are gone.
+    let err =
+        from_yaml_str(&format!("{base}    waitReplicas: 1\n    waitTimeout: 0s\n")).unwrap_err();
+    assert!(err.to_string().contains("sessionStorage.redis.waitTimeout"), "{err}");
+}
+
+#[test]
 fn secrets_are_never_inline() {
     let err = from_yaml_str(
         "backends:\n  - name: a\n    url: http://x/mcp\n    auth:\n      type: bearerToken\n      bearerToken:\n        token: s3cr3t\n",

@@ -37,157 +37,42 @@
 //! # Failures
 //! Commands time out after [`COMMAND_TIMEOUT`], so a dead Redis yields
 //! [`StoreError::Unavailable`] quickly; the client reconnects in the background with exponential
-//! backoff, so recovery needs no restart.
+//! backoff, so recovery needs no restart (after a Sentinel or Cluster failover too: the client
+//! asks the sentinels, or the cluster, where the master is now).
+//!
+//! # Durability
+//! With `waitReplicas` set, `create`, `cas_members` and `delete` are acknowledged only once that
+//! many replicas hold the write (`WAIT`); otherwise they fail with [`StoreError::Unavailable`].
+//! Hint writes and TTL refreshes are never waited for: losing one in a failover costs a backend
+//! re-initialization (I7) or a few seconds of TTL, never the session.
+//!
+//! # Parts
+//! [`codec`] (record <-> hash fields), [`scripts`] (the Lua), [`connection`] (URLs, client
+//! settings, `WAIT`), [`feed`] (the termination subscription).
 
-use std::collections::{BTreeMap, HashMap};
+mod codec;
+mod connection;
+mod feed;
+mod scripts;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use fred::clients::SubscriberClient;
-use fred::prelude::{
-    ClientLike, Config, ErrorKind, EventInterface, HashesInterface, KeysInterface, LuaInterface,
-    PubsubInterface, ReconnectPolicy, Value,
-};
-use fred::types::config::UnresponsiveConfig;
-use fred::types::{Builder, FromValue};
-use secrecy::ExposeSecret;
+use fred::prelude::{ClientLike, HashesInterface, KeysInterface, PubsubInterface, Value};
 use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
 use vmcp_types::config::RedisConfig;
 
-use super::record::{SCHEMA_VERSION, SessionRecord};
+use self::codec::{HINT_PREFIX, decode, encode, encode_members, pairs, ttl_ms};
+pub use self::connection::COMMAND_TIMEOUT;
+use self::connection::{Durability, INIT_TIMEOUT, command_error};
+use self::feed::{
+    Feed, Liveness, Subscription, TERMINATIONS_CAPACITY, forward_terminations, keep_subscribed,
+};
+use self::scripts::Scripts;
+use super::record::SessionRecord;
 use super::store::{CasOutcome, SessionStore, StoreError};
-use crate::auth::outgoing::read_secret;
-
-/// Upper bound of one Redis command (a dead Redis answers `Unavailable` after this).
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Upper bound of one TCP (and TLS) connection attempt.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Upper bound of the initial connection in [`RedisStore::connect`].
-const INIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection with a request waiting this long is considered dead and replaced.
-const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(5);
-/// Reconnect backoff: 50 ms doubling up to 2 s, with jitter, forever.
-const RECONNECT_MIN_MS: u32 = 50;
-const RECONNECT_MAX_MS: u32 = 2_000;
-const RECONNECT_JITTER_MS: u32 = 100;
-/// Each replica publishes a liveness message on the termination channel this often; the
-/// subscription counts as alive only while such messages arrive (an idle subscriber has no
-/// reply outstanding, so a connection a NAT dropped silently looks healthy otherwise: M1).
-const CANARY_EVERY: Duration = Duration::from_secs(1);
-/// The subscription is considered dead when no liveness message arrived for this long.
-const CANARY_STALE: Duration = Duration::from_secs(3);
-/// Liveness messages start with this (session ids are 32 hex digits, so never).
-const CANARY: &str = "alive:";
-/// Buffer of termination ids per receiver.
-const TERMINATIONS_CAPACITY: usize = 4096;
-
-const F_VERSION: &str = "v";
-const F_BINDING: &str = "b";
-const F_PROTOCOL: &str = "p";
-const F_CLIENT: &str = "c";
-const F_GENERATION: &str = "g";
-const F_MEMBERS: &str = "m";
-const HINT_PREFIX: &str = "h:";
-
-/// KEYS[1] = record; ARGV[1] = ttl ms; ARGV[2..] = field, value, … (replaces any old record).
-const CREATE_LUA: &str = r#"
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1
-"#;
-
-/// KEYS[1] = record; ARGV[1] = hint field; ARGV[2] = '1' set / '0' clear; ARGV[3] = hint.
-/// Never touches membership, the generation or the TTL.
-const SET_HINT_LUA: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if ARGV[2] == '1' then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-else
-  redis.call('HDEL', KEYS[1], ARGV[1])
-end
-return 1
-"#;
-
-/// KEYS[1] = record; ARGV[1] = expected generation; ARGV[2] = members (encoded);
-/// ARGV[3..] = member names. Returns {0} missing, {1, HGETALL} conflict, {2, generation} updated.
-const CAS_MEMBERS_LUA: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
-local g = redis.call('HGET', KEYS[1], 'g')
-if g ~= ARGV[1] then return {1, redis.call('HGETALL', KEYS[1])} end
-local n = redis.call('HINCRBY', KEYS[1], 'g', 1)
-redis.call('HSET', KEYS[1], 'm', ARGV[2])
-local keep = {}
-for i = 3, #ARGV do keep['h:' .. ARGV[i]] = true end
-for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if string.sub(f, 1, 2) == 'h:' and not keep[f] then redis.call('HDEL', KEYS[1], f) end
-end
-return {2, n}
-"#;
-
-/// KEYS[1] = record; ARGV[1] = termination channel; ARGV[2] = session id.
-const DELETE_LUA: &str = r#"
-local n = redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return n
-"#;
-
-/// A Lua script run with `EVALSHA`, falling back to `EVAL` (which also re-caches it).
-#[derive(Debug)]
-struct Script {
-    lua: &'static str,
-    sha: OnceLock<String>,
-}
-
-impl Script {
-    const fn new(lua: &'static str) -> Self {
-        Self { lua, sha: OnceLock::new() }
-    }
-
-    async fn load(&self, client: &fred::clients::Client) {
-        match client.script_load::<String, _>(self.lua).await {
-            Ok(sha) => {
-                let _ = self.sha.set(sha);
-            }
-            Err(e) => tracing::debug!(error = %e, "SCRIPT LOAD failed; using EVAL"),
-        }
-    }
-
-    async fn run<R: FromValue>(
-        &self,
-        client: &fred::clients::Client,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> Result<R, fred::error::Error> {
-        if let Some(sha) = self.sha.get() {
-            match client.evalsha(sha.as_str(), keys.clone(), args.clone()).await {
-                Err(e) if e.details().starts_with("NOSCRIPT") => {}
-                other => return other,
-            }
-        }
-        client.eval(self.lua, keys, args).await
-    }
-}
-
-#[derive(Debug)]
-struct Scripts {
-    create: Script,
-    set_hint: Script,
-    cas_members: Script,
-    delete: Script,
-}
-
-/// The termination subscription (I5).
-struct Subscription {
-    client: SubscriberClient,
-    healthy: Arc<AtomicBool>,
-    /// Times the subscription came back after being down (see [`RedisStore::feed_epoch`]).
-    restored: Arc<std::sync::atomic::AtomicU64>,
-    tx: broadcast::Sender<String>,
-    tasks: Vec<JoinHandle<()>>,
-}
 
 /// Session records in Redis (standalone, Sentinel or Cluster).
 pub struct RedisStore {
@@ -196,6 +81,7 @@ pub struct RedisStore {
     channel: String,
     server: String,
     scripts: Scripts,
+    durability: Durability,
     sub: Subscription,
 }
 
@@ -227,102 +113,6 @@ impl Drop for RedisStore {
     }
 }
 
-/// `host:port` means `redis://host:port`.
-fn normalize_url(url: &str) -> String {
-    let url = url.trim();
-    if url.contains("://") { url.to_owned() } else { format!("redis://{url}") }
-}
-
-/// The server for logs: scheme, host and port only (no credentials, no query).
-fn describe(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(u) => format!(
-            "{}://{}{}",
-            u.scheme(),
-            u.host_str().unwrap_or("?"),
-            u.port().map(|p| format!(":{p}")).unwrap_or_default()
-        ),
-        Err(_) => "<unparsable redis url>".to_owned(),
-    }
-}
-
-fn unavailable(op: &str, e: &fred::error::Error) -> StoreError {
-    StoreError::Unavailable(format!("redis {op}: {e}"))
-}
-
-/// Maps a command error: a key of the wrong type is a corrupt record, anything else means the
-/// store cannot answer now.
-fn command_error(op: &str, id: &str, e: &fred::error::Error) -> StoreError {
-    if e.details().starts_with("WRONGTYPE") || *e.kind() == ErrorKind::Parse {
-        StoreError::Corrupt { id: id.to_owned(), reason: e.to_string() }
-    } else {
-        unavailable(op, e)
-    }
-}
-
-fn ttl_ms(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
-}
-
-fn encode_members(members: &[String]) -> String {
-    serde_json::Value::from(members.to_vec()).to_string()
-}
-
-/// The hash fields of a record.
-fn encode(record: &SessionRecord) -> Vec<(String, String)> {
-    let mut fields = vec![
-        (F_VERSION.to_owned(), record.v.to_string()),
-        (F_BINDING.to_owned(), record.binding.clone()),
-        (F_PROTOCOL.to_owned(), record.protocol_version.clone()),
-        (F_CLIENT.to_owned(), record.client.to_string()),
-        (F_GENERATION.to_owned(), record.generation.to_string()),
-        (F_MEMBERS.to_owned(), encode_members(&record.members)),
-    ];
-    fields.extend(record.hints.iter().map(|(k, v)| (format!("{HINT_PREFIX}{k}"), v.clone())));
-    fields
-}
-
-/// A record from its hash fields.
-fn decode(id: &str, mut fields: HashMap<String, String>) -> Result<SessionRecord, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt { id: id.to_owned(), reason };
-    let mut take = |name: &str| {
-        fields.remove(name).ok_or_else(|| corrupt(format!("field `{name}` is missing")))
-    };
-    let v: u32 = take(F_VERSION)?.parse().map_err(|e| corrupt(format!("field `v`: {e}")))?;
-    if v > SCHEMA_VERSION {
-        return Err(corrupt(format!(
-            "record layout version {v} is newer than this gateway's ({SCHEMA_VERSION})"
-        )));
-    }
-    let binding = take(F_BINDING)?;
-    let protocol_version = take(F_PROTOCOL)?;
-    let client =
-        serde_json::from_str(&take(F_CLIENT)?).map_err(|e| corrupt(format!("field `c`: {e}")))?;
-    let generation = take(F_GENERATION)?.parse().map_err(|e| corrupt(format!("field `g`: {e}")))?;
-    let members =
-        serde_json::from_str(&take(F_MEMBERS)?).map_err(|e| corrupt(format!("field `m`: {e}")))?;
-    let hints: BTreeMap<String, String> = fields
-        .into_iter()
-        .filter_map(|(k, v)| k.strip_prefix(HINT_PREFIX).map(|name| (name.to_owned(), v)))
-        .collect();
-    Ok(SessionRecord { v, binding, protocol_version, client, generation, members, hints })
-}
-
-/// A flat `[field, value, …]` reply as a map.
-fn pairs(id: &str, value: Value) -> Result<HashMap<String, String>, StoreError> {
-    let corrupt = |reason: &str| StoreError::Corrupt { id: id.to_owned(), reason: reason.into() };
-    let Value::Array(items) = value else { return Err(corrupt("unexpected reply shape")) };
-    let mut out = HashMap::with_capacity(items.len() / 2);
-    let mut it = items.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        let (Some(k), Some(v)) = (k.into_string(), v.into_string()) else {
-            return Err(corrupt("non-text field"));
-        };
-        out.insert(k, v);
-    }
-    Ok(out)
-}
-
 impl RedisStore {
     /// Connects to Redis (`redis://`, `rediss://`, `redis-sentinel://…`, `redis-cluster://…` or
     /// a bare `host:port`), selects `cfg.db`, authenticates with `cfg.password`, loads the
@@ -333,46 +123,7 @@ impl RedisStore {
     /// background (exponential backoff, no limit); commands meanwhile fail after
     /// [`COMMAND_TIMEOUT`].
     pub async fn connect(cfg: &RedisConfig) -> Result<Self, StoreError> {
-        let url = normalize_url(&cfg.url);
-        let server = describe(&url);
-        let mut config = Config::from_url(&url).map_err(|e| {
-            StoreError::Unavailable(format!("invalid redis url ({server}): {}", e.details()))
-        })?;
-        if cfg.db != 0 {
-            if config.server.is_clustered() {
-                return Err(StoreError::Unavailable(format!(
-                    "redis cluster ({server}) has only database 0, but db is {}",
-                    cfg.db
-                )));
-            }
-            config.database = Some(cfg.db);
-        }
-        if let Some(source) = &cfg.password {
-            let secret = read_secret("sessionStorage.redis.password", source)
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            config.password = Some(secret.expose_secret().to_owned());
-        }
-        // The first connection must work (configuration errors surface at startup); later
-        // losses are handled by the reconnect policy.
-        config.fail_fast = true;
-
-        let mut policy = ReconnectPolicy::new_exponential(0, RECONNECT_MIN_MS, RECONNECT_MAX_MS, 2);
-        policy.set_jitter(RECONNECT_JITTER_MS);
-        let mut builder = Builder::from_config(config);
-        builder
-            .set_policy(policy)
-            .with_performance_config(|p| {
-                p.default_command_timeout = COMMAND_TIMEOUT;
-                p.broadcast_channel_capacity = TERMINATIONS_CAPACITY;
-            })
-            .with_connection_config(|c| {
-                c.connection_timeout = CONNECT_TIMEOUT;
-                c.internal_command_timeout = COMMAND_TIMEOUT;
-                c.unresponsive = UnresponsiveConfig {
-                    max_timeout: Some(UNRESPONSIVE_AFTER),
-                    interval: Duration::from_secs(1),
-                };
-            });
+        let (builder, server) = connection::builder(cfg)?;
         let build_err = |e: fred::error::Error| {
             StoreError::Unavailable(format!("redis client ({server}): {}", e.details()))
         };
@@ -409,15 +160,7 @@ impl RedisStore {
             }
         }
 
-        let scripts = Scripts {
-            create: Script::new(CREATE_LUA),
-            set_hint: Script::new(SET_HINT_LUA),
-            cas_members: Script::new(CAS_MEMBERS_LUA),
-            delete: Script::new(DELETE_LUA),
-        };
-        for s in [&scripts.create, &scripts.set_hint, &scripts.cas_members, &scripts.delete] {
-            s.load(&client).await;
-        }
+        let scripts = Scripts::load(&client).await;
 
         let (tx, _) = broadcast::channel(TERMINATIONS_CAPACITY);
         let healthy = Arc::new(AtomicBool::new(true));
@@ -444,6 +187,7 @@ impl RedisStore {
             channel,
             server,
             scripts,
+            durability: Durability::of(cfg),
             sub: Subscription { client: sub, healthy, restored, tx, tasks },
         })
     }
@@ -483,125 +227,6 @@ impl RedisStore {
     }
 }
 
-/// When the last liveness message arrived on the subscription.
-#[derive(Debug)]
-struct Liveness {
-    start: std::time::Instant,
-    last_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Default for Liveness {
-    fn default() -> Self {
-        Self { start: std::time::Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
-    }
-}
-
-impl Liveness {
-    fn seen(&self) {
-        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Release);
-    }
-
-    fn silent_for(&self) -> Duration {
-        let now = self.start.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Acquire)))
-    }
-}
-
-/// Copies published ids from the subscriber connection to the broadcast channel (liveness
-/// messages only mark the subscription alive).
-async fn forward_terminations(
-    sub: SubscriberClient,
-    channel: String,
-    tx: broadcast::Sender<String>,
-    alive: Arc<Liveness>,
-) {
-    let mut rx = sub.message_rx();
-    loop {
-        match rx.recv().await {
-            Ok(message) => {
-                if *message.channel == *channel
-                    && let Some(id) = message.value.into_string()
-                {
-                    if id.starts_with(CANARY) {
-                        alive.seen();
-                    } else {
-                        let _ = tx.send(id);
-                    }
-                }
-            }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "session termination notices were dropped");
-            }
-            Err(broadcast::error::RecvError::Closed) => break,
-        }
-    }
-}
-
-/// The connections of the termination feed.
-struct Feed {
-    sub: SubscriberClient,
-    publisher: fred::clients::Client,
-    channel: String,
-}
-
-/// Keeps the subscription alive and its health honest: re-subscribes after reconnects,
-/// publishes a liveness message every [`CANARY_EVERY`], marks the feed down when none came
-/// back for [`CANARY_STALE`] (and forces the subscriber to reconnect), and up again, with a
-/// new epoch, when they flow again.
-async fn keep_subscribed(
-    feed: Feed,
-    healthy: Arc<AtomicBool>,
-    restored: Arc<std::sync::atomic::AtomicU64>,
-    alive: Arc<Liveness>,
-) {
-    let Feed { sub, publisher, channel } = feed;
-    let canary = format!("{CANARY}{:032x}", rand::random::<u128>());
-    let mut errors = sub.error_rx();
-    let mut reconnects = sub.reconnect_rx();
-    let mut tick = tokio::time::interval(CANARY_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut forced_at: Option<std::time::Instant> = None;
-    alive.seen();
-    loop {
-        tokio::select! {
-            e = errors.recv() => {
-                if matches!(e, Err(broadcast::error::RecvError::Closed)) {
-                    break;
-                }
-            }
-            r = reconnects.recv() => {
-                if matches!(r, Err(broadcast::error::RecvError::Closed)) {
-                    break;
-                }
-                if let Err(e) = sub.subscribe(channel.as_str()).await {
-                    tracing::warn!(error = %e, "session termination subscription is down");
-                }
-            }
-            _ = tick.tick() => {
-                let publish = publisher.publish::<(), _, _>(channel.as_str(), canary.as_str());
-                let _ = tokio::time::timeout(CANARY_EVERY, publish).await;
-                if alive.silent_for() > CANARY_STALE {
-                    if healthy.swap(false, Ordering::AcqRel) {
-                        tracing::warn!("session termination feed is silent; checking sessions against the store");
-                    }
-                    // A silently dead connection is never noticed by the client: replace it.
-                    if forced_at.is_none_or(|t| t.elapsed() > 2 * CANARY_STALE) {
-                        forced_at = Some(std::time::Instant::now());
-                        // The command connection may be just as dead: its timed-out commands
-                        // leave nothing pending for the client's own unresponsiveness check.
-                        let _ = tokio::time::timeout(CANARY_STALE, publisher.force_reconnection()).await;
-                        let _ = tokio::time::timeout(CANARY_STALE, sub.force_reconnection()).await;
-                        let _ = tokio::time::timeout(CANARY_STALE, sub.subscribe(channel.as_str())).await;
-                    }
-                } else if !healthy.swap(true, Ordering::AcqRel) {
-                    restored.fetch_add(1, Ordering::AcqRel);
-                    tracing::info!("session termination feed restored");
-                }
-            }
-        }
-    }
-}
-
 #[async_trait::async_trait]
 impl SessionStore for RedisStore {
     async fn create(
@@ -615,12 +240,13 @@ impl SessionStore for RedisStore {
             args.push(k);
             args.push(v);
         }
+        let key = self.session_key(id);
         self.scripts
             .create
-            .run::<Value>(&self.client, vec![self.session_key(id)], args)
+            .run::<Value>(&self.client, vec![key.clone()], args)
             .await
-            .map(drop)
-            .map_err(|e| command_error("create", id, &e))
+            .map_err(|e| command_error("create", id, &e))?;
+        self.durability.wait(&self.client, "create", id, &key).await
     }
 
     async fn load(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -671,10 +297,11 @@ impl SessionStore for RedisStore {
         args.push(expected.to_string());
         args.push(encode_members(members));
         args.extend(members.iter().cloned());
+        let key = self.session_key(id);
         let reply: Value = self
             .scripts
             .cas_members
-            .run(&self.client, vec![self.session_key(id)], args)
+            .run(&self.client, vec![key.clone()], args)
             .await
             .map_err(|e| command_error("cas_members", id, &e))?;
         let corrupt = || StoreError::Corrupt {
@@ -686,19 +313,27 @@ impl SessionStore for RedisStore {
         match items.first().and_then(Value::as_i64) {
             Some(0) => Ok(CasOutcome::Missing),
             Some(1) => Ok(CasOutcome::Conflict(Box::new(decode(id, pairs(id, payload)?)?))),
-            Some(2) => payload.as_u64().map(CasOutcome::Updated).ok_or_else(corrupt),
+            Some(2) => {
+                let generation = payload.as_u64().ok_or_else(corrupt)?;
+                self.durability.wait(&self.client, "cas_members", id, &key).await?;
+                Ok(CasOutcome::Updated(generation))
+            }
             _ => Err(corrupt()),
         }
     }
 
     async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let args = vec![self.channel.clone(), id.to_owned()];
-        self.scripts
+        let key = self.session_key(id);
+        let n = self
+            .scripts
             .delete
-            .run::<i64>(&self.client, vec![self.session_key(id)], args)
+            .run::<i64>(&self.client, vec![key.clone()], args)
             .await
-            .map(|n| n > 0)
-            .map_err(|e| command_error("delete", id, &e))
+            .map_err(|e| command_error("delete", id, &e))?;
+        // A deletion the new master never saw would bring the session back after a failover.
+        self.durability.wait(&self.client, "delete", id, &key).await?;
+        Ok(n > 0)
     }
 
     async fn exists(&self, id: &str) -> Result<bool, StoreError> {
@@ -707,54 +342,5 @@ impl SessionStore for RedisStore {
             .await
             .map(|n| n > 0)
             .map_err(|e| command_error("exists", id, &e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record() -> SessionRecord {
-        SessionRecord {
-            v: SCHEMA_VERSION,
-            binding: "sha256:00ff".into(),
-            protocol_version: "2025-11-25".into(),
-            client: serde_json::json!({"capabilities": {"roots": {}}, "clientInfo": {"name": "x"}}),
-            generation: 7,
-            members: vec!["a".into(), "b:c".into()],
-            hints: [("a".to_owned(), "h1".to_owned())].into_iter().collect(),
-        }
-    }
-
-    #[test]
-    fn encode_decode_round_trip() {
-        let r = record();
-        let fields: HashMap<String, String> = encode(&r).into_iter().collect();
-        assert_eq!(fields.get("h:a").map(String::as_str), Some("h1"));
-        assert_eq!(decode("s", fields).unwrap(), r);
-    }
-
-    #[test]
-    fn newer_layout_and_missing_fields_are_corrupt() {
-        let mut fields: HashMap<String, String> = encode(&record()).into_iter().collect();
-        fields.insert("v".into(), (SCHEMA_VERSION + 1).to_string());
-        assert!(matches!(decode("s", fields), Err(StoreError::Corrupt { .. })));
-        let mut fields: HashMap<String, String> = encode(&record()).into_iter().collect();
-        fields.remove("g");
-        assert!(matches!(decode("s", fields), Err(StoreError::Corrupt { .. })));
-    }
-
-    #[test]
-    fn urls() {
-        assert_eq!(normalize_url("10.0.0.1:6379"), "redis://10.0.0.1:6379");
-        assert_eq!(normalize_url("rediss://h:1"), "rediss://h:1");
-        assert_eq!(describe("redis://user:pw@host:7000/2?x=y"), "redis://host:7000");
-        assert!(!describe("redis-sentinel://:pw@h:26379/0?sentinelServiceName=m").contains("pw"));
-    }
-
-    #[test]
-    fn ttl_is_at_least_one_millisecond() {
-        assert_eq!(ttl_ms(Duration::ZERO), 1);
-        assert_eq!(ttl_ms(Duration::from_millis(300)), 300);
     }
 }

@@ -657,10 +657,10 @@ fn session_storage(
         };
         out.provider = cfg::SessionStorageProvider::Redis;
         out.redis = Some(RedisConfig {
-            url,
             db,
             password: s.password_ref.as_ref().map(|r| mounts.file(r)),
             key_prefix: s.key_prefix.clone().unwrap_or_else(|| cfg::DEFAULT_KEY_PREFIX.to_owned()),
+            ..RedisConfig::new(url)
         });
     }
     Ok(out)

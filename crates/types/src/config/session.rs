@@ -76,8 +76,49 @@ pub struct RedisConfig {
     /// Prefix of every key the gateway writes (default `vmcp:`).
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// Replicas that must hold a session's creation, membership change or deletion before the
+    /// gateway acknowledges it (Redis `WAIT`, on the master serving the session's key; default
+    /// 0: asynchronous replication, see docs/redis.md for what a failover can lose then).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wait_replicas: u8,
+    /// How long a write waits for `waitReplicas` replicas (default `500ms`); a write not
+    /// acknowledged in time fails (HTTP 503), so the client never holds a session a failover
+    /// can lose.
+    #[serde(
+        default = "default_wait_timeout",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_wait_timeout"
+    )]
+    #[schemars(with = "String")]
+    pub wait_timeout: Duration,
 }
 
 fn default_key_prefix() -> String {
     DEFAULT_KEY_PREFIX.to_owned()
+}
+
+fn default_wait_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn is_default_wait_timeout(d: &Duration) -> bool {
+    *d == default_wait_timeout()
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+impl RedisConfig {
+    /// Settings for `url` with every other field at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            db: 0,
+            password: None,
+            key_prefix: default_key_prefix(),
+            wait_replicas: 0,
+            wait_timeout: default_wait_timeout(),
+        }
+    }
 }

@@ -211,6 +211,14 @@ impl GatewayConfig {
                 if r.key_prefix.is_empty() {
                     c.err("sessionStorage.redis.keyPrefix", "must not be empty");
                 }
+                if r.wait_replicas > 0 && r.wait_timeout.is_zero() {
+                    // WAIT with timeout 0 blocks until enough replicas answer: forever, when
+                    // they are gone.
+                    c.err(
+                        "sessionStorage.redis.waitTimeout",
+                        "must be more than 0 when waitReplicas is set",
+                    );
+                }
             }
             (SessionStorageProvider::Memory, None) => {}
         }
