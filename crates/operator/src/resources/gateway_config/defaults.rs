@@ -1,0 +1,43 @@
+//! Operator-wide defaults applied to a `VirtualMCPServer` before rendering.
+
+use std::borrow::Cow;
+
+use vmcp_types::crd::{SessionStorage, SessionStorageProvider, VirtualMCPServer};
+
+/// Operator-wide defaults applied to a `VirtualMCPServer` before rendering.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Defaults {
+    /// Redis used for session storage by every `VirtualMCPServer` that does not set
+    /// `spec.sessionStorage` at all (an explicit `provider: memory` is kept).
+    pub redis: Option<DefaultRedis>,
+}
+
+/// The operator-wide default Redis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefaultRedis {
+    /// `host:port` or a Redis URL.
+    pub address: String,
+    /// Key prefix; each gateway gets `<keyPrefix><namespace>:<name>:` under it.
+    pub key_prefix: String,
+}
+
+impl Defaults {
+    /// `vmcp` with these defaults applied (borrowed unchanged when none applies).
+    pub fn apply<'a>(&self, vmcp: &'a VirtualMCPServer) -> Cow<'a, VirtualMCPServer> {
+        match (&self.redis, &vmcp.spec.session_storage) {
+            (Some(r), None) => {
+                let mut v = vmcp.clone();
+                let ns = vmcp.metadata.namespace.as_deref().unwrap_or_default();
+                let name = vmcp.metadata.name.as_deref().unwrap_or_default();
+                v.spec.session_storage = Some(SessionStorage {
+                    provider: SessionStorageProvider::Redis,
+                    address: Some(r.address.clone()),
+                    key_prefix: Some(format!("{}{ns}:{name}:", r.key_prefix)),
+                    ..SessionStorage::default()
+                });
+                Cow::Owned(v)
+            }
+            _ => Cow::Borrowed(vmcp),
+        }
+    }
+}
