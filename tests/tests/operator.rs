@@ -28,7 +28,7 @@ async fn setup(test: &str) -> (&'static ApiServer, kube::Client, String) {
 fn run_operator(client: kube::Client, ns: &str) -> tokio::sync::oneshot::Sender<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let settings = vmcp_operator::Settings {
-        namespace: Some(ns.to_owned()),
+        namespaces: vec![ns.to_owned()],
         gateway_image: "ghcr.io/vmcp-dev/vmcp-gateway:test".into(),
         resync: Duration::from_secs(300),
         ..vmcp_operator::Settings::default()
@@ -272,6 +272,52 @@ async fn helm_install_creates_the_operator_and_uninstall_keeps_crds() {
         "CRDs are kept on uninstall: {crds}"
     );
     assert!(deps.list(&ListParams::default()).await.unwrap().items.is_empty(), "operator removed");
+
+    // A reinstall under another release name and namespace (or a second release next to the
+    // first) leaves the kept CRDs alone instead of failing on their ownership annotations.
+    let out = api
+        .helm()
+        .args(["install", "vmcp2", "--namespace", "ops", "--create-namespace"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm install under another release: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let owner = api
+        .run_kubectl(&[
+            "get",
+            "crd",
+            "mcpgroups.vmcp.dev",
+            "-o",
+            "jsonpath={.metadata.annotations.meta\\.helm\\.sh/release-name}",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(owner.trim(), "vmcp", "the CRDs were not adopted or replaced");
+    let ops: Api<Deployment> = Api::namespaced(client.clone(), "ops");
+    assert_eq!(ops.list(&ListParams::default()).await.unwrap().items.len(), 1);
+    // The release that created them still renders (and so upgrades) them.
+    let out = api
+        .helm()
+        .args(["template", "vmcp", "--namespace", "vmcp-system", "--dry-run=server"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let own = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(own.matches("kind: CustomResourceDefinition").count(), 4);
+    let out = api
+        .helm()
+        .args(["template", "other", "--namespace", "ops", "--dry-run=server"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("kind: CustomResourceDefinition"));
 }
 
 /// End to end across both crates: the ConfigMap the operator rendered runs in the gateway
@@ -1024,22 +1070,21 @@ async fn leader_election_acquire_renew_release_failover() {
     }
 }
 
-/// The operator under the chart's own RBAC: the chart's ClusterRole, its RoleBinding for one
-/// watched namespace and its leader-election Role, rendered by real helm, bound to the chart's
+/// The operator under the chart's own RBAC: the chart's Role and RoleBinding for one watched
+/// namespace (and nothing cluster-wide) and its leader-election Role, rendered by real helm, bound to the chart's
 /// ServiceAccount, which the controllers impersonate. Every call the controllers make is
 /// allowed: the examples reconcile to children and status on all four kinds, and the Lease can
 /// be taken. The impersonated client really is restricted (it cannot list Pods).
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_runs_under_the_charts_rbac() {
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::core::v1::{Pod, Secret};
     let (api, admin, ns) = setup("op-rbac").await;
     let chart = repo_root().join("charts/vmcp-operator");
     let out = api
         .helm()
         .args(["template", "vmcp", "--namespace", &ns, "--set", &format!("watchNamespace={ns}")])
-        .args(["--show-only", "templates/clusterrole.yaml"])
-        .args(["--show-only", "templates/clusterrolebinding.yaml"])
+        .args(["--show-only", "templates/rbac.yaml"])
         .args(["--show-only", "templates/leader-election-rbac.yaml"])
         .arg(&chart)
         .output()
@@ -1047,10 +1092,19 @@ async fn operator_runs_under_the_charts_rbac() {
     assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
     let rbac = String::from_utf8(out.stdout).unwrap();
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rbac).unwrap();
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
+        "a namespace-scoped install grants nothing cluster-wide:\n{rbac}"
+    );
     let binding = docs
         .iter()
-        .find(|d| d["kind"] == "RoleBinding" && d["roleRef"]["kind"] == "ClusterRole")
-        .unwrap_or_else(|| panic!("no RoleBinding of the ClusterRole in:\n{rbac}"));
+        .find(|d| {
+            d["kind"] == "RoleBinding"
+                && d["roleRef"]["kind"] == "Role"
+                && d["metadata"]["namespace"] == ns.as_str()
+                && !d["roleRef"]["name"].as_str().unwrap().ends_with("leader-election")
+        })
+        .unwrap_or_else(|| panic!("no RoleBinding of the operator's Role in {ns}:\n{rbac}"));
     let subject = &binding["subjects"][0];
     assert_eq!(subject["kind"], "ServiceAccount");
     let user = format!(
@@ -1074,6 +1128,17 @@ async fn operator_runs_under_the_charts_rbac() {
     assert!(
         matches!(&pods, Err(kube::Error::Api(s)) if s.code == 403),
         "{user} may list Pods: {pods:?}"
+    );
+    // Secrets are visible in the watched namespace only.
+    let here =
+        Api::<Secret>::namespaced(client.clone(), &ns).list_metadata(&ListParams::default()).await;
+    assert!(here.is_ok(), "{user} cannot list Secrets in {ns}: {here:?}");
+    let elsewhere = Api::<Secret>::namespaced(client.clone(), "kube-system")
+        .list_metadata(&ListParams::default())
+        .await;
+    assert!(
+        matches!(&elsewhere, Err(kube::Error::Api(s)) if s.code == 403),
+        "{user} may list Secrets in kube-system: {elsewhere:?}"
     );
 
     let _stop = run_operator(client.clone(), &ns);
@@ -1132,4 +1197,202 @@ async fn operator_runs_under_the_charts_rbac() {
     assert_eq!(elector.try_acquire_or_renew().await.unwrap(), vmcp_operator::leader::Attempt::Held);
     let lease = Api::<Lease>::namespaced(admin, &ns).get("vmcp-operator-leader").await.unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("rbac-test"));
+}
+
+/// `helm template` of `args` (each `--set` etc.) as JSON documents.
+fn helm_template(
+    api: &ApiServer,
+    chart: &std::path::Path,
+    args: &[&str],
+) -> Vec<serde_json::Value> {
+    let out = api
+        .helm()
+        .args(["template", "t", "--namespace", "ops"])
+        .args(args)
+        .arg(chart)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm template {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_saphyr::from_multiple::<serde_json::Value>(&text)
+        .unwrap()
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+fn operator_env(docs: &[serde_json::Value]) -> Vec<(String, String)> {
+    let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    dep["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e["value"].as_str()?.to_owned())))
+        .collect()
+}
+
+/// The chart's values render what they say: usable as a subchart (Helm's `global`), a global
+/// registry, namespace-list scope with per-namespace Roles and no cluster-wide grant, and
+/// workload settings the operator itself parses back (the chart and the operator agree on the
+/// environment variables and their JSON).
+#[tokio::test(flavor = "multi_thread")]
+async fn chart_values_render_as_documented() {
+    let api = ApiServer::shared().await;
+    let chart = repo_root().join("charts/vmcp-operator");
+    let out = api.helm().args(["lint", "--strict"]).arg(&chart).output().unwrap();
+    assert!(out.status.success(), "helm lint: {}", String::from_utf8_lossy(&out.stdout));
+
+    // As a dependency of a parent chart, with a global registry and pull secret.
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::write(
+        parent.path().join("Chart.yaml"),
+        "apiVersion: v2\nname: platform\nversion: 1.0.0\ndependencies:\n  - name: vmcp-operator\n    version: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        parent.path().join("values.yaml"),
+        "global:\n  imageRegistry: registry.internal:5000\n  imagePullSecrets: [{name: mirror}]\n  team: platform\n",
+    )
+    .unwrap();
+    let sub = parent.path().join("charts");
+    std::fs::create_dir_all(&sub).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&chart)
+        .arg(sub.join("vmcp-operator"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let docs = helm_template(api, parent.path(), &[]);
+    let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["image"],
+        "registry.internal:5000/vmcp-dev/vmcp-operator:0.1.0"
+    );
+    assert_eq!(pod["imagePullSecrets"][0]["name"], "mirror");
+    let env = operator_env(&docs);
+    assert!(env.contains(&(
+        "VMCP_GATEWAY_IMAGE".into(),
+        "registry.internal:5000/vmcp-dev/vmcp-gateway:0.1.0".into()
+    )));
+
+    // Every namespace: one ClusterRole; listed namespaces: a Role + RoleBinding in each, with
+    // Secret access there only, and nothing cluster-wide.
+    let docs = helm_template(api, &chart, &[]);
+    assert!(docs.iter().any(|d| d["kind"] == "ClusterRole"));
+    let docs = helm_template(
+        api,
+        &chart,
+        &["--set", "watchNamespaces={team-a,team-b}", "--set", "watchNamespace=team-c"],
+    );
+    let kinds: Vec<String> = docs
+        .iter()
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["kind"].as_str().unwrap(),
+                d["metadata"]["namespace"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(!kinds.iter().any(|k| k.starts_with("Cluster")), "{kinds:?}");
+    for ns in ["team-a", "team-b", "team-c"] {
+        let role = docs
+            .iter()
+            .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == ns)
+            .unwrap_or_else(|| panic!("no Role in {ns}: {kinds:?}"));
+        assert!(role["rules"].as_array().unwrap().iter().any(|r| r["resources"][0] == "secrets"));
+        assert!(kinds.contains(&format!("RoleBinding/{ns}")), "{kinds:?}");
+    }
+
+    // Workload settings, log level, extra env, Redis password: parsed by the operator itself.
+    let docs = helm_template(
+        api,
+        &chart,
+        &[
+            "--set",
+            "watchNamespaces={team-a,team-b}",
+            "--set",
+            "workloads.imagePullSecrets={regcred}",
+            "--set",
+            "workloads.gateway.podSecurityContext.runAsNonRoot=true",
+            "--set",
+            "workloads.mcpServer.containerSecurityContext.allowPrivilegeEscalation=false",
+            "--set",
+            "defaultRedis.address=redis:6379",
+            "--set",
+            "defaultRedis.existingSecret=redis-auth",
+            "--set",
+            "logLevel=debug",
+            "--set",
+            "extraEnv[0].name=HTTPS_PROXY",
+            "--set",
+            "extraEnv[0].value=http://proxy:3128",
+            "--set",
+            "podSecurityContext.runAsUser=null",
+        ],
+    );
+    let env = operator_env(&docs);
+    assert!(env.contains(&("RUST_LOG".into(), "debug".into())), "{env:?}");
+    assert!(env.contains(&("HTTPS_PROXY".into(), "http://proxy:3128".into())), "{env:?}");
+    let settings = vmcp_operator::Settings::from_lookup(|k| {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    })
+    .unwrap();
+    assert_eq!(settings.namespaces, ["team-a", "team-b"]);
+    assert_eq!(settings.workloads.image_pull_secrets, ["regcred"]);
+    let g = settings.workloads.gateway.pod_security_context.unwrap();
+    assert_eq!((g.run_as_non_root, g.run_as_user), (Some(true), None));
+    let c = settings.workloads.mcp_server.container_security_context.unwrap();
+    assert_eq!(c.allow_privilege_escalation, Some(false));
+    let redis = settings.defaults.redis.unwrap();
+    assert_eq!(redis.password.unwrap().name, "redis-auth");
+    let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let psc = &dep["spec"]["template"]["spec"]["securityContext"];
+    assert_eq!(psc["runAsNonRoot"], true);
+    assert!(psc.get("runAsUser").is_none(), "null removes the fixed UID: {psc}");
+}
+
+/// `watchNamespaces` with two namespaces: each listed namespace is reconciled, an unlisted one
+/// is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_list_reconciles_exactly_those_namespaces() {
+    use vmcp_types::crd::MCPGroup;
+    let (api, client, a) = setup("op-list-a").await;
+    let b = api.create_namespace("op-list-b").await.unwrap();
+    let outside = api.create_namespace("op-list-c").await.unwrap();
+    for ns in [&a, &b, &outside] {
+        apply_text(
+            api,
+            ns,
+            "apiVersion: vmcp.dev/v1alpha1\nkind: MCPGroup\nmetadata:\n  name: g\nspec: {}\n",
+        )
+        .await;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let settings = vmcp_operator::Settings {
+        namespaces: vec![a.clone(), b.clone()],
+        resync: Duration::from_secs(300),
+        ..vmcp_operator::Settings::default()
+    };
+    tokio::spawn(vmcp_operator::run_controllers(client.clone(), settings, async move {
+        let _ = rx.await;
+    }));
+    for ns in [&a, &b] {
+        let groups: Api<MCPGroup> = Api::namespaced(client.clone(), ns);
+        eventually(&format!("group status in {ns}"), Duration::from_secs(30), || async {
+            groups.get("g").await.unwrap().status.filter(|s| s.observed_generation.is_some())
+        })
+        .await;
+    }
+    // By now the unlisted namespace would have been reconciled too.
+    let groups: Api<MCPGroup> = Api::namespaced(client.clone(), &outside);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(groups.get("g").await.unwrap().status.is_none(), "{outside} is not watched");
+    drop(tx);
 }

@@ -159,7 +159,9 @@ async fn reconcile_inner(server: &MCPServer, ctx: &Context) -> Result<Action, Er
         None => None,
     };
     let built = check_service_name("MCPServer", &name, &name)
-        .and_then(|()| server_deployment(server, &ctx.settings.gateway_image))
+        .and_then(|()| {
+            server_deployment(server, &ctx.settings.gateway_image, &ctx.settings.workloads)
+        })
         .and_then(|d| server_service(server).map(|s| (d, s)));
     let mut created = false;
     let mut updated = false;

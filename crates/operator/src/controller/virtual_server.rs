@@ -532,8 +532,14 @@ async fn render(
     for m in &mut rendered.secret_mounts {
         m.version = versions.get(&m.secret).cloned().flatten();
     }
-    Ok(gateway_children(v, &rendered.config, &rendered.secret_mounts, &ctx.settings.gateway_image)
-        .map(|children| (rendered, children)))
+    Ok(gateway_children(
+        v,
+        &rendered.config,
+        &rendered.secret_mounts,
+        &ctx.settings.gateway_image,
+        &ctx.settings.workloads,
+    )
+    .map(|children| (rendered, children)))
 }
 
 /// Applies every child; returns the available gateway pods and what changed, or, when a child

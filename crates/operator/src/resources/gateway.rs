@@ -23,6 +23,7 @@ use vmcp_types::config::{AggregationConfig, GatewayConfig};
 use vmcp_types::crd::{ServiceType, VirtualMCPServer};
 
 use super::merge::overlay_pod_template;
+use super::workload::WorkloadDefaults;
 use super::{
     CONFIG_CHECKSUM_ANNOTATION, CONFIG_DIR, CONFIG_KEY, GATEWAY_PORT, RenderError, SecretMount,
     check_service_name, child_meta, drop_all_capabilities, labels, namespace_of,
@@ -116,6 +117,7 @@ pub fn gateway_children(
     config: &GatewayConfig,
     mounts: &[SecretMount],
     gateway_image: &str,
+    workload: &WorkloadDefaults,
 ) -> Result<GatewayChildren, RenderError> {
     check_service_name(KIND, &instance(v), &gateway_name(v))?;
     let yaml = render_config_yaml(config)?;
@@ -123,7 +125,13 @@ pub fn gateway_children(
         config_map: config_map(v, &yaml)?,
         service_account: service_account(v)?,
         service: service(v)?,
-        deployment: deployment(v, &rollout_checksum(config, mounts)?, mounts, gateway_image)?,
+        deployment: deployment(
+            v,
+            &rollout_checksum(config, mounts)?,
+            mounts,
+            gateway_image,
+            workload,
+        )?,
         pdb: pod_disruption_budget(v)?,
     })
 }
@@ -189,6 +197,7 @@ pub fn deployment(
     config_checksum: &str,
     mounts: &[SecretMount],
     gateway_image: &str,
+    workload: &WorkloadDefaults,
 ) -> Result<Deployment, RenderError> {
     namespace_of(v, KIND)?;
     let mut volumes = vec![
@@ -264,7 +273,7 @@ pub fn deployment(
     };
     let name = instance(v);
     let selector = selector_labels(GATEWAY_APP, &name);
-    let template = PodTemplateSpec {
+    let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(gateway_labels(v)),
             annotations: Some(BTreeMap::from([(
@@ -289,6 +298,9 @@ pub fn deployment(
             ..PodSpec::default()
         }),
     };
+    if let Some(spec) = template.spec.as_mut() {
+        workload.apply(&workload.gateway, spec);
+    }
     let mut template =
         overlay_pod_template(template, v.spec.pod_template_spec.as_ref(), &selector)?;
     // The checksum is what rolls the pods on a config change: an overlay cannot remove it.
@@ -343,7 +355,7 @@ mod tests {
         let v = fixtures::vmcp();
         let (config, mounts, _) =
             gateway_config(&v, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
-        gateway_children(&v, &config, &mounts, IMAGE).unwrap()
+        gateway_children(&v, &config, &mounts, IMAGE, &WorkloadDefaults::default()).unwrap()
     }
 
     #[test]
@@ -448,9 +460,11 @@ mod tests {
         for (i, m) in mounts.iter_mut().enumerate() {
             m.version = Some(format!("{}", 100 + i));
         }
-        let before = gateway_children(&v, &config, &mounts, IMAGE).unwrap();
+        let before =
+            gateway_children(&v, &config, &mounts, IMAGE, &WorkloadDefaults::default()).unwrap();
         mounts[0].version = Some("999".into());
-        let after = gateway_children(&v, &config, &mounts, IMAGE).unwrap();
+        let after =
+            gateway_children(&v, &config, &mounts, IMAGE, &WorkloadDefaults::default()).unwrap();
         assert_eq!(before.config_map, after.config_map, "the ConfigMap does not change");
         let ann = |c: &GatewayChildren| {
             c.deployment
@@ -488,7 +502,8 @@ mod tests {
         v.metadata.name = Some("my.gateway".into());
         let (config, mounts, _) =
             gateway_config(&v, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
-        let e = gateway_children(&v, &config, &mounts, IMAGE).unwrap_err();
+        let e = gateway_children(&v, &config, &mounts, IMAGE, &WorkloadDefaults::default())
+            .unwrap_err();
         assert!(matches!(e, RenderError::InvalidChildName { .. }), "{e}");
         assert!(e.to_string().contains("'my.gateway-vmcp'"), "{e}");
     }
@@ -518,7 +533,8 @@ mod tests {
         v.spec.service_type = Some(ServiceType::LoadBalancer);
         let (config, mounts, _) =
             gateway_config(&v, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
-        let c = gateway_children(&v, &config, &mounts, IMAGE).unwrap();
+        let c =
+            gateway_children(&v, &config, &mounts, IMAGE, &WorkloadDefaults::default()).unwrap();
         insta::assert_yaml_snapshot!("gateway_deployment_with_overlay", c.deployment);
         let t = c.deployment.spec.unwrap().template;
         let ann = t.metadata.unwrap().annotations.unwrap();
@@ -530,6 +546,45 @@ mod tests {
         assert_eq!(pod.containers[0].image.as_deref(), Some(IMAGE));
         assert_eq!(pod.containers[0].env.as_ref().unwrap()[0].name, "RUST_LOG");
         assert_eq!(c.service.spec.unwrap().type_.as_deref(), Some("LoadBalancer"));
+    }
+
+    #[test]
+    fn installation_pod_settings_apply_below_the_overlay() {
+        use k8s_openapi::api::core::v1::PodSecurityContext;
+        let mut v = fixtures::vmcp();
+        let (config, mounts, _) =
+            gateway_config(&v, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
+        let workload = WorkloadDefaults {
+            gateway: super::super::PodDefaults {
+                pod_security_context: Some(PodSecurityContext {
+                    run_as_non_root: Some(true),
+                    ..Default::default()
+                }),
+                container_security_context: None,
+            },
+            image_pull_secrets: vec!["regcred".into()],
+            ..Default::default()
+        };
+        let pod = |v: &VirtualMCPServer| {
+            gateway_children(v, &config, &mounts, IMAGE, &workload)
+                .unwrap()
+                .deployment
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+        };
+        let p = pod(&v);
+        let sc = p.security_context.unwrap();
+        assert_eq!((sc.run_as_non_root, sc.run_as_user, sc.fs_group), (Some(true), None, None));
+        assert_eq!(p.image_pull_secrets.unwrap()[0].name, "regcred");
+        assert!(
+            p.containers[0].security_context.as_ref().unwrap().read_only_root_filesystem.is_some()
+        );
+        // The object's own overlay still wins.
+        v.spec.pod_template_spec = Some(json!({"spec": {"securityContext": {"runAsUser": 1000}}}));
+        assert_eq!(pod(&v).security_context.unwrap().run_as_user, Some(1000));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use vmcp_types::crd::{MCPServer, McpTransport};
 
 use super::merge::overlay_pod_template;
+use super::workload::WorkloadDefaults;
 use super::{
     BRIDGE_DIR, DEFAULT_SERVER_PORT, GATEWAY_BINARY, RenderError, child_meta,
     drop_all_capabilities, labels, runtime_default_seccomp, selector_labels,
@@ -57,8 +58,12 @@ fn instance(s: &MCPServer) -> String {
 }
 
 /// The server's Deployment (named like the server). `gateway_image` supplies the bridge for
-/// `stdio` servers.
-pub fn server_deployment(s: &MCPServer, gateway_image: &str) -> Result<Deployment, RenderError> {
+/// `stdio` servers; `workload` the installation's pod settings.
+pub fn server_deployment(
+    s: &MCPServer,
+    gateway_image: &str,
+    workload: &WorkloadDefaults,
+) -> Result<Deployment, RenderError> {
     let name = instance(s);
     let target_port = server_target_port(s);
     let mut env = s.spec.env.clone();
@@ -144,7 +149,7 @@ pub fn server_deployment(s: &MCPServer, gateway_image: &str) -> Result<Deploymen
     }
 
     let selector = selector_labels(SERVER_APP, &name);
-    let template = PodTemplateSpec {
+    let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels(SERVER_APP, &name, SERVER_COMPONENT)),
             ..ObjectMeta::default()
@@ -157,6 +162,9 @@ pub fn server_deployment(s: &MCPServer, gateway_image: &str) -> Result<Deploymen
             ..PodSpec::default()
         }),
     };
+    if let Some(spec) = template.spec.as_mut() {
+        workload.apply(&workload.mcp_server, spec);
+    }
     let template = overlay_pod_template(template, s.spec.pod_template_spec.as_ref(), &selector)?;
     Ok(Deployment {
         metadata: child_meta(s, KIND, name.clone(), labels(SERVER_APP, &name, SERVER_COMPONENT))?,
@@ -205,7 +213,7 @@ mod tests {
             let name = s.metadata.name.clone().unwrap();
             insta::assert_yaml_snapshot!(
                 format!("server_{name}_deployment"),
-                server_deployment(&s, IMAGE).unwrap()
+                server_deployment(&s, IMAGE, &WorkloadDefaults::default()).unwrap()
             );
             insta::assert_yaml_snapshot!(
                 format!("server_{name}_service"),
@@ -216,7 +224,8 @@ mod tests {
 
     #[test]
     fn stdio_is_bridged() {
-        let d = server_deployment(&fixtures::server("time"), IMAGE).unwrap();
+        let d = server_deployment(&fixtures::server("time"), IMAGE, &WorkloadDefaults::default())
+            .unwrap();
         let pod = d.spec.unwrap().template.spec.unwrap();
         let init = &pod.init_containers.unwrap()[0];
         assert_eq!(init.image.as_deref(), Some(IMAGE));
@@ -237,7 +246,10 @@ mod tests {
     fn stdio_needs_a_command() {
         let mut s = fixtures::server("time");
         s.spec.command.clear();
-        assert!(matches!(server_deployment(&s, IMAGE), Err(RenderError::StdioWithoutCommand)));
+        assert!(matches!(
+            server_deployment(&s, IMAGE, &WorkloadDefaults::default()),
+            Err(RenderError::StdioWithoutCommand)
+        ));
     }
 
     #[test]
@@ -256,7 +268,7 @@ mod tests {
         let svc = server_service(&s).unwrap().spec.unwrap();
         let p = &svc.ports.unwrap()[0];
         assert_eq!((p.port, p.target_port.clone()), (80, Some(IntOrString::Int(3000))));
-        let d = server_deployment(&s, IMAGE).unwrap();
+        let d = server_deployment(&s, IMAGE, &WorkloadDefaults::default()).unwrap();
         let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
         assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 3000);
         let env = c.env.as_ref().unwrap();

@@ -10,6 +10,7 @@
 //!   PodDisruptionBudget.
 //! - [`mcp_server`]: an `MCPServer`'s Deployment and Service.
 //! - [`merge`]: the `podTemplateSpec` overlay merge.
+//! - [`workload`]: installation-wide pod settings (security contexts, pull secrets).
 //!
 //! [`GatewayConfig`]: vmcp_types::config::GatewayConfig
 
@@ -17,6 +18,7 @@ pub mod gateway;
 pub mod gateway_config;
 pub mod mcp_server;
 pub mod merge;
+pub mod workload;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,6 +31,7 @@ pub use gateway_config::{
     DefaultRedis, Defaults, Problem, ProblemKind, RenderInput, Rendered, gateway_config,
     render_gateway_config,
 };
+pub use workload::{PodDefaults, WorkloadDefaults};
 
 /// The one field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "vmcp-operator";

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use vmcp_types::crd::{SessionStorage, SessionStorageProvider, VirtualMCPServer};
+use vmcp_types::crd::{SecretKeyRef, SessionStorage, SessionStorageProvider, VirtualMCPServer};
 
 /// Operator-wide defaults applied to a `VirtualMCPServer` before rendering.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,6 +19,9 @@ pub struct DefaultRedis {
     pub address: String,
     /// Key prefix; each gateway gets `<keyPrefix><namespace>:<name>:` under it.
     pub key_prefix: String,
+    /// The Redis password: a key of a Secret that must exist in the namespace of each
+    /// `VirtualMCPServer` the default applies to (the gateway pod mounts it from there).
+    pub password: Option<SecretKeyRef>,
 }
 
 impl Defaults {
@@ -33,6 +36,7 @@ impl Defaults {
                     provider: SessionStorageProvider::Redis,
                     address: Some(r.address.clone()),
                     key_prefix: Some(format!("{}{ns}:{name}:", r.key_prefix)),
+                    password_ref: r.password.clone(),
                     ..SessionStorage::default()
                 });
                 Cow::Owned(v)

@@ -414,7 +414,11 @@ fn hard_errors() {
 #[test]
 fn default_redis_applies_only_without_session_storage() {
     let defaults = Defaults {
-        redis: Some(DefaultRedis { address: "redis:6379".into(), key_prefix: "vmcp:".into() }),
+        redis: Some(DefaultRedis {
+            address: "redis:6379".into(),
+            key_prefix: "vmcp:".into(),
+            password: Some(SecretKeyRef { name: "redis-auth".into(), key: "password".into() }),
+        }),
     };
     let explicit = fixtures::vmcp();
     assert!(matches!(defaults.apply(&explicit), Cow::Borrowed(_)));
@@ -424,8 +428,14 @@ fn default_redis_applies_only_without_session_storage() {
     let s = applied.spec.session_storage.as_ref().unwrap();
     assert_eq!(s.provider, SessionStorageProvider::Redis);
     assert_eq!(s.key_prefix.as_deref(), Some("vmcp:team-a:engineering-gateway:"));
-    let (config, _, _) = gateway_config(&applied, &[], &BTreeMap::new()).unwrap();
-    assert_eq!(config.session_storage.redis.unwrap().url, "redis://redis:6379");
+    let (config, mounts, _) = gateway_config(&applied, &[], &BTreeMap::new()).unwrap();
+    let redis = config.session_storage.redis.unwrap();
+    assert_eq!(redis.url, "redis://redis:6379");
+    assert_eq!(
+        redis.password.unwrap().file.as_deref(),
+        Some(std::path::Path::new("/var/run/secrets/vmcp/redis-auth/password"))
+    );
+    assert_eq!(mounts[0].secret, "redis-auth", "the password Secret is mounted");
 }
 
 #[test]
