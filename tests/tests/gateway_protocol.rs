@@ -397,3 +397,22 @@ async fn json_audit_log_and_graceful_drain() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["result"]["content"][0]["text"], "b:slow:done", "drained, not cut: {v}");
 }
+
+/// `telemetry.metricsListen`: `/metrics` moves to its own port (so a NetworkPolicy can admit
+/// scrapers there only) and is gone from the MCP port.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_on_their_own_port() {
+    let port = vmcp_e2e::ports::free_port().unwrap();
+    let gw = vmcp_e2e::gateway::Gateway::start(&format!(
+        "backends: []\ntelemetry:\n  metricsListen: 127.0.0.1:{port}\n"
+    ))
+    .await;
+    let main = |path: &str| reqwest::get(format!("http://127.0.0.1:{}{path}", gw.port));
+    assert_eq!(main("/metrics").await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(main("/healthz").await.unwrap().status(), StatusCode::OK);
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("vmcp_sessions_live"));
+    let other = reqwest::get(format!("http://127.0.0.1:{port}/mcp")).await.unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND, "the metrics port serves nothing else");
+}

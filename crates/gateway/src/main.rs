@@ -229,8 +229,21 @@ async fn run(config_path: PathBuf, cfg: GatewayConfig) -> anyhow::Result<()> {
             allowed_origins: cfg.http.allowed_origins.clone(),
             resource_url: cfg.resource_url.as_deref().and_then(|u| url::Url::parse(u).ok()),
             max_body_bytes: cfg.http.max_body_bytes,
+            metrics_on_main: cfg.telemetry.metrics_listen.is_none(),
         }),
     };
+    if let Some(addr) = &cfg.telemetry.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} (telemetry.metricsListen)"))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics at /metrics");
+        let metrics = vmcp_gateway::http::metrics_router(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, metrics).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;

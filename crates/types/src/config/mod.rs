@@ -147,6 +147,12 @@ pub struct TelemetryConfig {
     /// Serve Prometheus metrics at `/metrics` (default true).
     #[serde(default = "default_true")]
     pub metrics: bool,
+    /// Socket address of a separate listener for `/metrics` (e.g. `0.0.0.0:9090`). When set,
+    /// `/metrics` is served there only and no longer on `listen`, so a NetworkPolicy can admit
+    /// scrapers to this port without exposing the MCP port, and the MCP port does not expose
+    /// metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 fn default_log_level() -> String {
@@ -158,6 +164,11 @@ fn default_true() -> bool {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_format: LogFormat::Text, log_level: default_log_level(), metrics: true }
+        Self {
+            log_format: LogFormat::Text,
+            log_level: default_log_level(),
+            metrics: true,
+            metrics_listen: None,
+        }
     }
 }
