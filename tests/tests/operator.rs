@@ -378,6 +378,7 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
     let secrets = dir.path().join("secrets");
     std::fs::create_dir_all(secrets.join("h-key")).unwrap();
     std::fs::write(secrets.join("h-key/value"), "k-9\n").unwrap();
+    let metrics_port = vmcp_e2e::ports::free_port().unwrap();
     let localize = |text: &str| {
         text.lines()
             .filter(|l| !l.starts_with("listen:"))
@@ -392,6 +393,7 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
                 &format!("http://127.0.0.1:{}", h.port),
             )
             .replace("/var/run/secrets/vmcp", secrets.to_str().unwrap())
+            .replace("0.0.0.0:9090", &format!("127.0.0.1:{metrics_port}"))
     };
     let local = localize(&text);
     assert!(local.contains("127.0.0.1") && local.contains(secrets.to_str().unwrap()), "{local}");
@@ -403,6 +405,11 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
     assert_eq!(r["text"], "a:echo:from-k8s");
     let r = c.ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": "x"}})).await;
     assert_eq!(r["text"], "h:echo:x");
+    // Metrics on their own port (the container's `metrics` port), not on the MCP port.
+    let m = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics")).await.unwrap();
+    assert!(m.text().await.unwrap().contains("vmcp_requests_total"));
+    let on_mcp = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port)).await.unwrap();
+    assert_eq!(on_mcp.status(), reqwest::StatusCode::NOT_FOUND);
     assert!(
         h.requests().iter().any(|r| r["headers"]["x-api-key"] == "k-9"),
         "the mounted secret reached h"

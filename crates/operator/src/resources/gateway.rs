@@ -25,9 +25,9 @@ use vmcp_types::crd::{ServiceType, VirtualMCPServer};
 use super::merge::overlay_pod_template;
 use super::workload::WorkloadDefaults;
 use super::{
-    CONFIG_CHECKSUM_ANNOTATION, CONFIG_DIR, CONFIG_KEY, GATEWAY_PORT, RenderError, SecretMount,
-    check_service_name, child_meta, drop_all_capabilities, labels, namespace_of,
-    runtime_default_seccomp, selector_labels, sha256_hex,
+    CONFIG_CHECKSUM_ANNOTATION, CONFIG_DIR, CONFIG_KEY, GATEWAY_METRICS_PORT, GATEWAY_PORT,
+    GROUP_LABEL, RenderError, SecretMount, check_service_name, child_meta, drop_all_capabilities,
+    labels, namespace_of, runtime_default_seccomp, selector_labels, sha256_hex,
 };
 
 /// `app.kubernetes.io/name` of gateway objects.
@@ -251,12 +251,20 @@ pub fn deployment(
         name: "gateway".into(),
         image: Some(gateway_image.to_owned()),
         args: Some(vec!["--config".into(), format!("{CONFIG_DIR}/{CONFIG_KEY}")]),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: GATEWAY_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: GATEWAY_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: GATEWAY_METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
         liveness_probe: Some(http_probe("/healthz", 10)),
         readiness_probe: Some(http_probe("/readyz", 5)),
         resources: v.spec.resources.clone(),
@@ -273,9 +281,11 @@ pub fn deployment(
     };
     let name = instance(v);
     let selector = selector_labels(GATEWAY_APP, &name);
+    let mut pod_labels = gateway_labels(v);
+    pod_labels.insert(GROUP_LABEL.to_owned(), v.spec.group_ref.name.clone());
     let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
-            labels: Some(gateway_labels(v)),
+            labels: Some(pod_labels),
             annotations: Some(BTreeMap::from([(
                 CONFIG_CHECKSUM_ANNOTATION.to_owned(),
                 config_checksum.to_owned(),

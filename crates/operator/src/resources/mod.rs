@@ -37,6 +37,10 @@ pub use workload::{PodDefaults, WorkloadDefaults};
 pub const FIELD_MANAGER: &str = "vmcp-operator";
 /// Port the gateway listens on (container and Service).
 pub const GATEWAY_PORT: i32 = 4483;
+/// Port of the gateway's `/metrics` (container only: the Service does not expose it).
+pub const GATEWAY_METRICS_PORT: i32 = 9090;
+/// Pod label naming the group a gateway serves (what an MCP server's NetworkPolicy admits).
+pub const GROUP_LABEL: &str = "vmcp.dev/group";
 /// Default port of an `MCPServer`'s Service.
 pub const DEFAULT_SERVER_PORT: i32 = 8080;
 /// Key of the rendered gateway configuration in its ConfigMap.

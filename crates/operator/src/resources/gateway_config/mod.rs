@@ -22,7 +22,7 @@ use vmcp_types::crd::{
 };
 
 use super::mcp_server::{server_transport_is_sse, server_url};
-use super::{RenderError, SecretMount, namespace_of, secret_file};
+use super::{GATEWAY_METRICS_PORT, RenderError, SecretMount, namespace_of, secret_file};
 
 mod defaults;
 mod outgoing;
@@ -238,7 +238,12 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
         backends,
         aggregation,
         session_storage,
-        telemetry: cfg::TelemetryConfig { log_format: LogFormat::Json, ..Default::default() },
+        telemetry: cfg::TelemetryConfig {
+            log_format: LogFormat::Json,
+            // Its own port, which the Service does not expose.
+            metrics_listen: Some(format!("0.0.0.0:{GATEWAY_METRICS_PORT}")),
+            ..Default::default()
+        },
         ..GatewayConfig::default()
     };
     config.http.allowed_origins.clone_from(&spec.allowed_origins);
