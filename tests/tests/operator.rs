@@ -1363,6 +1363,79 @@ async fn chart_values_render_as_documented() {
     let psc = &dep["spec"]["template"]["spec"]["securityContext"];
     assert_eq!(psc["runAsNonRoot"], true);
     assert!(psc.get("runAsUser").is_none(), "null removes the fixed UID: {psc}");
+
+    // Monitoring: a PodMonitor on the gateways' metrics port, the operator's Service and
+    // ServiceMonitor, and the dashboard, whose every metric is one the binaries export.
+    let docs = helm_template(
+        api,
+        &chart,
+        &[
+            "--set",
+            "monitoring.podMonitor.enabled=true",
+            "--set",
+            "monitoring.serviceMonitor.enabled=true",
+            "--set",
+            "monitoring.dashboard.enabled=true",
+            "--set",
+            "workloads.mcpServer.networkPolicy=true",
+        ],
+    );
+    let pm = docs.iter().find(|d| d["kind"] == "PodMonitor").unwrap();
+    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
+    assert_eq!(pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"], "vmcp-gateway");
+    assert!(docs.iter().any(|d| d["kind"] == "ServiceMonitor"));
+    let env = operator_env(&docs);
+    let settings = vmcp_operator::Settings::from_lookup(|k| {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    })
+    .unwrap();
+    assert!(settings.workloads.server_network_policy);
+    let role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    assert!(
+        role["rules"].as_array().unwrap().iter().any(|r| r["resources"][0] == "networkpolicies"),
+        "{role}"
+    );
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .unwrap();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(cm["data"]["vmcp.json"].as_str().unwrap()).unwrap();
+    // What the registries register (families without samples are not in the exposition).
+    let mut exported = Vec::new();
+    for (file, prefix) in [
+        ("crates/gateway/src/metrics.rs", "vmcp_"),
+        ("crates/operator/src/metrics.rs", "vmcp_operator_"),
+    ] {
+        let src = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        for part in src.split("registry.register(").skip(1) {
+            let name = part.trim_start().trim_start_matches('"').split('"').next().unwrap();
+            exported.push(format!("{prefix}{name}"));
+        }
+    }
+    assert!(exported.len() >= 15, "{exported:?}");
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("vmcp_"))
+            {
+                let base = ["_total", "_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                assert!(
+                    exported.iter().any(|e| e == base),
+                    "panel {} queries {name}, which nothing exports: {exported:?}",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 15, "{queried}");
 }
 
 /// `watchNamespaces` with two namespaces: each listed namespace is reconciled, an unlisted one
@@ -1402,4 +1475,73 @@ async fn a_namespace_list_reconciles_exactly_those_namespaces() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(groups.get("g").await.unwrap().status.is_none(), "{outside} is not watched");
     drop(tx);
+}
+
+/// `workloads.mcpServer.networkPolicy`: every MCPServer gets a NetworkPolicy (accepted by the API
+/// server) that selects its pods and admits only pods carrying the labels its group's gateway
+/// pods carry; turned off, the operator deletes them again.
+#[tokio::test(flavor = "multi_thread")]
+async fn network_policies_admit_only_the_groups_gateways() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let (api, client, ns) = setup("op-netpol").await;
+    kubectl_apply(api, &ns, "examples/k8s/").await;
+    let run = |enabled: bool| {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut settings = vmcp_operator::Settings {
+            namespaces: vec![ns.clone()],
+            resync: Duration::from_secs(300),
+            ..vmcp_operator::Settings::default()
+        };
+        settings.workloads.server_network_policy = enabled;
+        tokio::spawn(vmcp_operator::run_controllers(client.clone(), settings, async move {
+            let _ = rx.await;
+        }));
+        tx
+    };
+    let stop = run(true);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let gateway = eventually("the gateway Deployment", Duration::from_secs(60), || async {
+        deps.get_opt("engineering-gateway-vmcp").await.unwrap()
+    })
+    .await;
+    let gateway_pod_labels = gateway.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    for server in ["weather", "notes"] {
+        let p = eventually(&format!("NetworkPolicy {server}"), Duration::from_secs(60), || async {
+            policies.get_opt(server).await.unwrap()
+        })
+        .await;
+        let spec = p.spec.unwrap();
+        let from = spec.ingress.unwrap()[0].from.as_ref().unwrap()[0]
+            .pod_selector
+            .clone()
+            .unwrap()
+            .match_labels
+            .unwrap();
+        assert!(
+            from.iter().all(|(k, v)| gateway_pod_labels.get(k) == Some(v)),
+            "the gateway pods {gateway_pod_labels:?} match {from:?}"
+        );
+        let server_pods = deps
+            .get(server)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .labels
+            .unwrap();
+        let selected = spec.pod_selector.unwrap().match_labels.unwrap();
+        assert!(selected.iter().all(|(k, v)| server_pods.get(k) == Some(v)));
+        assert!(!from.iter().all(|(k, v)| server_pods.get(k) == Some(v)), "not the servers");
+    }
+    drop(stop);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _stop = run(false);
+    eventually("the policies deleted", Duration::from_secs(60), || async {
+        policies.list(&ListParams::default()).await.unwrap().items.is_empty().then_some(())
+    })
+    .await;
 }

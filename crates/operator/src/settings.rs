@@ -30,6 +30,10 @@ pub const ENV_SERVER_POD_SECURITY_CONTEXT: &str = "VMCP_SERVER_POD_SECURITY_CONT
 /// Environment variable: the MCP server containers' `securityContext` (JSON).
 pub const ENV_SERVER_CONTAINER_SECURITY_CONTEXT: &str = "VMCP_SERVER_CONTAINER_SECURITY_CONTEXT";
 
+/// Environment variable: `true` gives every `MCPServer` a NetworkPolicy admitting only the
+/// gateway pods of its group.
+pub const ENV_SERVER_NETWORK_POLICY: &str = "VMCP_SERVER_NETWORK_POLICY";
+
 /// The default gateway image: `ghcr.io/vmcp-dev/vmcp-gateway:<this operator's version>`.
 pub fn default_gateway_image() -> String {
     format!("ghcr.io/vmcp-dev/vmcp-gateway:{}", env!("CARGO_PKG_VERSION"))
@@ -123,6 +127,8 @@ impl Settings {
         let w = &mut s.workloads;
         w.image_pull_secrets =
             get(ENV_WORKLOAD_IMAGE_PULL_SECRETS).as_deref().map(split_list).unwrap_or_default();
+        w.server_network_policy =
+            get(ENV_SERVER_NETWORK_POLICY).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         w.gateway.pod_security_context = parse_json(
             ENV_GATEWAY_POD_SECURITY_CONTEXT,
             "PodSecurityContext",
@@ -194,6 +200,7 @@ mod tests {
             ENV_DEFAULT_REDIS_PASSWORD_SECRET => Some("redis-auth".into()),
             ENV_WORKLOAD_IMAGE_PULL_SECRETS => Some("regcred,mirror".into()),
             ENV_GATEWAY_POD_SECURITY_CONTEXT => Some(r#"{"runAsNonRoot":true}"#.into()),
+            ENV_SERVER_NETWORK_POLICY => Some("true".into()),
             ENV_SERVER_CONTAINER_SECURITY_CONTEXT => {
                 Some(r#"{"allowPrivilegeEscalation":false}"#.into())
             }
@@ -204,6 +211,7 @@ mod tests {
         let p = s.defaults.redis.unwrap().password.unwrap();
         assert_eq!((p.name.as_str(), p.key.as_str()), ("redis-auth", "password"));
         assert_eq!(s.workloads.image_pull_secrets, ["regcred", "mirror"]);
+        assert!(s.workloads.server_network_policy);
         let g = s.workloads.gateway.pod_security_context.unwrap();
         assert_eq!((g.run_as_non_root, g.run_as_user), (Some(true), None));
         assert!(s.workloads.gateway.container_security_context.is_none());

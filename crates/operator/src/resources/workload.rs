@@ -26,6 +26,8 @@ pub struct WorkloadDefaults {
     pub mcp_server: PodDefaults,
     /// `imagePullSecrets` of every pod (Secrets in the pod's namespace).
     pub image_pull_secrets: Vec<String>,
+    /// Give every `MCPServer` a NetworkPolicy that admits only its group's gateway pods.
+    pub server_network_policy: bool,
 }
 
 impl WorkloadDefaults {
