@@ -261,14 +261,15 @@ async fn helm_install_creates_the_operator_and_uninstall_keeps_crds() {
         "operator Deployment"
     );
     let crds = api.run_kubectl(&["get", "crd", "-o", "name"]).await.unwrap();
-    assert_eq!(crds.lines().filter(|l| l.contains("vmcp.dev")).count(), 4, "{crds}");
+    let all = vmcp_types::crd::all_crds().len();
+    assert_eq!(crds.lines().filter(|l| l.contains("vmcp.dev")).count(), all, "{crds}");
     let out =
         api.helm().args(["uninstall", "vmcp", "--namespace", "vmcp-system"]).output().unwrap();
     assert!(out.status.success(), "helm uninstall: {}", String::from_utf8_lossy(&out.stderr));
     let crds = api.run_kubectl(&["get", "crd", "-o", "name"]).await.unwrap();
     assert_eq!(
         crds.lines().filter(|l| l.contains("vmcp.dev")).count(),
-        4,
+        all,
         "CRDs are kept on uninstall: {crds}"
     );
     assert!(deps.list(&ListParams::default()).await.unwrap().items.is_empty(), "operator removed");
@@ -309,7 +310,7 @@ async fn helm_install_creates_the_operator_and_uninstall_keeps_crds() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let own = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(own.matches("kind: CustomResourceDefinition").count(), 4);
+    assert_eq!(own.matches("kind: CustomResourceDefinition").count(), all);
     let out = api
         .helm()
         .args(["template", "other", "--namespace", "ops", "--dry-run=server"])
@@ -1542,6 +1543,54 @@ async fn network_policies_admit_only_the_groups_gateways() {
     let _stop = run(false);
     eventually("the policies deleted", Duration::from_secs(60), || async {
         policies.list(&ListParams::default()).await.unwrap().items.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// A remote server (`MCPServerEntry`) in the group: the gateway's rendered configuration gets a
+/// backend at the entry's URL with the credential of its auth config, the gateway's status
+/// lists it as `remote`, nothing is created for it, and deleting it removes the backend.
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_entry_is_a_backend_in_config_and_status() {
+    use vmcp_types::crd::MCPServerEntry;
+    let (api, client, ns) = setup("op-remote").await;
+    kubectl_apply(api, &ns, "examples/k8s/").await;
+    apply_text(
+        api,
+        &ns,
+        "apiVersion: vmcp.dev/v1alpha1\nkind: MCPServerEntry\nmetadata:\n  name: hosted\nspec:\n  \
+         url: https://mcp.example.com/mcp\n  groupRef:\n    name: engineering\n  \
+         externalAuthConfigRef:\n    name: weather-api-key\n",
+    )
+    .await;
+    let _stop = run_operator(client.clone(), &ns);
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    let st = eventually("3 backends", Duration::from_secs(60), || async {
+        vmcps.get("engineering-gateway").await.unwrap().status.filter(|s| s.backend_count == 3)
+    })
+    .await;
+    let hosted = st.discovered_backends.iter().find(|b| b.name == "hosted").unwrap();
+    assert_eq!(hosted.status.as_deref(), Some("remote"));
+    assert_eq!(hosted.url.as_deref(), Some("https://mcp.example.com/mcp"));
+    assert_eq!(hosted.auth_type.as_deref(), Some("headerInjection"));
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let text =
+        cms.get("engineering-gateway-vmcp-config").await.unwrap().data.unwrap()["config.yaml"]
+            .clone();
+    let config = vmcp_types::config::from_yaml_str(&text).unwrap();
+    let b = config.backends.iter().find(|b| b.name == "hosted").unwrap();
+    assert_eq!(b.url, "https://mcp.example.com/mcp");
+    let h = b.auth.header_injection.as_ref().unwrap();
+    assert!(h.value.file.as_ref().unwrap().starts_with("/var/run/secrets/vmcp/"));
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    assert!(deps.get_opt("hosted").await.unwrap().is_none(), "nothing runs for a remote entry");
+
+    let entries: Api<MCPServerEntry> = Api::namespaced(client.clone(), &ns);
+    entries.delete("hosted", &DeleteParams::default()).await.unwrap();
+    eventually("the entry's backend removed", Duration::from_secs(60), || async {
+        let st = vmcps.get("engineering-gateway").await.unwrap().status?;
+        (st.backend_count == 2 && st.discovered_backends.iter().all(|b| b.name != "hosted"))
+            .then_some(())
     })
     .await;
 }

@@ -3,7 +3,7 @@
 //!
 //! | module | kind | owns | also watches |
 //! |---|---|---|---|
-//! | [`virtual_server`] | `VirtualMCPServer` | ConfigMap, Deployment, Service, ServiceAccount, PodDisruptionBudget | `MCPServer`, `MCPGroup`, `MCPExternalAuthConfig`, Secret (metadata only) |
+//! | [`virtual_server`] | `VirtualMCPServer` | ConfigMap, Deployment, Service, ServiceAccount, PodDisruptionBudget | `MCPServer`, `MCPServerEntry`, `MCPGroup`, `MCPExternalAuthConfig`, Secret (metadata only) |
 //! | [`mcp_server`] | `MCPServer` | Deployment, Service | `MCPGroup` |
 //! | [`group`] | `MCPGroup` | - | `MCPServer` |
 //! | [`auth_config`] | `MCPExternalAuthConfig` | - | Secret (metadata only) |
@@ -265,6 +265,7 @@ impl Backoff {
 pub(crate) enum RefKind {
     Group,
     Server,
+    Entry,
     AuthConfig,
     Secret,
 }

@@ -333,7 +333,7 @@ pub struct DiscoveredBackend {
     /// Backend URL the gateway uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// `ready`, `pending` or `error`.
+    /// `ready`, `pending` or `error`; `remote` for an `MCPServerEntry` (not observed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// Outgoing auth type used for this backend.

@@ -216,7 +216,7 @@ fn backends_condition<'a>(
             .collect::<Vec<_>>()
     };
     let mut parts = Vec::new();
-    for st in ["ready", "pending", "error"] {
+    for st in ["ready", "remote", "pending", "error"] {
         let names = by(st);
         if !names.is_empty() {
             parts.push(format!("{st}: {}", names.join(", ")));

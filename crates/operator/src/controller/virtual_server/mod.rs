@@ -2,7 +2,8 @@
 //! and applies the gateway's children; reports phase, URL, backends and conditions.
 //!
 //! Reconcile steps:
-//! 1. Read the `MCPGroup` (metadata), the namespace's `MCPServer`s in the group, the referenced
+//! 1. Read the `MCPGroup` (metadata), the namespace's `MCPServer`s and `MCPServerEntry`s
+//!    (remote servers) in the group, the referenced
 //!    `MCPExternalAuthConfig`s, and whether each referenced Secret exists (metadata only).
 //! 2. Render ([`crate::resources::render_gateway_config`]); backends with unresolvable
 //!    credentials are left out and reported.
@@ -31,8 +32,8 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use vmcp_types::crd::{
-    MCPExternalAuthConfig, MCPGroup, MCPServer, SessionStorageProvider, VirtualMCPServer,
-    VirtualMCPServerStatus,
+    MCPExternalAuthConfig, MCPGroup, MCPServer, MCPServerEntry, SessionStorageProvider,
+    VirtualMCPServer, VirtualMCPServerStatus,
 };
 
 use super::ownership::{self, CONFLICT_RECHECK, NAME_CONFLICT, NameConflict, claim};
@@ -54,7 +55,10 @@ mod tests;
 mod watches;
 
 pub use desired_status::{Observation, Outcome, desired_status};
-use watches::{gateways_for_auth_config, gateways_for_group, gateways_for_server, referrers};
+use watches::{
+    gateways_for_auth_config, gateways_for_entry, gateways_for_group, gateways_for_server,
+    referrers,
+};
 
 const CONTROLLER: &str = "virtualmcpserver";
 
@@ -74,8 +78,8 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: ShutdownSignal) {
     let children = watcher::Config::default().labels(&managed_selector(GATEWAY_COMPONENT));
     let controller = Controller::new(ctx.watch_api::<VirtualMCPServer>(), Default::default());
     let store = controller.store();
-    let (st1, st2, st3) = (store.clone(), store.clone(), store);
-    let (c1, c2, c3) = (ctx.clone(), ctx.clone(), ctx.clone());
+    let (st1, st2, st3, st4) = (store.clone(), store.clone(), store.clone(), store);
+    let (c1, c2, c3, c4) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
     controller
         .owns(ctx.watch_api::<PartialObjectMeta<ConfigMap>>(), children.clone())
         .owns(ctx.watch_api::<PartialObjectMeta<Deployment>>(), children.clone())
@@ -84,6 +88,9 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: ShutdownSignal) {
         .owns(ctx.watch_api::<PartialObjectMeta<PodDisruptionBudget>>(), children)
         .watches(ctx.watch_api::<MCPServer>(), Default::default(), move |s| {
             gateways_for_server(&st1.state(), &c1.vmcp_refs, &s)
+        })
+        .watches(ctx.watch_api::<MCPServerEntry>(), Default::default(), move |e| {
+            gateways_for_entry(&st4.state(), &c4.vmcp_refs, &e)
         })
         .watches(ctx.watch_api::<MCPGroup>(), Default::default(), move |g| {
             gateways_for_group(&st2.state(), &g)
@@ -132,13 +139,22 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
         .into_iter()
         .filter(|s| s.spec.group_ref.as_ref().is_some_and(|g| g.name == group))
         .collect();
+    let entries: Vec<MCPServerEntry> = ctx
+        .api::<MCPServerEntry>(&ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.spec.group_ref.name == group)
+        .collect();
     let mut refs = BTreeSet::from([(RefKind::Group, group.clone())]);
     refs.extend(members.iter().map(|m| (RefKind::Server, m.name_any())));
+    refs.extend(entries.iter().map(|e| (RefKind::Entry, e.name_any())));
 
     let mut change = Change::default();
     let mut rendered_backends = 0;
     let outcome = if group_found {
-        match render(v, &members, ctx, &ns, &mut refs).await? {
+        match render(v, &members, &entries, ctx, &ns, &mut refs).await? {
             Err(e) => Outcome::RenderFailed(e.to_string()),
             Ok((r, children)) => match apply_children(v, &children, ctx, &ns).await? {
                 Err(conflicts) => Outcome::NameConflict(ownership::describe(&conflicts)),
@@ -193,11 +209,12 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
 async fn render(
     v: &VirtualMCPServer,
     members: &[MCPServer],
+    entries: &[MCPServerEntry],
     ctx: &Context,
     ns: &str,
     refs: &mut BTreeSet<(RefKind, String)>,
 ) -> Result<Result<(Rendered, GatewayChildren), RenderError>, Error> {
-    let wanted = referenced_auth_configs(v, members);
+    let wanted = referenced_auth_configs(v, members, entries);
     refs.extend(wanted.iter().map(|n| (RefKind::AuthConfig, n.clone())));
     let auth_configs: BTreeMap<String, MCPExternalAuthConfig> = if wanted.is_empty() {
         BTreeMap::new()
@@ -212,8 +229,13 @@ async fn render(
             .collect()
     };
     let none = BTreeSet::new();
-    let input =
-        RenderInput { vmcp: v, members, auth_configs: &auth_configs, missing_secrets: &none };
+    let input = RenderInput {
+        vmcp: v,
+        members,
+        entries,
+        auth_configs: &auth_configs,
+        missing_secrets: &none,
+    };
     let first = match render_gateway_config(&input) {
         Ok(r) => r,
         Err(e) => return Ok(Err(e)),

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use vmcp_types::crd::{MCPExternalAuthConfig, MCPGroup, MCPServer, VirtualMCPServer};
+use vmcp_types::crd::{
+    MCPExternalAuthConfig, MCPGroup, MCPServer, MCPServerEntry, VirtualMCPServer,
+};
 
 use super::super::{RefIndex, RefKind};
 use crate::resources::gateway_config::referenced_auth_configs;
@@ -72,9 +74,27 @@ pub(super) fn gateways_for_auth_config(
     let mut names: Vec<String> = gateways
         .iter()
         .filter(|v| v.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|v| referenced_auth_configs(v, &[]).contains(&name))
+        .filter(|v| referenced_auth_configs(v, &[], &[]).contains(&name))
         .map(|v| v.name_any())
         .collect();
     names.extend(index.referrers(&ns, RefKind::AuthConfig, &name));
+    refs_in(&ns, names)
+}
+
+/// Gateways affected by a change of entry `e`: those of its group now, and those that had it
+/// as a member.
+pub(super) fn gateways_for_entry(
+    gateways: &[Arc<VirtualMCPServer>],
+    index: &RefIndex,
+    e: &MCPServerEntry,
+) -> Vec<ObjectRef<VirtualMCPServer>> {
+    let ns = e.namespace().unwrap_or_default();
+    let mut names: Vec<String> = gateways
+        .iter()
+        .filter(|v| v.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|v| v.spec.group_ref.name == e.spec.group_ref.name)
+        .map(|v| v.name_any())
+        .collect();
+    names.extend(index.referrers(&ns, RefKind::Entry, &e.name_any()));
     refs_in(&ns, names)
 }

@@ -17,8 +17,8 @@ use vmcp_types::config::{
     self as cfg, BackendConfig, BackendTransport, GatewayConfig, LogFormat, SecretSource,
 };
 use vmcp_types::crd::{
-    DiscoveredBackend, MCPExternalAuthConfig, MCPServer, SecretKeyRef, SessionStorageProvider,
-    VirtualMCPServer,
+    DiscoveredBackend, MCPExternalAuthConfig, MCPServer, MCPServerEntry, SecretKeyRef,
+    SessionStorageProvider, VirtualMCPServer,
 };
 
 use super::mcp_server::{server_transport_is_sse, server_url};
@@ -26,6 +26,7 @@ use super::{GATEWAY_METRICS_PORT, RenderError, SecretMount, namespace_of, secret
 
 mod defaults;
 mod outgoing;
+mod remote;
 mod sections;
 #[cfg(test)]
 mod tests;
@@ -64,6 +65,9 @@ pub struct RenderInput<'a> {
     pub vmcp: &'a VirtualMCPServer,
     /// `MCPServer`s of the namespace; those whose `groupRef` names the group become backends.
     pub members: &'a [MCPServer],
+    /// `MCPServerEntry`s (remote servers) of the namespace; those whose `groupRef` names the
+    /// group become backends too.
+    pub entries: &'a [MCPServerEntry],
     /// `MCPExternalAuthConfig`s of the namespace by name (at least the referenced ones).
     pub auth_configs: &'a BTreeMap<String, MCPExternalAuthConfig>,
     /// Secrets known not to exist; backends that need one are left out.
@@ -94,6 +98,7 @@ pub fn gateway_config(
     let r = render_gateway_config(&RenderInput {
         vmcp,
         members: group_members,
+        entries: &[],
         auth_configs,
         missing_secrets: &none,
     })?;
@@ -165,7 +170,7 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
                 message: format!("MCPServer '{name}' left out: {}", c.message),
             })
         } else if is_valid_backend_name(&name) {
-            resolve_auth(input, server, &name, &mut mounts)
+            resolve_auth(input, server.spec.external_auth_config_ref.as_ref(), &name, &mut mounts)
         } else {
             Err(Problem {
                 kind: ProblemKind::Backend,
@@ -211,6 +216,13 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
         }
         discovered.push(entry);
     }
+
+    let (remote, remote_discovered) =
+        remote::remote_backends(input, &ns, backend_timeout, &mut mounts, &mut problems);
+    backends.extend(remote);
+    discovered.extend(remote_discovered);
+    backends.sort_by(|a, b| a.name.cmp(&b.name));
+    discovered.sort_by(|a, b| a.name.cmp(&b.name));
 
     let names: BTreeSet<&str> = backends.iter().map(|b| b.name.as_str()).collect();
     let aggregation = aggregation(vmcp, &names, &mut problems)?;

@@ -8,15 +8,19 @@ use vmcp_types::config::{
     TokenExchangeAuth,
 };
 use vmcp_types::crd::{
-    BackendAuth, ExternalAuthType, MCPExternalAuthConfigSpec, MCPServer, OutgoingAuthSource,
-    SecretKeyRef, TokenClientAuthMethod, VirtualMCPServer,
+    BackendAuth, ExternalAuthType, LocalRef, MCPExternalAuthConfigSpec, MCPServer, MCPServerEntry,
+    OutgoingAuthSource, SecretKeyRef, TokenClientAuthMethod, VirtualMCPServer,
 };
 
 use super::{Mounts, Problem, ProblemKind, RenderInput};
 
 /// Names of the `MCPExternalAuthConfig`s `vmcp` may use with these members (the outgoing
 /// default, the inline map, and with `discovered` each member's reference).
-pub fn referenced_auth_configs(vmcp: &VirtualMCPServer, members: &[MCPServer]) -> BTreeSet<String> {
+pub fn referenced_auth_configs(
+    vmcp: &VirtualMCPServer,
+    members: &[MCPServer],
+    entries: &[MCPServerEntry],
+) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let outgoing = vmcp.spec.outgoing_auth.clone().unwrap_or_default();
     if let Some(r) = outgoing.default.as_ref().and_then(|d| d.external_auth_config_ref.as_ref()) {
@@ -37,6 +41,7 @@ pub fn referenced_auth_configs(vmcp: &VirtualMCPServer, members: &[MCPServer]) -
                 members
                     .iter()
                     .filter_map(|m| m.spec.external_auth_config_ref.as_ref())
+                    .chain(entries.iter().filter_map(|e| e.spec.external_auth_config_ref.as_ref()))
                     .map(|r| r.name.clone()),
             );
         }
@@ -63,9 +68,11 @@ pub fn external_type_name(t: ExternalAuthType) -> &'static str {
     }
 }
 
+/// The outgoing auth of backend `name`, whose own `externalAuthConfigRef` (used with
+/// `outgoingAuth.source: discovered`) is `own_ref`.
 pub(super) fn resolve_auth(
     input: &RenderInput<'_>,
-    server: &MCPServer,
+    own_ref: Option<&LocalRef>,
     name: &str,
     mounts: &mut Mounts,
 ) -> Result<OutgoingAuthConfig, Problem> {
@@ -73,9 +80,7 @@ pub(super) fn resolve_auth(
     // (expected type, config reference). With `discovered`, a server's own reference carries
     // no type: the referenced config decides.
     let own = match outgoing.source {
-        OutgoingAuthSource::Discovered => {
-            server.spec.external_auth_config_ref.clone().map(|r| (None, Some(r)))
-        }
+        OutgoingAuthSource::Discovered => own_ref.cloned().map(|r| (None, Some(r))),
         OutgoingAuthSource::Inline => outgoing
             .backends
             .get(name)

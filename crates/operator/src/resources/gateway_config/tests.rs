@@ -16,6 +16,7 @@ fn render_example() -> Rendered {
     render_gateway_config(&RenderInput {
         vmcp: &vmcp,
         members: &servers,
+        entries: &[],
         auth_configs: &auth,
         missing_secrets: &BTreeSet::new(),
     })
@@ -211,6 +212,7 @@ fn missing_auth_config_leaves_backend_out_and_names_it() {
     let r = render_gateway_config(&RenderInput {
         vmcp: &vmcp,
         members: &servers,
+        entries: &[],
         auth_configs: &BTreeMap::new(),
         missing_secrets: &BTreeSet::new(),
     })
@@ -237,6 +239,7 @@ fn missing_secret_leaves_backend_out_and_names_it() {
     let r = render_gateway_config(&RenderInput {
         vmcp: &vmcp,
         members: &servers,
+        entries: &[],
         auth_configs: &auth,
         missing_secrets: &missing,
     })
@@ -295,6 +298,7 @@ fn aggregation_drops_unknown_backends_with_a_problem() {
     let r = render_gateway_config(&RenderInput {
         vmcp: &vmcp,
         members: &fixtures::servers(),
+        entries: &[],
         auth_configs: &fixtures::auth_configs(),
         missing_secrets: &BTreeSet::new(),
     })
@@ -364,6 +368,7 @@ fn a_server_whose_name_is_taken_is_left_out() {
     let r = render_gateway_config(&RenderInput {
         vmcp: &fixtures::vmcp(),
         members: &servers,
+        entries: &[],
         auth_configs: &fixtures::auth_configs(),
         missing_secrets: &BTreeSet::new(),
     })
@@ -459,6 +464,7 @@ fn failed_server_is_reported_but_kept() {
     let r = render_gateway_config(&RenderInput {
         vmcp: &fixtures::vmcp(),
         members: &servers,
+        entries: &[],
         auth_configs: &fixtures::auth_configs(),
         missing_secrets: &BTreeSet::new(),
     })
@@ -477,4 +483,83 @@ fn invalid_member_name_is_a_backend_problem() {
         gateway_config(&fixtures::vmcp(), &servers, &fixtures::auth_configs()).unwrap();
     assert_eq!(config.backends.len(), 1);
     assert_eq!(discovered[1].status.as_deref(), Some("error"));
+}
+
+fn entry(name: &str, url: &str, auth: Option<&str>) -> vmcp_types::crd::MCPServerEntry {
+    let mut e = vmcp_types::crd::MCPServerEntry::new(
+        name,
+        vmcp_types::crd::MCPServerEntrySpec {
+            url: url.into(),
+            transport: vmcp_types::crd::RemoteTransport::StreamableHttp,
+            group_ref: LocalRef { name: "engineering".into() },
+            external_auth_config_ref: auth.map(|a| LocalRef { name: a.into() }),
+        },
+    );
+    e.metadata.namespace = Some(fixtures::NS.into());
+    e
+}
+
+#[test]
+fn remote_entries_are_backends_with_their_url_and_auth() {
+    let vmcp = fixtures::vmcp();
+    let entries = [
+        entry("hosted", "https://mcp.example.com/mcp", Some("github-tools-token-exchange")),
+        entry("plain", "http://other-team.tools.svc:9000/mcp", None),
+        // Named like an MCPServer of the group: left out, reported.
+        entry("time", "https://time.example.com/mcp", None),
+        // Another group's: not a member.
+        {
+            let mut e = entry("elsewhere", "https://x.example.com/mcp", None);
+            e.spec.group_ref.name = "other".into();
+            e
+        },
+    ];
+    let servers = fixtures::servers();
+    let auth = fixtures::auth_configs();
+    let r = render_gateway_config(&RenderInput {
+        vmcp: &vmcp,
+        members: &servers,
+        entries: &entries,
+        auth_configs: &auth,
+        missing_secrets: &BTreeSet::new(),
+    })
+    .unwrap();
+    let names: Vec<_> = r.config.backends.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["github-tools", "hosted", "plain", "time"]);
+    let hosted = &r.config.backends[1];
+    assert_eq!(hosted.url, "https://mcp.example.com/mcp");
+    assert_eq!(hosted.auth.auth_type, OutgoingAuthType::TokenExchange);
+    assert_eq!(r.config.backends[2].auth, OutgoingAuthConfig::default());
+    assert_eq!(r.config.backends[3].url, "http://time.team-a.svc.cluster.local:8080/mcp");
+    let d: Vec<_> =
+        r.backends.iter().map(|b| (b.name.as_str(), b.status.as_deref().unwrap())).collect();
+    assert_eq!(
+        d,
+        [
+            ("github-tools", "ready"),
+            ("hosted", "remote"),
+            ("plain", "remote"),
+            ("time", "pending"),
+            ("time", "error")
+        ]
+    );
+    let p = r.problems.iter().find(|p| p.kind == ProblemKind::Backend).unwrap();
+    assert!(p.message.contains("MCPServerEntry 'time' left out"), "{}", p.message);
+    // The entry's auth config is one the controller must fetch (discovered source).
+    let wanted = referenced_auth_configs(&vmcp, &[], &entries);
+    assert!(wanted.contains("github-tools-token-exchange"));
+    // A missing auth config leaves only that entry out.
+    let r = render_gateway_config(&RenderInput {
+        vmcp: &vmcp,
+        members: &[],
+        entries: &entries[..2],
+        auth_configs: &BTreeMap::new(),
+        missing_secrets: &BTreeSet::new(),
+    })
+    .unwrap();
+    let names: Vec<_> = r.config.backends.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["plain"]);
+    assert!(
+        r.problems.iter().any(|p| p.kind == ProblemKind::Auth && p.message.contains("'hosted'"))
+    );
 }
