@@ -18,6 +18,7 @@ pub mod process;
 pub mod raw_mcp;
 pub mod redis;
 pub mod tcp_proxy;
+pub mod tls;
 
 /// Root of the repository (for fixtures, scripts and the cache folder).
 pub fn repo_root() -> std::path::PathBuf {

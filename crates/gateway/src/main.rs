@@ -171,7 +171,9 @@ async fn run(config_path: PathBuf, cfg: GatewayConfig) -> anyhow::Result<()> {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
-    let http = vmcp_gateway::outbound::http_client().context("building the HTTP client")?;
+    let extra_cas = vmcp_gateway::outbound::read_ca_files(&cfg.outbound.ca_files)?;
+    let http = vmcp_gateway::outbound::http_client_trusting(&extra_cas)
+        .context("building the HTTP client")?;
     let metrics = Arc::new(Metrics::new());
     let idp_metrics = metrics.clone();
     let exchange = Arc::new(TokenExchangeFactory::new(http.clone()).with_observer(Arc::new(

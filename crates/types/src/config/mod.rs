@@ -58,6 +58,21 @@ pub struct GatewayConfig {
     /// Logs, metrics and traces.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Outgoing connections (OIDC provider, token endpoint, backends).
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+}
+
+/// Outgoing connections.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// PEM files of extra CA certificates (each may hold several) trusted for every outgoing
+    /// https connection (OIDC discovery and JWKS, introspection, token exchange, backends),
+    /// besides the built-in web roots: for a private PKI. Read at start; a change needs a
+    /// restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_files: Vec<std::path::PathBuf>,
 }
 
 fn default_listen() -> String {
@@ -75,6 +90,7 @@ impl Default for GatewayConfig {
             aggregation: AggregationConfig::default(),
             session_storage: SessionStorageConfig::default(),
             telemetry: TelemetryConfig::default(),
+            outbound: OutboundConfig::default(),
         }
     }
 }
