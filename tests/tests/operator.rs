@@ -1594,3 +1594,64 @@ async fn remote_entry_is_a_backend_in_config_and_status() {
     })
     .await;
 }
+
+/// A private CA end to end: `spec.caBundleRef` is mounted into the gateway pod and rendered as
+/// `outbound.caFiles`; the rendered configuration, run by the gateway binary, reaches a remote
+/// `MCPServerEntry` served over https with a certificate only that CA vouches for.
+#[tokio::test(flavor = "multi_thread")]
+async fn ca_bundle_lets_the_gateway_reach_a_private_pki_backend() {
+    use base64::Engine;
+    use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk};
+    let (api, client, ns) = setup("op-ca").await;
+    let ca = vmcp_e2e::tls::PrivateCa::new();
+    let backend = Backend::start(Sdk::Python, "secure", BackendOptions::default()).await;
+    let relay = vmcp_e2e::tls::TlsRelay::start(&ca, backend.port).await;
+    let pem = std::fs::read(ca.ca_pem()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&pem);
+    apply_text(
+        api,
+        &ns,
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: corp-ca\ndata:\n  ca.crt: {b64}\n---\n\
+             apiVersion: vmcp.dev/v1alpha1\nkind: MCPGroup\nmetadata:\n  name: g\nspec: {{}}\n---\n\
+             apiVersion: vmcp.dev/v1alpha1\nkind: MCPServerEntry\nmetadata:\n  name: secure\nspec:\n  \
+             url: https://localhost:{}/mcp\n  groupRef:\n    name: g\n---\n\
+             apiVersion: vmcp.dev/v1alpha1\nkind: VirtualMCPServer\nmetadata:\n  name: gw\nspec:\n  \
+             groupRef:\n    name: g\n  incomingAuth:\n    type: anonymous\n  caBundleRef:\n    \
+             name: corp-ca\n    key: ca.crt\n",
+            relay.port
+        ),
+    )
+    .await;
+    let _stop = run_operator(client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let dep = eventually("the gateway Deployment", Duration::from_secs(60), || async {
+        deps.get_opt("gw-vmcp").await.unwrap()
+    })
+    .await;
+    let pod = dep.spec.unwrap().template.spec.unwrap();
+    let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+    assert!(mounts.iter().any(|m| m.mount_path == "/var/run/secrets/vmcp/corp-ca"), "{mounts:?}");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let text = cms.get("gw-vmcp-config").await.unwrap().data.unwrap()["config.yaml"].clone();
+    assert!(text.contains("/var/run/secrets/vmcp/corp-ca/ca.crt"), "{text}");
+
+    // Run it as the pod would: the Secret as a file, loopback ports.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("corp-ca")).unwrap();
+    std::fs::write(dir.path().join("corp-ca/ca.crt"), &pem).unwrap();
+    let metrics_port = vmcp_e2e::ports::free_port().unwrap();
+    let local = text
+        .lines()
+        .filter(|l| !l.starts_with("listen:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("/var/run/secrets/vmcp", dir.path().to_str().unwrap())
+        .replace("0.0.0.0:9090", &format!("127.0.0.1:{metrics_port}"));
+    let gw = vmcp_e2e::gateway::Gateway::start(&format!("{local}\n")).await;
+    let mut c = Client::start(Sdk::Python, &gw.url(), &[]).await;
+    c.ok(json!({"op": "initialize"})).await;
+    let r =
+        c.ok(json!({"op": "call_tool", "name": "secure_echo", "arguments": {"text": "pki"}})).await;
+    assert_eq!(r["text"], "secure:echo:pki");
+}

@@ -59,7 +59,7 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub telemetry: TelemetryConfig,
     /// Outgoing connections (OIDC provider, token endpoint, backends).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "OutboundConfig::is_default")]
     pub outbound: OutboundConfig,
 }
 
@@ -73,6 +73,13 @@ pub struct OutboundConfig {
     /// restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ca_files: Vec<std::path::PathBuf>,
+}
+
+impl OutboundConfig {
+    /// Nothing set (left out when a configuration is written).
+    pub fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 fn default_listen() -> String {

@@ -233,14 +233,22 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
         .as_ref()
         .filter(|s| s.provider == SessionStorageProvider::Redis)
         .and_then(|s| s.password_ref.as_ref());
-    if let Some(r) = redis_secret.filter(|r| input.missing_secrets.contains(&r.name)) {
-        problems.push(Problem {
-            kind: ProblemKind::Auth,
-            message: format!(
-                "Secret '{}' (key '{}') referenced by spec.sessionStorage.passwordRef not found",
-                r.name, r.key
-            ),
-        });
+    let ca_files: Vec<PathBuf> =
+        spec.ca_bundle_ref.iter().filter_map(|r| mounts.file(r).file).collect();
+    let referenced = [
+        (redis_secret, "spec.sessionStorage.passwordRef"),
+        (spec.ca_bundle_ref.as_ref(), "spec.caBundleRef"),
+    ];
+    for (r, field) in referenced {
+        if let Some(r) = r.filter(|r| input.missing_secrets.contains(&r.name)) {
+            problems.push(Problem {
+                kind: ProblemKind::Auth,
+                message: format!(
+                    "Secret '{}' (key '{}') referenced by {field} not found",
+                    r.name, r.key
+                ),
+            });
+        }
     }
 
     let mut config = GatewayConfig {
@@ -259,6 +267,7 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
         ..GatewayConfig::default()
     };
     config.http.allowed_origins.clone_from(&spec.allowed_origins);
+    config.outbound.ca_files = ca_files;
     let errors = config.validate();
     if !errors.is_empty() {
         return Err(RenderError::InvalidConfig(errors));

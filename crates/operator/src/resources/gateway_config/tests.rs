@@ -563,3 +563,36 @@ fn remote_entries_are_backends_with_their_url_and_auth() {
         r.problems.iter().any(|p| p.kind == ProblemKind::Auth && p.message.contains("'hosted'"))
     );
 }
+
+#[test]
+fn ca_bundle_is_mounted_and_trusted() {
+    let mut vmcp = fixtures::vmcp();
+    vmcp.spec.ca_bundle_ref = Some(SecretKeyRef { name: "corp-ca".into(), key: "ca.crt".into() });
+    let (config, mounts, _) =
+        gateway_config(&vmcp, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
+    assert_eq!(
+        config.outbound.ca_files,
+        [std::path::PathBuf::from("/var/run/secrets/vmcp/corp-ca/ca.crt")]
+    );
+    let m = mounts.iter().find(|m| m.secret == "corp-ca").unwrap();
+    assert!(m.keys.contains("ca.crt"));
+    let r = render_gateway_config(&RenderInput {
+        vmcp: &vmcp,
+        members: &[],
+        entries: &[],
+        auth_configs: &BTreeMap::new(),
+        missing_secrets: &BTreeSet::from(["corp-ca".to_owned()]),
+    })
+    .unwrap();
+    assert!(
+        r.problems.iter().any(|p| p.kind == ProblemKind::Auth
+            && p.message.contains("Secret 'corp-ca'")
+            && p.message.contains("spec.caBundleRef")),
+        "{:?}",
+        r.problems
+    );
+    // Without it, nothing extra is trusted.
+    let (config, _, _) =
+        gateway_config(&fixtures::vmcp(), &fixtures::servers(), &fixtures::auth_configs()).unwrap();
+    assert!(config.outbound.ca_files.is_empty());
+}
