@@ -21,6 +21,7 @@ pub mod redis_cluster;
 pub mod redis_sentinel;
 pub mod redis_topology;
 pub mod tcp_proxy;
+pub mod tls;
 
 /// Root of the repository (for fixtures, scripts and the cache folder).
 pub fn repo_root() -> std::path::PathBuf {

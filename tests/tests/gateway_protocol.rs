@@ -397,3 +397,49 @@ async fn json_audit_log_and_graceful_drain() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["result"]["content"][0]["text"], "b:slow:done", "drained, not cut: {v}");
 }
+
+/// `telemetry.metricsListen`: `/metrics` moves to its own port (so a NetworkPolicy can admit
+/// scrapers there only) and is gone from the MCP port.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_on_their_own_port() {
+    let port = vmcp_e2e::ports::free_port().unwrap();
+    let gw = vmcp_e2e::gateway::Gateway::start(&format!(
+        "backends: []\ntelemetry:\n  metricsListen: 127.0.0.1:{port}\n"
+    ))
+    .await;
+    let main = |path: &str| reqwest::get(format!("http://127.0.0.1:{}{path}", gw.port));
+    assert_eq!(main("/metrics").await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(main("/healthz").await.unwrap().status(), StatusCode::OK);
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("vmcp_sessions_live"));
+    let other = reqwest::get(format!("http://127.0.0.1:{port}/mcp")).await.unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND, "the metrics port serves nothing else");
+}
+
+/// `outbound.caFiles`: a backend behind https with a certificate from a private CA is reached
+/// when the CA is configured, and refused (untrusted) when it is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn private_ca_backend_is_trusted_only_when_configured() {
+    let ca = vmcp_e2e::tls::PrivateCa::new();
+    let b = Backend::start(Sdk::Python, "b", BackendOptions::default()).await;
+    let relay = vmcp_e2e::tls::TlsRelay::start(&ca, b.port).await;
+    let url = format!("https://localhost:{}/mcp", relay.port);
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"b_echo","arguments":{"text":"tls"}}}).to_string();
+
+    let trusting = Gateway::start(&format!(
+        "outbound:\n  caFiles: [{}]\nbackends:\n  - name: b\n    url: {url}\n",
+        ca.ca_pem().display()
+    ))
+    .await;
+    let m = Mcp { http: reqwest::Client::new(), url: trusting.url() };
+    let (sid, _) = m.initialize("2025-11-25").await;
+    let (_, v) = json_of(m.post_json(Some(&sid), &call).send().await.unwrap()).await;
+    assert_eq!(v["result"]["content"][0]["text"], "b:echo:tls", "{v}");
+
+    let plain = Gateway::start(&format!("backends:\n  - name: b\n    url: {url}\n")).await;
+    let m = Mcp { http: reqwest::Client::new(), url: plain.url() };
+    let (sid, _) = m.initialize("2025-11-25").await;
+    let (_, v) = json_of(m.post_json(Some(&sid), &call).send().await.unwrap()).await;
+    assert!(v.get("error").is_some() || v["result"]["isError"] == true, "untrusted CA: {v}");
+}

@@ -161,8 +161,12 @@ async fn bridged_call(
         "spec": {"image": server_image, "transport": "stdio", "port": port, "command": command},
     }))
     .unwrap();
-    let dep =
-        vmcp_operator::resources::mcp_server::server_deployment(&server, &img.gateway).unwrap();
+    let dep = vmcp_operator::resources::mcp_server::server_deployment(
+        &server,
+        &img.gateway,
+        &Default::default(),
+    )
+    .unwrap();
     let pod = dep.spec.unwrap().template.spec.unwrap();
     let init = &pod.init_containers.unwrap()[0];
     let main = &pod.containers[0];

@@ -145,6 +145,7 @@ async fn crds_apply_and_become_established() {
         [
             "mcpexternalauthconfigs.vmcp.dev",
             "mcpgroups.vmcp.dev",
+            "mcpserverentries.vmcp.dev",
             "mcpservers.vmcp.dev",
             "virtualmcpservers.vmcp.dev"
         ]
@@ -152,7 +153,7 @@ async fn crds_apply_and_become_established() {
     // The short names work through discovery.
     let resources =
         api.run_kubectl(&["api-resources", "--api-group=vmcp.dev", "-o", "name"]).await.unwrap();
-    assert_eq!(resources.lines().count(), 4, "{resources}");
+    assert_eq!(resources.lines().count(), names.len(), "{resources}");
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ async fn setup(test: &str) -> (&'static ApiServer, kube::Client, String) {
 fn run_operator(client: kube::Client, ns: &str) -> tokio::sync::oneshot::Sender<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let settings = vmcp_operator::Settings {
-        namespace: Some(ns.to_owned()),
+        namespaces: vec![ns.to_owned()],
         gateway_image: "ghcr.io/vmcp-dev/vmcp-gateway:test".into(),
         resync: Duration::from_secs(300),
         ..vmcp_operator::Settings::default()
@@ -261,17 +261,64 @@ async fn helm_install_creates_the_operator_and_uninstall_keeps_crds() {
         "operator Deployment"
     );
     let crds = api.run_kubectl(&["get", "crd", "-o", "name"]).await.unwrap();
-    assert_eq!(crds.lines().filter(|l| l.contains("vmcp.dev")).count(), 4, "{crds}");
+    let all = vmcp_types::crd::all_crds().len();
+    assert_eq!(crds.lines().filter(|l| l.contains("vmcp.dev")).count(), all, "{crds}");
     let out =
         api.helm().args(["uninstall", "vmcp", "--namespace", "vmcp-system"]).output().unwrap();
     assert!(out.status.success(), "helm uninstall: {}", String::from_utf8_lossy(&out.stderr));
     let crds = api.run_kubectl(&["get", "crd", "-o", "name"]).await.unwrap();
     assert_eq!(
         crds.lines().filter(|l| l.contains("vmcp.dev")).count(),
-        4,
+        all,
         "CRDs are kept on uninstall: {crds}"
     );
     assert!(deps.list(&ListParams::default()).await.unwrap().items.is_empty(), "operator removed");
+
+    // A reinstall under another release name and namespace (or a second release next to the
+    // first) leaves the kept CRDs alone instead of failing on their ownership annotations.
+    let out = api
+        .helm()
+        .args(["install", "vmcp2", "--namespace", "ops", "--create-namespace"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm install under another release: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let owner = api
+        .run_kubectl(&[
+            "get",
+            "crd",
+            "mcpgroups.vmcp.dev",
+            "-o",
+            "jsonpath={.metadata.annotations.meta\\.helm\\.sh/release-name}",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(owner.trim(), "vmcp", "the CRDs were not adopted or replaced");
+    let ops: Api<Deployment> = Api::namespaced(client.clone(), "ops");
+    assert_eq!(ops.list(&ListParams::default()).await.unwrap().items.len(), 1);
+    // The release that created them still renders (and so upgrades) them.
+    let out = api
+        .helm()
+        .args(["template", "vmcp", "--namespace", "vmcp-system", "--dry-run=server"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let own = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(own.matches("kind: CustomResourceDefinition").count(), all);
+    let out = api
+        .helm()
+        .args(["template", "other", "--namespace", "ops", "--dry-run=server"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("kind: CustomResourceDefinition"));
 }
 
 /// End to end across both crates: the ConfigMap the operator rendered runs in the gateway
@@ -332,6 +379,7 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
     let secrets = dir.path().join("secrets");
     std::fs::create_dir_all(secrets.join("h-key")).unwrap();
     std::fs::write(secrets.join("h-key/value"), "k-9\n").unwrap();
+    let metrics_port = vmcp_e2e::ports::free_port().unwrap();
     let localize = |text: &str| {
         text.lines()
             .filter(|l| !l.starts_with("listen:"))
@@ -346,6 +394,7 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
                 &format!("http://127.0.0.1:{}", h.port),
             )
             .replace("/var/run/secrets/vmcp", secrets.to_str().unwrap())
+            .replace("0.0.0.0:9090", &format!("127.0.0.1:{metrics_port}"))
     };
     let local = localize(&text);
     assert!(local.contains("127.0.0.1") && local.contains(secrets.to_str().unwrap()), "{local}");
@@ -357,6 +406,11 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
     assert_eq!(r["text"], "a:echo:from-k8s");
     let r = c.ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": "x"}})).await;
     assert_eq!(r["text"], "h:echo:x");
+    // Metrics on their own port (the container's `metrics` port), not on the MCP port.
+    let m = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics")).await.unwrap();
+    assert!(m.text().await.unwrap().contains("vmcp_requests_total"));
+    let on_mcp = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port)).await.unwrap();
+    assert_eq!(on_mcp.status(), reqwest::StatusCode::NOT_FOUND);
     assert!(
         h.requests().iter().any(|r| r["headers"]["x-api-key"] == "k-9"),
         "the mounted secret reached h"
@@ -1024,22 +1078,21 @@ async fn leader_election_acquire_renew_release_failover() {
     }
 }
 
-/// The operator under the chart's own RBAC: the chart's ClusterRole, its RoleBinding for one
-/// watched namespace and its leader-election Role, rendered by real helm, bound to the chart's
+/// The operator under the chart's own RBAC: the chart's Role and RoleBinding for one watched
+/// namespace (and nothing cluster-wide) and its leader-election Role, rendered by real helm, bound to the chart's
 /// ServiceAccount, which the controllers impersonate. Every call the controllers make is
 /// allowed: the examples reconcile to children and status on all four kinds, and the Lease can
 /// be taken. The impersonated client really is restricted (it cannot list Pods).
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_runs_under_the_charts_rbac() {
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::core::v1::{Pod, Secret};
     let (api, admin, ns) = setup("op-rbac").await;
     let chart = repo_root().join("charts/vmcp-operator");
     let out = api
         .helm()
         .args(["template", "vmcp", "--namespace", &ns, "--set", &format!("watchNamespace={ns}")])
-        .args(["--show-only", "templates/clusterrole.yaml"])
-        .args(["--show-only", "templates/clusterrolebinding.yaml"])
+        .args(["--show-only", "templates/rbac.yaml"])
         .args(["--show-only", "templates/leader-election-rbac.yaml"])
         .arg(&chart)
         .output()
@@ -1047,10 +1100,19 @@ async fn operator_runs_under_the_charts_rbac() {
     assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
     let rbac = String::from_utf8(out.stdout).unwrap();
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rbac).unwrap();
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
+        "a namespace-scoped install grants nothing cluster-wide:\n{rbac}"
+    );
     let binding = docs
         .iter()
-        .find(|d| d["kind"] == "RoleBinding" && d["roleRef"]["kind"] == "ClusterRole")
-        .unwrap_or_else(|| panic!("no RoleBinding of the ClusterRole in:\n{rbac}"));
+        .find(|d| {
+            d["kind"] == "RoleBinding"
+                && d["roleRef"]["kind"] == "Role"
+                && d["metadata"]["namespace"] == ns.as_str()
+                && !d["roleRef"]["name"].as_str().unwrap().ends_with("leader-election")
+        })
+        .unwrap_or_else(|| panic!("no RoleBinding of the operator's Role in {ns}:\n{rbac}"));
     let subject = &binding["subjects"][0];
     assert_eq!(subject["kind"], "ServiceAccount");
     let user = format!(
@@ -1074,6 +1136,17 @@ async fn operator_runs_under_the_charts_rbac() {
     assert!(
         matches!(&pods, Err(kube::Error::Api(s)) if s.code == 403),
         "{user} may list Pods: {pods:?}"
+    );
+    // Secrets are visible in the watched namespace only.
+    let here =
+        Api::<Secret>::namespaced(client.clone(), &ns).list_metadata(&ListParams::default()).await;
+    assert!(here.is_ok(), "{user} cannot list Secrets in {ns}: {here:?}");
+    let elsewhere = Api::<Secret>::namespaced(client.clone(), "kube-system")
+        .list_metadata(&ListParams::default())
+        .await;
+    assert!(
+        matches!(&elsewhere, Err(kube::Error::Api(s)) if s.code == 403),
+        "{user} may list Secrets in kube-system: {elsewhere:?}"
     );
 
     let _stop = run_operator(client.clone(), &ns);
@@ -1132,4 +1205,453 @@ async fn operator_runs_under_the_charts_rbac() {
     assert_eq!(elector.try_acquire_or_renew().await.unwrap(), vmcp_operator::leader::Attempt::Held);
     let lease = Api::<Lease>::namespaced(admin, &ns).get("vmcp-operator-leader").await.unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("rbac-test"));
+}
+
+/// `helm template` of `args` (each `--set` etc.) as JSON documents.
+fn helm_template(
+    api: &ApiServer,
+    chart: &std::path::Path,
+    args: &[&str],
+) -> Vec<serde_json::Value> {
+    let out = api
+        .helm()
+        .args(["template", "t", "--namespace", "ops"])
+        .args(args)
+        .arg(chart)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm template {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_saphyr::from_multiple::<serde_json::Value>(&text)
+        .unwrap()
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+fn operator_env(docs: &[serde_json::Value]) -> Vec<(String, String)> {
+    let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    dep["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e["value"].as_str()?.to_owned())))
+        .collect()
+}
+
+/// The chart's values render what they say: usable as a subchart (Helm's `global`), a global
+/// registry, namespace-list scope with per-namespace Roles and no cluster-wide grant, and
+/// workload settings the operator itself parses back (the chart and the operator agree on the
+/// environment variables and their JSON).
+#[tokio::test(flavor = "multi_thread")]
+async fn chart_values_render_as_documented() {
+    let api = ApiServer::shared().await;
+    let chart = repo_root().join("charts/vmcp-operator");
+    let out = api.helm().args(["lint", "--strict"]).arg(&chart).output().unwrap();
+    assert!(out.status.success(), "helm lint: {}", String::from_utf8_lossy(&out.stdout));
+
+    // As a dependency of a parent chart, with a global registry and pull secret.
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::write(
+        parent.path().join("Chart.yaml"),
+        "apiVersion: v2\nname: platform\nversion: 1.0.0\ndependencies:\n  - name: vmcp-operator\n    version: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        parent.path().join("values.yaml"),
+        "global:\n  imageRegistry: registry.internal:5000\n  imagePullSecrets: [{name: mirror}]\n  team: platform\n",
+    )
+    .unwrap();
+    let sub = parent.path().join("charts");
+    std::fs::create_dir_all(&sub).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&chart)
+        .arg(sub.join("vmcp-operator"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let docs = helm_template(api, parent.path(), &[]);
+    let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["image"],
+        "registry.internal:5000/vmcp-dev/vmcp-operator:0.1.0"
+    );
+    assert_eq!(pod["imagePullSecrets"][0]["name"], "mirror");
+    let env = operator_env(&docs);
+    assert!(env.contains(&(
+        "VMCP_GATEWAY_IMAGE".into(),
+        "registry.internal:5000/vmcp-dev/vmcp-gateway:0.1.0".into()
+    )));
+
+    // Every namespace: one ClusterRole; listed namespaces: a Role + RoleBinding in each, with
+    // Secret access there only, and nothing cluster-wide.
+    let docs = helm_template(api, &chart, &[]);
+    assert!(docs.iter().any(|d| d["kind"] == "ClusterRole"));
+    let docs = helm_template(
+        api,
+        &chart,
+        &["--set", "watchNamespaces={team-a,team-b}", "--set", "watchNamespace=team-c"],
+    );
+    let kinds: Vec<String> = docs
+        .iter()
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["kind"].as_str().unwrap(),
+                d["metadata"]["namespace"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(!kinds.iter().any(|k| k.starts_with("Cluster")), "{kinds:?}");
+    for ns in ["team-a", "team-b", "team-c"] {
+        let role = docs
+            .iter()
+            .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == ns)
+            .unwrap_or_else(|| panic!("no Role in {ns}: {kinds:?}"));
+        assert!(role["rules"].as_array().unwrap().iter().any(|r| r["resources"][0] == "secrets"));
+        assert!(kinds.contains(&format!("RoleBinding/{ns}")), "{kinds:?}");
+    }
+
+    // Workload settings, log level, extra env, Redis password: parsed by the operator itself.
+    let docs = helm_template(
+        api,
+        &chart,
+        &[
+            "--set",
+            "watchNamespaces={team-a,team-b}",
+            "--set",
+            "workloads.imagePullSecrets={regcred}",
+            "--set",
+            "workloads.gateway.podSecurityContext.runAsNonRoot=true",
+            "--set",
+            "workloads.mcpServer.containerSecurityContext.allowPrivilegeEscalation=false",
+            "--set",
+            "defaultRedis.address=redis:6379",
+            "--set",
+            "defaultRedis.existingSecret=redis-auth",
+            "--set",
+            "logLevel=debug",
+            "--set",
+            "extraEnv[0].name=HTTPS_PROXY",
+            "--set",
+            "extraEnv[0].value=http://proxy:3128",
+            "--set",
+            "podSecurityContext.runAsUser=null",
+        ],
+    );
+    let env = operator_env(&docs);
+    assert!(env.contains(&("RUST_LOG".into(), "debug".into())), "{env:?}");
+    assert!(env.contains(&("HTTPS_PROXY".into(), "http://proxy:3128".into())), "{env:?}");
+    let settings = vmcp_operator::Settings::from_lookup(|k| {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    })
+    .unwrap();
+    assert_eq!(settings.namespaces, ["team-a", "team-b"]);
+    assert_eq!(settings.workloads.image_pull_secrets, ["regcred"]);
+    let g = settings.workloads.gateway.pod_security_context.unwrap();
+    assert_eq!((g.run_as_non_root, g.run_as_user), (Some(true), None));
+    let c = settings.workloads.mcp_server.container_security_context.unwrap();
+    assert_eq!(c.allow_privilege_escalation, Some(false));
+    let redis = settings.defaults.redis.unwrap();
+    assert_eq!(redis.password.unwrap().name, "redis-auth");
+    let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let psc = &dep["spec"]["template"]["spec"]["securityContext"];
+    assert_eq!(psc["runAsNonRoot"], true);
+    assert!(psc.get("runAsUser").is_none(), "null removes the fixed UID: {psc}");
+
+    // Monitoring: a PodMonitor on the gateways' metrics port, the operator's Service and
+    // ServiceMonitor, and the dashboard, whose every metric is one the binaries export.
+    let docs = helm_template(
+        api,
+        &chart,
+        &[
+            "--set",
+            "monitoring.podMonitor.enabled=true",
+            "--set",
+            "monitoring.serviceMonitor.enabled=true",
+            "--set",
+            "monitoring.dashboard.enabled=true",
+            "--set",
+            "workloads.mcpServer.networkPolicy=true",
+        ],
+    );
+    let pm = docs.iter().find(|d| d["kind"] == "PodMonitor").unwrap();
+    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
+    assert_eq!(pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"], "vmcp-gateway");
+    assert!(docs.iter().any(|d| d["kind"] == "ServiceMonitor"));
+    let env = operator_env(&docs);
+    let settings = vmcp_operator::Settings::from_lookup(|k| {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    })
+    .unwrap();
+    assert!(settings.workloads.server_network_policy);
+    let role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    assert!(
+        role["rules"].as_array().unwrap().iter().any(|r| r["resources"][0] == "networkpolicies"),
+        "{role}"
+    );
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .unwrap();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(cm["data"]["vmcp.json"].as_str().unwrap()).unwrap();
+    // What the registries register (families without samples are not in the exposition).
+    let mut exported = Vec::new();
+    for (file, prefix) in [
+        ("crates/gateway/src/metrics.rs", "vmcp_"),
+        ("crates/operator/src/metrics.rs", "vmcp_operator_"),
+    ] {
+        let src = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        for part in src.split("registry.register(").skip(1) {
+            let name = part.trim_start().trim_start_matches('"').split('"').next().unwrap();
+            exported.push(format!("{prefix}{name}"));
+        }
+    }
+    assert!(exported.len() >= 15, "{exported:?}");
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("vmcp_"))
+            {
+                let base = ["_total", "_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                assert!(
+                    exported.iter().any(|e| e == base),
+                    "panel {} queries {name}, which nothing exports: {exported:?}",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 15, "{queried}");
+}
+
+/// `watchNamespaces` with two namespaces: each listed namespace is reconciled, an unlisted one
+/// is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_list_reconciles_exactly_those_namespaces() {
+    use vmcp_types::crd::MCPGroup;
+    let (api, client, a) = setup("op-list-a").await;
+    let b = api.create_namespace("op-list-b").await.unwrap();
+    let outside = api.create_namespace("op-list-c").await.unwrap();
+    for ns in [&a, &b, &outside] {
+        apply_text(
+            api,
+            ns,
+            "apiVersion: vmcp.dev/v1alpha1\nkind: MCPGroup\nmetadata:\n  name: g\nspec: {}\n",
+        )
+        .await;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let settings = vmcp_operator::Settings {
+        namespaces: vec![a.clone(), b.clone()],
+        resync: Duration::from_secs(300),
+        ..vmcp_operator::Settings::default()
+    };
+    tokio::spawn(vmcp_operator::run_controllers(client.clone(), settings, async move {
+        let _ = rx.await;
+    }));
+    for ns in [&a, &b] {
+        let groups: Api<MCPGroup> = Api::namespaced(client.clone(), ns);
+        eventually(&format!("group status in {ns}"), Duration::from_secs(30), || async {
+            groups.get("g").await.unwrap().status.filter(|s| s.observed_generation.is_some())
+        })
+        .await;
+    }
+    // By now the unlisted namespace would have been reconciled too.
+    let groups: Api<MCPGroup> = Api::namespaced(client.clone(), &outside);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(groups.get("g").await.unwrap().status.is_none(), "{outside} is not watched");
+    drop(tx);
+}
+
+/// `workloads.mcpServer.networkPolicy`: every MCPServer gets a NetworkPolicy (accepted by the API
+/// server) that selects its pods and admits only pods carrying the labels its group's gateway
+/// pods carry; turned off, the operator deletes them again.
+#[tokio::test(flavor = "multi_thread")]
+async fn network_policies_admit_only_the_groups_gateways() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let (api, client, ns) = setup("op-netpol").await;
+    kubectl_apply(api, &ns, "examples/k8s/").await;
+    let run = |enabled: bool| {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut settings = vmcp_operator::Settings {
+            namespaces: vec![ns.clone()],
+            resync: Duration::from_secs(300),
+            ..vmcp_operator::Settings::default()
+        };
+        settings.workloads.server_network_policy = enabled;
+        tokio::spawn(vmcp_operator::run_controllers(client.clone(), settings, async move {
+            let _ = rx.await;
+        }));
+        tx
+    };
+    let stop = run(true);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let gateway = eventually("the gateway Deployment", Duration::from_secs(60), || async {
+        deps.get_opt("engineering-gateway-vmcp").await.unwrap()
+    })
+    .await;
+    let gateway_pod_labels = gateway.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    for server in ["weather", "notes"] {
+        let p = eventually(&format!("NetworkPolicy {server}"), Duration::from_secs(60), || async {
+            policies.get_opt(server).await.unwrap()
+        })
+        .await;
+        let spec = p.spec.unwrap();
+        let from = spec.ingress.unwrap()[0].from.as_ref().unwrap()[0]
+            .pod_selector
+            .clone()
+            .unwrap()
+            .match_labels
+            .unwrap();
+        assert!(
+            from.iter().all(|(k, v)| gateway_pod_labels.get(k) == Some(v)),
+            "the gateway pods {gateway_pod_labels:?} match {from:?}"
+        );
+        let server_pods = deps
+            .get(server)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .labels
+            .unwrap();
+        let selected = spec.pod_selector.unwrap().match_labels.unwrap();
+        assert!(selected.iter().all(|(k, v)| server_pods.get(k) == Some(v)));
+        assert!(!from.iter().all(|(k, v)| server_pods.get(k) == Some(v)), "not the servers");
+    }
+    drop(stop);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _stop = run(false);
+    eventually("the policies deleted", Duration::from_secs(60), || async {
+        policies.list(&ListParams::default()).await.unwrap().items.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// A remote server (`MCPServerEntry`) in the group: the gateway's rendered configuration gets a
+/// backend at the entry's URL with the credential of its auth config, the gateway's status
+/// lists it as `remote`, nothing is created for it, and deleting it removes the backend.
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_entry_is_a_backend_in_config_and_status() {
+    use vmcp_types::crd::MCPServerEntry;
+    let (api, client, ns) = setup("op-remote").await;
+    kubectl_apply(api, &ns, "examples/k8s/").await;
+    apply_text(
+        api,
+        &ns,
+        "apiVersion: vmcp.dev/v1alpha1\nkind: MCPServerEntry\nmetadata:\n  name: hosted\nspec:\n  \
+         url: https://mcp.example.com/mcp\n  groupRef:\n    name: engineering\n  \
+         externalAuthConfigRef:\n    name: weather-api-key\n",
+    )
+    .await;
+    let _stop = run_operator(client.clone(), &ns);
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    let st = eventually("3 backends", Duration::from_secs(60), || async {
+        vmcps.get("engineering-gateway").await.unwrap().status.filter(|s| s.backend_count == 3)
+    })
+    .await;
+    let hosted = st.discovered_backends.iter().find(|b| b.name == "hosted").unwrap();
+    assert_eq!(hosted.status.as_deref(), Some("remote"));
+    assert_eq!(hosted.url.as_deref(), Some("https://mcp.example.com/mcp"));
+    assert_eq!(hosted.auth_type.as_deref(), Some("headerInjection"));
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let text =
+        cms.get("engineering-gateway-vmcp-config").await.unwrap().data.unwrap()["config.yaml"]
+            .clone();
+    let config = vmcp_types::config::from_yaml_str(&text).unwrap();
+    let b = config.backends.iter().find(|b| b.name == "hosted").unwrap();
+    assert_eq!(b.url, "https://mcp.example.com/mcp");
+    let h = b.auth.header_injection.as_ref().unwrap();
+    assert!(h.value.file.as_ref().unwrap().starts_with("/var/run/secrets/vmcp/"));
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    assert!(deps.get_opt("hosted").await.unwrap().is_none(), "nothing runs for a remote entry");
+
+    let entries: Api<MCPServerEntry> = Api::namespaced(client.clone(), &ns);
+    entries.delete("hosted", &DeleteParams::default()).await.unwrap();
+    eventually("the entry's backend removed", Duration::from_secs(60), || async {
+        let st = vmcps.get("engineering-gateway").await.unwrap().status?;
+        (st.backend_count == 2 && st.discovered_backends.iter().all(|b| b.name != "hosted"))
+            .then_some(())
+    })
+    .await;
+}
+
+/// A private CA end to end: `spec.caBundleRef` is mounted into the gateway pod and rendered as
+/// `outbound.caFiles`; the rendered configuration, run by the gateway binary, reaches a remote
+/// `MCPServerEntry` served over https with a certificate only that CA vouches for.
+#[tokio::test(flavor = "multi_thread")]
+async fn ca_bundle_lets_the_gateway_reach_a_private_pki_backend() {
+    use base64::Engine;
+    use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk};
+    let (api, client, ns) = setup("op-ca").await;
+    let ca = vmcp_e2e::tls::PrivateCa::new();
+    let backend = Backend::start(Sdk::Python, "secure", BackendOptions::default()).await;
+    let relay = vmcp_e2e::tls::TlsRelay::start(&ca, backend.port).await;
+    let pem = std::fs::read(ca.ca_pem()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&pem);
+    apply_text(
+        api,
+        &ns,
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: corp-ca\ndata:\n  ca.crt: {b64}\n---\n\
+             apiVersion: vmcp.dev/v1alpha1\nkind: MCPGroup\nmetadata:\n  name: g\nspec: {{}}\n---\n\
+             apiVersion: vmcp.dev/v1alpha1\nkind: MCPServerEntry\nmetadata:\n  name: secure\nspec:\n  \
+             url: https://localhost:{}/mcp\n  groupRef:\n    name: g\n---\n\
+             apiVersion: vmcp.dev/v1alpha1\nkind: VirtualMCPServer\nmetadata:\n  name: gw\nspec:\n  \
+             groupRef:\n    name: g\n  incomingAuth:\n    type: anonymous\n  caBundleRef:\n    \
+             name: corp-ca\n    key: ca.crt\n",
+            relay.port
+        ),
+    )
+    .await;
+    let _stop = run_operator(client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let dep = eventually("the gateway Deployment", Duration::from_secs(60), || async {
+        deps.get_opt("gw-vmcp").await.unwrap()
+    })
+    .await;
+    let pod = dep.spec.unwrap().template.spec.unwrap();
+    let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+    assert!(mounts.iter().any(|m| m.mount_path == "/var/run/secrets/vmcp/corp-ca"), "{mounts:?}");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let text = cms.get("gw-vmcp-config").await.unwrap().data.unwrap()["config.yaml"].clone();
+    assert!(text.contains("/var/run/secrets/vmcp/corp-ca/ca.crt"), "{text}");
+
+    // Run it as the pod would: the Secret as a file, loopback ports.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("corp-ca")).unwrap();
+    std::fs::write(dir.path().join("corp-ca/ca.crt"), &pem).unwrap();
+    let metrics_port = vmcp_e2e::ports::free_port().unwrap();
+    let local = text
+        .lines()
+        .filter(|l| !l.starts_with("listen:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("/var/run/secrets/vmcp", dir.path().to_str().unwrap())
+        .replace("0.0.0.0:9090", &format!("127.0.0.1:{metrics_port}"));
+    let gw = vmcp_e2e::gateway::Gateway::start(&format!("{local}\n")).await;
+    let mut c = Client::start(Sdk::Python, &gw.url(), &[]).await;
+    c.ok(json!({"op": "initialize"})).await;
+    let r =
+        c.ok(json!({"op": "call_tool", "name": "secure_echo", "arguments": {"text": "pki"}})).await;
+    assert_eq!(r["text"], "secure:echo:pki");
 }

@@ -32,6 +32,17 @@ pub enum AppError {
     /// The outbound HTTP client could not be built (TLS roots).
     #[error("building the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+    /// A CA file of `outbound.caFiles` cannot be used.
+    #[error("outbound.caFiles: {0}")]
+    Trust(#[source] crate::outbound::TrustError),
+    /// The separate metrics listener could not be opened.
+    #[error("listening on {addr} (telemetry.metricsListen): {source}")]
+    MetricsListen {
+        /// The configured address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A backend's settings are invalid (every problem listed).
     #[error(transparent)]
     Backends(#[from] GatewayConfigError),
@@ -51,6 +62,7 @@ pub enum AppError {
 pub struct App {
     state: AppState,
     grace: Duration,
+    metrics_listen: Option<String>,
 }
 
 impl App {
@@ -59,7 +71,10 @@ impl App {
     /// the config reloader, backend health probes and incoming authentication. Background
     /// tasks start on the current runtime.
     pub async fn build(config_path: PathBuf, cfg: GatewayConfig) -> Result<Self, AppError> {
-        let http = crate::outbound::http_client().map_err(AppError::HttpClient)?;
+        let extra_cas =
+            crate::outbound::read_ca_files(&cfg.outbound.ca_files).map_err(AppError::Trust)?;
+        let http =
+            crate::outbound::http_client_trusting(&extra_cas).map_err(AppError::HttpClient)?;
         let metrics = Arc::new(Metrics::new());
         let factory: Arc<dyn CredentialFactory> = Arc::new(TokenExchangeFactory::with_options(
             http.clone(),
@@ -99,9 +114,14 @@ impl App {
                 allowed_origins: cfg.http.allowed_origins.clone(),
                 resource_url: cfg.resource_url.as_deref().and_then(|u| url::Url::parse(u).ok()),
                 max_body_bytes: cfg.http.max_body_bytes,
+                metrics_on_main: cfg.telemetry.metrics_listen.is_none(),
             }),
         };
-        Ok(Self { state, grace: cfg.http.shutdown_grace })
+        Ok(Self {
+            state,
+            grace: cfg.http.shutdown_grace,
+            metrics_listen: cfg.telemetry.metrics_listen.clone(),
+        })
     }
 
     /// Serves `/mcp` and the operational endpoints on `listener` until `shutdown` completes,
@@ -113,7 +133,23 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
-        let Self { state, grace } = self;
+        let Self { state, grace, metrics_listen } = self;
+        if let Some(addr) = metrics_listen {
+            // `/metrics` on its own port (a NetworkPolicy matches ports, so metrics and MCP
+            // must not share one).
+            let listener = TcpListener::bind(&addr)
+                .await
+                .map_err(|source| AppError::MetricsListen { addr: addr.clone(), source })?;
+            if let Ok(local) = listener.local_addr() {
+                tracing::info!(addr = %local, "metrics at /metrics");
+            }
+            let metrics = crate::http::metrics_router(state.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, metrics).await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+        }
         let draining = state.manager.clone();
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(no_delay(listener), router(state)).with_graceful_shutdown(

@@ -15,8 +15,59 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// over plain HTTP. A redirect answer is returned as is and fails the call as an unexpected
 /// status.
 pub fn http_client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
+    http_client_trusting(&[])
+}
+
+/// Why extra CA certificates cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// A CA file cannot be read.
+    #[error("outbound.caFiles: cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A CA file holds no usable PEM certificate.
+    #[error("outbound.caFiles: {path} holds no PEM certificate ({why})")]
+    Pem {
+        /// The file.
+        path: String,
+        /// What the parser said.
+        why: String,
+    },
+    /// The client cannot be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// The certificates of the PEM files `paths` (each may hold several).
+pub fn read_ca_files(
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<reqwest::Certificate>, TrustError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let path = p.display().to_string();
+        let pem =
+            std::fs::read(p).map_err(|source| TrustError::Read { path: path.clone(), source })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| TrustError::Pem { path: path.clone(), why: e.to_string() })?;
+        if certs.is_empty() {
+            return Err(TrustError::Pem { path, why: "no CERTIFICATE block".into() });
+        }
+        out.extend(certs);
+    }
+    Ok(out)
+}
+
+/// [`http_client`] that also trusts `extra` CA certificates (besides the built-in roots).
+pub fn http_client_trusting(extra: &[reqwest::Certificate]) -> reqwest::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder();
+    for c in extra {
+        b = b.add_root_certificate(c.clone());
+    }
+    b.redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
@@ -138,5 +189,18 @@ mod tests {
         assert!(text.starts_with("connection failed ("), "{text}");
         assert!(!text.contains("s3cret") && !text.contains(&addr.to_string()), "{text}");
         assert_eq!(printable("a\u{1b}[31mb\n"), "a[31mb");
+    }
+
+    #[test]
+    fn unusable_ca_files_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = read_ca_files(&[missing]).unwrap_err().to_string();
+        assert!(e.contains("outbound.caFiles") && e.contains("missing.pem"), "{e}");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let e = read_ca_files(&[junk]).unwrap_err().to_string();
+        assert!(e.contains("junk.pem") && e.contains("no PEM certificate"), "{e}");
+        assert!(read_ca_files(&[]).unwrap().is_empty());
     }
 }

@@ -54,7 +54,7 @@ struct RunArgs {
     /// Gateway image (also the stdio bridge image).
     #[arg(long, env = "VMCP_GATEWAY_IMAGE")]
     gateway_image: Option<String>,
-    /// Watch only this namespace (default: every namespace).
+    /// Watch only these namespaces, comma-separated (default: every namespace).
     #[arg(long, env = "VMCP_WATCH_NAMESPACE")]
     namespace: Option<String>,
     /// Log format.
@@ -145,12 +145,12 @@ async fn wait(mut rx: watch::Receiver<bool>) {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut settings = Settings::from_env();
+    let mut settings = Settings::from_env().context("reading the operator settings")?;
     if let Some(image) = args.gateway_image.clone() {
         settings.gateway_image = image;
     }
-    if args.namespace.is_some() {
-        settings.namespace = args.namespace.clone();
+    if let Some(list) = &args.namespace {
+        settings.namespaces = vmcp_operator::settings::split_list(list);
     }
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let metrics = Arc::new(Metrics::new());

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use crate::resources::{DefaultRedis, Defaults};
+use serde::de::DeserializeOwned;
+use vmcp_types::crd::SecretKeyRef;
+
+use crate::resources::{DefaultRedis, Defaults, WorkloadDefaults};
 
 /// Environment variable naming the gateway image.
 pub const ENV_GATEWAY_IMAGE: &str = "VMCP_GATEWAY_IMAGE";
@@ -10,23 +13,58 @@ pub const ENV_GATEWAY_IMAGE: &str = "VMCP_GATEWAY_IMAGE";
 pub const ENV_DEFAULT_REDIS_ADDRESS: &str = "VMCP_DEFAULT_REDIS_ADDRESS";
 /// Environment variable of the default Redis key prefix (default `vmcp:`).
 pub const ENV_DEFAULT_REDIS_KEY_PREFIX: &str = "VMCP_DEFAULT_REDIS_KEY_PREFIX";
-/// Environment variable limiting the operator to one namespace.
+/// Environment variable naming the Secret with the default Redis password.
+pub const ENV_DEFAULT_REDIS_PASSWORD_SECRET: &str = "VMCP_DEFAULT_REDIS_PASSWORD_SECRET";
+/// Environment variable of the password's key in that Secret (default `password`).
+pub const ENV_DEFAULT_REDIS_PASSWORD_KEY: &str = "VMCP_DEFAULT_REDIS_PASSWORD_KEY";
+/// Environment variable limiting the operator to some namespaces (comma-separated).
 pub const ENV_WATCH_NAMESPACE: &str = "VMCP_WATCH_NAMESPACE";
+/// Environment variable: comma-separated `imagePullSecrets` of every created pod.
+pub const ENV_WORKLOAD_IMAGE_PULL_SECRETS: &str = "VMCP_WORKLOAD_IMAGE_PULL_SECRETS";
+/// Environment variable: the gateway pods' `securityContext` (JSON), replacing the built-in.
+pub const ENV_GATEWAY_POD_SECURITY_CONTEXT: &str = "VMCP_GATEWAY_POD_SECURITY_CONTEXT";
+/// Environment variable: the gateway container's `securityContext` (JSON).
+pub const ENV_GATEWAY_CONTAINER_SECURITY_CONTEXT: &str = "VMCP_GATEWAY_CONTAINER_SECURITY_CONTEXT";
+/// Environment variable: the MCP server pods' `securityContext` (JSON).
+pub const ENV_SERVER_POD_SECURITY_CONTEXT: &str = "VMCP_SERVER_POD_SECURITY_CONTEXT";
+/// Environment variable: the MCP server containers' `securityContext` (JSON).
+pub const ENV_SERVER_CONTAINER_SECURITY_CONTEXT: &str = "VMCP_SERVER_CONTAINER_SECURITY_CONTEXT";
+
+/// Environment variable: `true` gives every `MCPServer` a NetworkPolicy admitting only the
+/// gateway pods of its group.
+pub const ENV_SERVER_NETWORK_POLICY: &str = "VMCP_SERVER_NETWORK_POLICY";
 
 /// The default gateway image: `ghcr.io/vmcp-dev/vmcp-gateway:<this operator's version>`.
 pub fn default_gateway_image() -> String {
     format!("ghcr.io/vmcp-dev/vmcp-gateway:{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// A setting from the environment that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A JSON-valued variable does not hold the expected object.
+    #[error("{var} is not a valid {what} as JSON: {source}")]
+    Json {
+        /// The environment variable.
+        var: &'static str,
+        /// What it should hold.
+        what: &'static str,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+}
+
 /// How the controllers behave.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     /// Image of the gateway (and of the stdio bridge).
     pub gateway_image: String,
-    /// Watch only this namespace; `None` watches every namespace.
-    pub namespace: Option<String>,
+    /// Watch only these namespaces; empty watches every namespace.
+    pub namespaces: Vec<String>,
     /// Defaults applied to every `VirtualMCPServer` (e.g. a shared Redis).
     pub defaults: Defaults,
+    /// What every created pod gets (security contexts, pull secrets).
+    pub workloads: WorkloadDefaults,
     /// `reportingInstance` of Events (the pod name); defaults to the host name.
     pub instance: Option<String>,
     /// Re-reconcile every object this often even without changes.
@@ -41,8 +79,9 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             gateway_image: default_gateway_image(),
-            namespace: None,
+            namespaces: Vec::new(),
             defaults: Defaults::default(),
+            workloads: WorkloadDefaults::default(),
             instance: None,
             resync: Duration::from_secs(600),
             backoff_base: Duration::from_secs(1),
@@ -51,30 +90,79 @@ impl Default for Settings {
     }
 }
 
+/// Splits a comma-separated list, dropping empty items.
+pub fn split_list(text: &str) -> Vec<String> {
+    let mut out: Vec<String> =
+        text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    out.dedup();
+    out
+}
+
 impl Settings {
-    /// Defaults overridden by the environment: `VMCP_GATEWAY_IMAGE`, `VMCP_WATCH_NAMESPACE`,
-    /// `VMCP_DEFAULT_REDIS_ADDRESS`, `VMCP_DEFAULT_REDIS_KEY_PREFIX`, `POD_NAME`.
-    pub fn from_env() -> Self {
+    /// Defaults overridden by the environment (the `ENV_*` variables of this module and
+    /// `POD_NAME`).
+    pub fn from_env() -> Result<Self, SettingsError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
     /// Like [`Settings::from_env`] with `lookup` as the environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
         let mut s = Self::default();
         if let Some(image) = get(ENV_GATEWAY_IMAGE) {
             s.gateway_image = image;
         }
-        s.namespace = get(ENV_WATCH_NAMESPACE);
+        s.namespaces = get(ENV_WATCH_NAMESPACE).as_deref().map(split_list).unwrap_or_default();
         s.instance = get("POD_NAME");
         if let Some(address) = get(ENV_DEFAULT_REDIS_ADDRESS) {
             s.defaults.redis = Some(DefaultRedis {
                 address,
                 key_prefix: get(ENV_DEFAULT_REDIS_KEY_PREFIX).unwrap_or_else(|| "vmcp:".into()),
+                password: get(ENV_DEFAULT_REDIS_PASSWORD_SECRET).map(|name| SecretKeyRef {
+                    name,
+                    key: get(ENV_DEFAULT_REDIS_PASSWORD_KEY).unwrap_or_else(|| "password".into()),
+                }),
             });
         }
-        s
+        let w = &mut s.workloads;
+        w.image_pull_secrets =
+            get(ENV_WORKLOAD_IMAGE_PULL_SECRETS).as_deref().map(split_list).unwrap_or_default();
+        w.server_network_policy =
+            get(ENV_SERVER_NETWORK_POLICY).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        w.gateway.pod_security_context = parse_json(
+            ENV_GATEWAY_POD_SECURITY_CONTEXT,
+            "PodSecurityContext",
+            get(ENV_GATEWAY_POD_SECURITY_CONTEXT),
+        )?;
+        w.gateway.container_security_context = parse_json(
+            ENV_GATEWAY_CONTAINER_SECURITY_CONTEXT,
+            "SecurityContext",
+            get(ENV_GATEWAY_CONTAINER_SECURITY_CONTEXT),
+        )?;
+        w.mcp_server.pod_security_context = parse_json(
+            ENV_SERVER_POD_SECURITY_CONTEXT,
+            "PodSecurityContext",
+            get(ENV_SERVER_POD_SECURITY_CONTEXT),
+        )?;
+        w.mcp_server.container_security_context = parse_json(
+            ENV_SERVER_CONTAINER_SECURITY_CONTEXT,
+            "SecurityContext",
+            get(ENV_SERVER_CONTAINER_SECURITY_CONTEXT),
+        )?;
+        Ok(s)
     }
+}
+
+/// `text` (the value of `var`, if set) parsed as JSON.
+fn parse_json<T: DeserializeOwned>(
+    var: &'static str,
+    what: &'static str,
+    text: Option<String>,
+) -> Result<Option<T>, SettingsError> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|source| SettingsError::Json { var, what, source })
+    })
+    .transpose()
 }
 
 #[cfg(test)]
@@ -83,21 +171,64 @@ mod tests {
 
     #[test]
     fn from_environment() {
-        let s = Settings::from_lookup(|_| None);
+        let s = Settings::from_lookup(|_| None).unwrap();
         assert_eq!(
             s.gateway_image,
             format!("ghcr.io/vmcp-dev/vmcp-gateway:{}", env!("CARGO_PKG_VERSION"))
         );
         assert_eq!(s.defaults.redis, None);
+        assert_eq!(s.workloads, WorkloadDefaults::default());
         let s = Settings::from_lookup(|k| match k {
             ENV_GATEWAY_IMAGE => Some("img:1".into()),
             ENV_DEFAULT_REDIS_ADDRESS => Some("redis:6379".into()),
             ENV_WATCH_NAMESPACE => Some(" ".into()),
             _ => None,
-        });
+        })
+        .unwrap();
         assert_eq!(s.gateway_image, "img:1");
-        assert_eq!(s.namespace, None);
+        assert!(s.namespaces.is_empty());
         let r = s.defaults.redis.unwrap();
         assert_eq!((r.address.as_str(), r.key_prefix.as_str()), ("redis:6379", "vmcp:"));
+        assert_eq!(r.password, None);
+    }
+
+    #[test]
+    fn namespaces_workloads_and_redis_password() {
+        let s = Settings::from_lookup(|k| match k {
+            ENV_WATCH_NAMESPACE => Some("team-a, team-b,,".into()),
+            ENV_DEFAULT_REDIS_ADDRESS => Some("redis:6379".into()),
+            ENV_DEFAULT_REDIS_PASSWORD_SECRET => Some("redis-auth".into()),
+            ENV_WORKLOAD_IMAGE_PULL_SECRETS => Some("regcred,mirror".into()),
+            ENV_GATEWAY_POD_SECURITY_CONTEXT => Some(r#"{"runAsNonRoot":true}"#.into()),
+            ENV_SERVER_NETWORK_POLICY => Some("true".into()),
+            ENV_SERVER_CONTAINER_SECURITY_CONTEXT => {
+                Some(r#"{"allowPrivilegeEscalation":false}"#.into())
+            }
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(s.namespaces, ["team-a", "team-b"]);
+        let p = s.defaults.redis.unwrap().password.unwrap();
+        assert_eq!((p.name.as_str(), p.key.as_str()), ("redis-auth", "password"));
+        assert_eq!(s.workloads.image_pull_secrets, ["regcred", "mirror"]);
+        assert!(s.workloads.server_network_policy);
+        let g = s.workloads.gateway.pod_security_context.unwrap();
+        assert_eq!((g.run_as_non_root, g.run_as_user), (Some(true), None));
+        assert!(s.workloads.gateway.container_security_context.is_none());
+        let c = s.workloads.mcp_server.container_security_context.unwrap();
+        assert_eq!(c.allow_privilege_escalation, Some(false));
+    }
+
+    #[test]
+    fn malformed_json_names_the_variable() {
+        let e = Settings::from_lookup(|k| {
+            (k == ENV_SERVER_POD_SECURITY_CONTEXT).then(|| r#"{"runAsUser":"root"}"#.to_owned())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(ENV_SERVER_POD_SECURITY_CONTEXT) && e.contains("PodSecurityContext"),
+            "{e}"
+        );
     }
 }

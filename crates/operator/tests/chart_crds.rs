@@ -1,5 +1,6 @@
 //! The Helm chart's CRD templates (`charts/vmcp-operator/templates/crds/`) must be exactly
-//! `config/crd/*.yaml` wrapped in the chart's gates: installed only when `crds.install`, and
+//! `config/crd/*.yaml` wrapped in the chart's gates: installed only when `crds.install` and the
+//! CRD is not held by another release (`vmcp-operator.renderCrd` in `_helpers.tpl`), and
 //! annotated `helm.sh/resource-policy: keep` when `crds.keep`.
 //!
 //! Regenerate after `make crds`:
@@ -51,7 +52,10 @@ fn template(file: &str, crd: &str) -> String {
         "# Generated from config/crd/{file} by crates/operator/tests/chart_crds.rs; do not edit.\n\
          # Regenerate: VMCP_UPDATE_CHART_CRDS=1 cargo test -p vmcp-operator --test chart_crds\n"
     ));
-    out.push_str("{{- if .Values.crds.install }}\n");
+    let crd_name = lines[name].trim_start_matches("  name: ").trim();
+    out.push_str(&format!(
+        "{{{{- if include \"vmcp-operator.renderCrd\" (list . \"{crd_name}\") }}}}\n"
+    ));
     for (i, line) in lines.iter().enumerate() {
         out.push_str(line);
         out.push('\n');
@@ -109,7 +113,12 @@ fn template_gates_install_and_keep() {
         "x.yaml",
         "apiVersion: v1\nkind: CustomResourceDefinition\nmetadata:\n  name: a.b\nspec:\n  group: b\n",
     );
-    assert!(t.contains("{{- if .Values.crds.install }}\napiVersion: v1\n"), "{t}");
+    assert!(
+        t.contains(
+            "{{- if include \"vmcp-operator.renderCrd\" (list . \"a.b\") }}\napiVersion: v1\n"
+        ),
+        "{t}"
+    );
     assert!(t.contains(
         "metadata:\n  name: a.b\n  {{- if .Values.crds.keep }}\n  annotations:\n    helm.sh/resource-policy: keep\n  {{- end }}\nspec:\n"
     ), "{t}");

@@ -78,8 +78,14 @@ fn example_gateway_is_consistent() {
         }
     }
 
-    let children =
-        gateway_children(&vmcp, &config, &mounts, &Settings::default().gateway_image).unwrap();
+    let children = gateway_children(
+        &vmcp,
+        &config,
+        &mounts,
+        &Settings::default().gateway_image,
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(children.config_map.data.as_ref().unwrap()["config.yaml"], yaml);
     let pod = children.deployment.spec.unwrap().template.spec.unwrap();
     let gateway = &pod.containers[0];
@@ -107,7 +113,7 @@ fn example_gateway_is_consistent() {
 #[test]
 fn example_servers_build() {
     for s in load::<MCPServer>("MCPServer") {
-        server_deployment(&s, "gateway:test").unwrap();
+        server_deployment(&s, "gateway:test", &Default::default()).unwrap();
         server_service(&s).unwrap();
     }
 }

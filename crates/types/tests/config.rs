@@ -170,3 +170,14 @@ fn docs_cover_every_field() {
         field_paths().into_iter().filter(|p| !docs.contains(&format!("`{p}`"))).collect();
     assert!(missing.is_empty(), "docs/config.md does not document: {missing:#?}");
 }
+
+#[test]
+fn metrics_listen_is_a_socket_address_on_another_port() {
+    let ok = from_yaml_str("listen: 0.0.0.0:4483\ntelemetry:\n  metricsListen: 0.0.0.0:9090\n");
+    assert_eq!(ok.unwrap().telemetry.metrics_listen.as_deref(), Some("0.0.0.0:9090"));
+    for (value, why) in [("9090", "is not a socket address"), ("127.0.0.1:4483", "uses the port")] {
+        let yaml = format!("listen: 0.0.0.0:4483\ntelemetry:\n  metricsListen: \"{value}\"\n");
+        let e = from_yaml_str(&yaml).unwrap_err().to_string();
+        assert!(e.contains("telemetry.metricsListen") && e.contains(why), "{value}: {e}");
+    }
+}

@@ -41,16 +41,26 @@ pub struct HttpSettings {
     pub resource_url: Option<url::Url>,
     /// Body size limit in bytes.
     pub max_body_bytes: usize,
+    /// Serve `/metrics` on this router (false when a separate metrics listener serves it:
+    /// [`metrics_router`]).
+    pub metrics_on_main: bool,
+}
+
+/// The router of the separate metrics listener (`telemetry.metricsListen`): `/metrics` only.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(ops::metrics)).with_state(state)
 }
 
 /// The router of the gateway.
 pub fn router(state: AppState) -> Router {
     let limit = state.http.max_body_bytes;
-    Router::new()
-        .route("/mcp", get(mcp::get).post(mcp::post).delete(mcp::delete))
+    let mut r = Router::new();
+    if state.http.metrics_on_main {
+        r = r.route("/metrics", get(ops::metrics));
+    }
+    r.route("/mcp", get(mcp::get).post(mcp::post).delete(mcp::delete))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .route("/.well-known/oauth-protected-resource", get(ops::resource_metadata))
         .route("/.well-known/oauth-protected-resource/mcp", get(ops::resource_metadata))
         .layer(axum::extract::DefaultBodyLimit::max(limit))

@@ -26,6 +26,7 @@ mod tests {
             allowed_origins: allowed.iter().map(|s| s.to_string()).collect(),
             resource_url: url::Url::parse("https://mcp.example.com/mcp").ok(),
             max_body_bytes: 1,
+            metrics_on_main: true,
         }
     }
 

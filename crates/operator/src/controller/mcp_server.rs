@@ -9,8 +9,10 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
+use kube::api::DeleteParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -25,7 +27,7 @@ use super::{
 };
 use crate::resources::check_service_name;
 use crate::resources::mcp_server::{
-    SERVER_COMPONENT, server_deployment, server_service, server_url,
+    SERVER_COMPONENT, server_deployment, server_network_policy, server_service, server_url,
 };
 use crate::status::{self, NewCondition, Status, remove_condition, set_condition, transitioned_to};
 
@@ -43,7 +45,8 @@ pub(crate) async fn run(ctx: Arc<Context>, shutdown: ShutdownSignal) {
     let store = controller.store();
     controller
         .owns(ctx.watch_api::<PartialObjectMeta<Deployment>>(), children.clone())
-        .owns(ctx.watch_api::<PartialObjectMeta<Service>>(), children)
+        .owns(ctx.watch_api::<PartialObjectMeta<Service>>(), children.clone())
+        .owns(ctx.watch_api::<PartialObjectMeta<NetworkPolicy>>(), children)
         .watches(ctx.watch_api::<MCPGroup>(), Default::default(), move |g| {
             servers_for_group(&store.state(), &g)
         })
@@ -159,14 +162,25 @@ async fn reconcile_inner(server: &MCPServer, ctx: &Context) -> Result<Action, Er
         None => None,
     };
     let built = check_service_name("MCPServer", &name, &name)
-        .and_then(|()| server_deployment(server, &ctx.settings.gateway_image))
-        .and_then(|d| server_service(server).map(|s| (d, s)));
+        .and_then(|()| {
+            server_deployment(server, &ctx.settings.gateway_image, &ctx.settings.workloads)
+        })
+        .and_then(|d| server_service(server).map(|s| (d, s)))
+        .and_then(|(d, s)| {
+            let policy = ctx
+                .settings
+                .workloads
+                .server_network_policy
+                .then(|| server_network_policy(server))
+                .transpose()?;
+            Ok((d, s, policy))
+        });
     let mut created = false;
     let mut updated = false;
     let mut conflict = None;
     let (render_error, ready_replicas) = match built {
         Err(e) => (Some(e.to_string()), 0),
-        Ok((deployment, service)) => {
+        Ok((deployment, service, policy)) => {
             let dep_api = ctx.api::<Deployment>(&ns);
             let svc_api = ctx.api::<Service>(&ns);
             let _locked = ctx.name_locks.lock(&ns, &[&name]).await;
@@ -174,7 +188,19 @@ async fn reconcile_inner(server: &MCPServer, ctx: &Context) -> Result<Action, Er
             let mut conflicts = Vec::new();
             let prior = claim(&dep_api, &name, &uid, &mut conflicts).await?;
             let prior_svc = claim(&svc_api, &name, &uid, &mut conflicts).await?;
+            let np_api = ctx.api::<NetworkPolicy>(&ns);
+            let prior_np = claim(&np_api, &name, &uid, &mut conflicts).await?;
             if conflicts.is_empty() {
+                // The policy first: the pods never run unprotected when it is enabled.
+                match &policy {
+                    Some(p) => {
+                        apply(&np_api, p).await?;
+                    }
+                    None if prior_np.is_some() => {
+                        np_api.delete(&name, &DeleteParams::default()).await?;
+                    }
+                    None => {}
+                }
                 let svc = apply(&svc_api, &service).await?;
                 let dep = apply(&dep_api, &deployment).await?;
                 created = prior.is_none();

@@ -3,7 +3,7 @@
 //!
 //! | module | kind | owns | also watches |
 //! |---|---|---|---|
-//! | [`virtual_server`] | `VirtualMCPServer` | ConfigMap, Deployment, Service, ServiceAccount, PodDisruptionBudget | `MCPServer`, `MCPGroup`, `MCPExternalAuthConfig`, Secret (metadata only) |
+//! | [`virtual_server`] | `VirtualMCPServer` | ConfigMap, Deployment, Service, ServiceAccount, PodDisruptionBudget | `MCPServer`, `MCPServerEntry`, `MCPGroup`, `MCPExternalAuthConfig`, Secret (metadata only) |
 //! | [`mcp_server`] | `MCPServer` | Deployment, Service | `MCPGroup` |
 //! | [`group`] | `MCPGroup` | - | `MCPServer` |
 //! | [`auth_config`] | `MCPExternalAuthConfig` | - | Secret (metadata only) |
@@ -93,6 +93,8 @@ pub struct Context {
     auth_secrets: RefIndex,
     /// Serializes the ownership check and apply of each child name.
     name_locks: ownership::NameLocks,
+    /// The one namespace these controllers watch, or `None` for every namespace.
+    scope: Option<String>,
 }
 
 impl Debug for Context {
@@ -102,8 +104,14 @@ impl Debug for Context {
 }
 
 impl Context {
-    /// A context for `client` with `settings`.
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+    /// A context for `client` with `settings`, watching `scope` (one namespace) or, with
+    /// `None`, every namespace.
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        scope: Option<String>,
+    ) -> Self {
         let reporter =
             Reporter { controller: FIELD_MANAGER.into(), instance: settings.instance.clone() };
         Self {
@@ -116,16 +124,17 @@ impl Context {
             group_members: RefIndex::default(),
             auth_secrets: RefIndex::default(),
             name_locks: ownership::NameLocks::default(),
+            scope,
         }
     }
 
-    /// The API of `K` the controllers watch: every namespace, or the configured one.
+    /// The API of `K` the controllers watch: every namespace, or the context's one.
     pub(crate) fn watch_api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         K::DynamicType: Default,
     {
-        match &self.settings.namespace {
+        match &self.scope {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
         }
@@ -257,6 +266,7 @@ impl Backoff {
 pub(crate) enum RefKind {
     Group,
     Server,
+    Entry,
     AuthConfig,
     Secret,
 }
@@ -329,6 +339,9 @@ pub(crate) fn log_result<T: Debug, E: std::fmt::Display>(
 }
 
 /// Runs every controller until `shutdown` resolves, then lets in-flight reconciles finish.
+/// With `settings.namespaces` set, one set of controllers runs per listed namespace (each
+/// watching only its namespace, so RBAC can be granted per namespace); else one set watches
+/// every namespace.
 ///
 /// This is what `vmcp-operator run` does once it leads; tests call it in-process against a test
 /// API server:
@@ -361,19 +374,30 @@ pub async fn run_controllers_with(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let ctx = Arc::new(Context::new(client, settings, metrics));
     let signal: ShutdownSignal = shutdown.boxed().shared();
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
     tracing::info!(
-        namespace = ctx.settings.namespace.as_deref().unwrap_or("(all)"),
-        gateway_image = %ctx.settings.gateway_image,
+        namespaces = ?settings.namespaces,
+        gateway_image = %settings.gateway_image,
         "starting controllers"
     );
-    futures::join!(
-        virtual_server::run(ctx.clone(), signal.clone()),
-        mcp_server::run(ctx.clone(), signal.clone()),
-        group::run(ctx.clone(), signal.clone()),
-        auth_config::run(ctx, signal),
-    );
+    let sets = scopes.into_iter().map(|scope| {
+        let ctx = Arc::new(Context::new(client.clone(), settings.clone(), metrics.clone(), scope));
+        let signal = signal.clone();
+        async move {
+            futures::join!(
+                virtual_server::run(ctx.clone(), signal.clone()),
+                mcp_server::run(ctx.clone(), signal.clone()),
+                group::run(ctx.clone(), signal.clone()),
+                auth_config::run(ctx, signal),
+            );
+        }
+    });
+    futures::future::join_all(sets).await;
     tracing::info!("controllers stopped");
 }
 

@@ -23,10 +23,11 @@ use vmcp_types::config::{AggregationConfig, GatewayConfig};
 use vmcp_types::crd::{ServiceType, VirtualMCPServer};
 
 use super::merge::overlay_pod_template;
+use super::workload::WorkloadDefaults;
 use super::{
-    CONFIG_CHECKSUM_ANNOTATION, CONFIG_DIR, CONFIG_KEY, GATEWAY_PORT, RenderError, SecretMount,
-    check_service_name, child_meta, drop_all_capabilities, labels, namespace_of,
-    runtime_default_seccomp, selector_labels, sha256_hex,
+    CONFIG_CHECKSUM_ANNOTATION, CONFIG_DIR, CONFIG_KEY, GATEWAY_METRICS_PORT, GATEWAY_PORT,
+    GROUP_LABEL, RenderError, SecretMount, check_service_name, child_meta, drop_all_capabilities,
+    labels, namespace_of, runtime_default_seccomp, selector_labels, sha256_hex,
 };
 
 /// `app.kubernetes.io/name` of gateway objects.
@@ -116,6 +117,7 @@ pub fn gateway_children(
     config: &GatewayConfig,
     mounts: &[SecretMount],
     gateway_image: &str,
+    workload: &WorkloadDefaults,
 ) -> Result<GatewayChildren, RenderError> {
     check_service_name(KIND, &instance(v), &gateway_name(v))?;
     let yaml = render_config_yaml(config)?;
@@ -123,7 +125,13 @@ pub fn gateway_children(
         config_map: config_map(v, &yaml)?,
         service_account: service_account(v)?,
         service: service(v)?,
-        deployment: deployment(v, &rollout_checksum(config, mounts)?, mounts, gateway_image)?,
+        deployment: deployment(
+            v,
+            &rollout_checksum(config, mounts)?,
+            mounts,
+            gateway_image,
+            workload,
+        )?,
         pdb: pod_disruption_budget(v)?,
     })
 }
@@ -189,6 +197,7 @@ pub fn deployment(
     config_checksum: &str,
     mounts: &[SecretMount],
     gateway_image: &str,
+    workload: &WorkloadDefaults,
 ) -> Result<Deployment, RenderError> {
     namespace_of(v, KIND)?;
     let mut volumes = vec![
@@ -242,12 +251,20 @@ pub fn deployment(
         name: "gateway".into(),
         image: Some(gateway_image.to_owned()),
         args: Some(vec!["--config".into(), format!("{CONFIG_DIR}/{CONFIG_KEY}")]),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: GATEWAY_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: GATEWAY_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: GATEWAY_METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
         liveness_probe: Some(http_probe("/healthz", 10)),
         readiness_probe: Some(http_probe("/readyz", 5)),
         resources: v.spec.resources.clone(),
@@ -264,9 +281,11 @@ pub fn deployment(
     };
     let name = instance(v);
     let selector = selector_labels(GATEWAY_APP, &name);
-    let template = PodTemplateSpec {
+    let mut pod_labels = gateway_labels(v);
+    pod_labels.insert(GROUP_LABEL.to_owned(), v.spec.group_ref.name.clone());
+    let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
-            labels: Some(gateway_labels(v)),
+            labels: Some(pod_labels),
             annotations: Some(BTreeMap::from([(
                 CONFIG_CHECKSUM_ANNOTATION.to_owned(),
                 config_checksum.to_owned(),
@@ -289,6 +308,9 @@ pub fn deployment(
             ..PodSpec::default()
         }),
     };
+    if let Some(spec) = template.spec.as_mut() {
+        workload.apply(&workload.gateway, spec);
+    }
     let mut template =
         overlay_pod_template(template, v.spec.pod_template_spec.as_ref(), &selector)?;
     // The checksum is what rolls the pods on a config change: an overlay cannot remove it.
@@ -343,7 +365,7 @@ mod tests {
         let v = fixtures::vmcp();
         let (config, mounts, _) =
             gateway_config(&v, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
-        gateway_children(&v, &config, &mounts, IMAGE).unwrap()
+        gateway_children(&v, &config, &mounts, IMAGE, &WorkloadDefaults::default()).unwrap()
     }
 
     #[test]
@@ -448,9 +470,11 @@ mod tests {
         for (i, m) in mounts.iter_mut().enumerate() {
             m.version = Some(format!("{}", 100 + i));
         }
-        let before = gateway_children(&v, &config, &mounts, IMAGE).unwrap();
+        let before =
+            gateway_children(&v, &config, &mounts, IMAGE, &WorkloadDefaults::default()).unwrap();
         mounts[0].version = Some("999".into());
-        let after = gateway_children(&v, &config, &mounts, IMAGE).unwrap();
+        let after =
+            gateway_children(&v, &config, &mounts, IMAGE, &WorkloadDefaults::default()).unwrap();
         assert_eq!(before.config_map, after.config_map, "the ConfigMap does not change");
         let ann = |c: &GatewayChildren| {
             c.deployment
@@ -488,7 +512,8 @@ mod tests {
         v.metadata.name = Some("my.gateway".into());
         let (config, mounts, _) =
             gateway_config(&v, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
-        let e = gateway_children(&v, &config, &mounts, IMAGE).unwrap_err();
+        let e = gateway_children(&v, &config, &mounts, IMAGE, &WorkloadDefaults::default())
+            .unwrap_err();
         assert!(matches!(e, RenderError::InvalidChildName { .. }), "{e}");
         assert!(e.to_string().contains("'my.gateway-vmcp'"), "{e}");
     }
@@ -518,7 +543,8 @@ mod tests {
         v.spec.service_type = Some(ServiceType::LoadBalancer);
         let (config, mounts, _) =
             gateway_config(&v, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
-        let c = gateway_children(&v, &config, &mounts, IMAGE).unwrap();
+        let c =
+            gateway_children(&v, &config, &mounts, IMAGE, &WorkloadDefaults::default()).unwrap();
         insta::assert_yaml_snapshot!("gateway_deployment_with_overlay", c.deployment);
         let t = c.deployment.spec.unwrap().template;
         let ann = t.metadata.unwrap().annotations.unwrap();
@@ -530,6 +556,45 @@ mod tests {
         assert_eq!(pod.containers[0].image.as_deref(), Some(IMAGE));
         assert_eq!(pod.containers[0].env.as_ref().unwrap()[0].name, "RUST_LOG");
         assert_eq!(c.service.spec.unwrap().type_.as_deref(), Some("LoadBalancer"));
+    }
+
+    #[test]
+    fn installation_pod_settings_apply_below_the_overlay() {
+        use k8s_openapi::api::core::v1::PodSecurityContext;
+        let mut v = fixtures::vmcp();
+        let (config, mounts, _) =
+            gateway_config(&v, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
+        let workload = WorkloadDefaults {
+            gateway: super::super::PodDefaults {
+                pod_security_context: Some(PodSecurityContext {
+                    run_as_non_root: Some(true),
+                    ..Default::default()
+                }),
+                container_security_context: None,
+            },
+            image_pull_secrets: vec!["regcred".into()],
+            ..Default::default()
+        };
+        let pod = |v: &VirtualMCPServer| {
+            gateway_children(v, &config, &mounts, IMAGE, &workload)
+                .unwrap()
+                .deployment
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+        };
+        let p = pod(&v);
+        let sc = p.security_context.unwrap();
+        assert_eq!((sc.run_as_non_root, sc.run_as_user, sc.fs_group), (Some(true), None, None));
+        assert_eq!(p.image_pull_secrets.unwrap()[0].name, "regcred");
+        assert!(
+            p.containers[0].security_context.as_ref().unwrap().read_only_root_filesystem.is_some()
+        );
+        // The object's own overlay still wins.
+        v.spec.pod_template_spec = Some(json!({"spec": {"securityContext": {"runAsUser": 1000}}}));
+        assert_eq!(pod(&v).security_context.unwrap().run_as_user, Some(1000));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `MCPServer` -> Deployment + Service.
+//! `MCPServer` -> Deployment + Service (+ a NetworkPolicy when the installation enables it).
 //!
 //! Streamable HTTP and SSE servers run as given. A `stdio` server is wrapped by the gateway's
 //! bridge: an init container runs `vmcp-gateway install-bridge /vmcp-bin` from the gateway image,
@@ -6,19 +6,27 @@
 //! in either image, and the server container runs `vmcp-gateway bridge --port <port> -- <command>
 //! <args>`, which serves the stdio server as Streamable HTTP at `/mcp`.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec,
     Probe, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
     Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use vmcp_types::crd::{MCPServer, McpTransport};
 
+use super::gateway::GATEWAY_APP;
 use super::merge::overlay_pod_template;
+use super::workload::WorkloadDefaults;
 use super::{
-    BRIDGE_DIR, DEFAULT_SERVER_PORT, GATEWAY_BINARY, RenderError, child_meta,
+    BRIDGE_DIR, DEFAULT_SERVER_PORT, GATEWAY_BINARY, GROUP_LABEL, RenderError, child_meta,
     drop_all_capabilities, labels, runtime_default_seccomp, selector_labels,
 };
 
@@ -57,8 +65,12 @@ fn instance(s: &MCPServer) -> String {
 }
 
 /// The server's Deployment (named like the server). `gateway_image` supplies the bridge for
-/// `stdio` servers.
-pub fn server_deployment(s: &MCPServer, gateway_image: &str) -> Result<Deployment, RenderError> {
+/// `stdio` servers; `workload` the installation's pod settings.
+pub fn server_deployment(
+    s: &MCPServer,
+    gateway_image: &str,
+    workload: &WorkloadDefaults,
+) -> Result<Deployment, RenderError> {
     let name = instance(s);
     let target_port = server_target_port(s);
     let mut env = s.spec.env.clone();
@@ -144,7 +156,7 @@ pub fn server_deployment(s: &MCPServer, gateway_image: &str) -> Result<Deploymen
     }
 
     let selector = selector_labels(SERVER_APP, &name);
-    let template = PodTemplateSpec {
+    let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels(SERVER_APP, &name, SERVER_COMPONENT)),
             ..ObjectMeta::default()
@@ -157,6 +169,9 @@ pub fn server_deployment(s: &MCPServer, gateway_image: &str) -> Result<Deploymen
             ..PodSpec::default()
         }),
     };
+    if let Some(spec) = template.spec.as_mut() {
+        workload.apply(&workload.mcp_server, spec);
+    }
     let template = overlay_pod_template(template, s.spec.pod_template_spec.as_ref(), &selector)?;
     Ok(Deployment {
         metadata: child_meta(s, KIND, name.clone(), labels(SERVER_APP, &name, SERVER_COMPONENT))?,
@@ -191,6 +206,44 @@ pub fn server_service(s: &MCPServer) -> Result<Service, RenderError> {
     })
 }
 
+/// The server's NetworkPolicy (named like the server), when the installation enables it: only
+/// gateway pods of the server's group (any vmcp gateway pod when it has no group) may connect
+/// to the server's pods, and only on the container port. Other pods of the cluster can no
+/// longer bypass the gateway's authentication.
+pub fn server_network_policy(s: &MCPServer) -> Result<NetworkPolicy, RenderError> {
+    let name = instance(s);
+    let mut gateways =
+        BTreeMap::from([("app.kubernetes.io/name".to_owned(), GATEWAY_APP.to_owned())]);
+    if let Some(g) = s.spec.group_ref.as_ref() {
+        gateways.insert(GROUP_LABEL.to_owned(), g.name.clone());
+    }
+    Ok(NetworkPolicy {
+        metadata: child_meta(s, KIND, name.clone(), labels(SERVER_APP, &name, SERVER_COMPONENT))?,
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(SERVER_APP, &name)),
+                match_expressions: None,
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![NetworkPolicyPeer {
+                    pod_selector: Some(LabelSelector {
+                        match_labels: Some(gateways),
+                        match_expressions: None,
+                    }),
+                    ..NetworkPolicyPeer::default()
+                }]),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(server_target_port(s))),
+                    protocol: Some("TCP".into()),
+                    end_port: None,
+                }]),
+            }]),
+            egress: None,
+        }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::fixtures;
@@ -205,7 +258,7 @@ mod tests {
             let name = s.metadata.name.clone().unwrap();
             insta::assert_yaml_snapshot!(
                 format!("server_{name}_deployment"),
-                server_deployment(&s, IMAGE).unwrap()
+                server_deployment(&s, IMAGE, &WorkloadDefaults::default()).unwrap()
             );
             insta::assert_yaml_snapshot!(
                 format!("server_{name}_service"),
@@ -216,7 +269,8 @@ mod tests {
 
     #[test]
     fn stdio_is_bridged() {
-        let d = server_deployment(&fixtures::server("time"), IMAGE).unwrap();
+        let d = server_deployment(&fixtures::server("time"), IMAGE, &WorkloadDefaults::default())
+            .unwrap();
         let pod = d.spec.unwrap().template.spec.unwrap();
         let init = &pod.init_containers.unwrap()[0];
         assert_eq!(init.image.as_deref(), Some(IMAGE));
@@ -237,7 +291,10 @@ mod tests {
     fn stdio_needs_a_command() {
         let mut s = fixtures::server("time");
         s.spec.command.clear();
-        assert!(matches!(server_deployment(&s, IMAGE), Err(RenderError::StdioWithoutCommand)));
+        assert!(matches!(
+            server_deployment(&s, IMAGE, &WorkloadDefaults::default()),
+            Err(RenderError::StdioWithoutCommand)
+        ));
     }
 
     #[test]
@@ -256,7 +313,7 @@ mod tests {
         let svc = server_service(&s).unwrap().spec.unwrap();
         let p = &svc.ports.unwrap()[0];
         assert_eq!((p.port, p.target_port.clone()), (80, Some(IntOrString::Int(3000))));
-        let d = server_deployment(&s, IMAGE).unwrap();
+        let d = server_deployment(&s, IMAGE, &WorkloadDefaults::default()).unwrap();
         let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
         assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 3000);
         let env = c.env.as_ref().unwrap();
@@ -266,5 +323,26 @@ mod tests {
         assert_eq!(env[0].value, None);
         assert_eq!(env[1].name, "OTHER");
         assert_eq!(server_url(&s, "ns"), "http://github-tools.ns.svc.cluster.local:80/mcp");
+    }
+
+    #[test]
+    fn network_policy_admits_only_the_groups_gateways() {
+        let s = fixtures::server("time");
+        let p = server_network_policy(&s).unwrap();
+        insta::assert_yaml_snapshot!("server_network_policy", p);
+        let spec = p.spec.unwrap();
+        let from = spec.ingress.as_ref().unwrap()[0].from.as_ref().unwrap()[0]
+            .pod_selector
+            .clone()
+            .unwrap()
+            .match_labels
+            .unwrap();
+        assert_eq!(from["app.kubernetes.io/name"], "vmcp-gateway");
+        assert_eq!(from["vmcp.dev/group"], "engineering");
+        let selected = spec.pod_selector.unwrap().match_labels.unwrap();
+        let d = server_deployment(&s, IMAGE, &WorkloadDefaults::default()).unwrap();
+        let pod_labels = d.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+        assert!(selected.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "selects the pods");
+        assert_eq!(spec.policy_types.unwrap(), ["Ingress"]);
     }
 }

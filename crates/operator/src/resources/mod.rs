@@ -10,6 +10,7 @@
 //!   PodDisruptionBudget.
 //! - [`mcp_server`]: an `MCPServer`'s Deployment and Service.
 //! - [`merge`]: the `podTemplateSpec` overlay merge.
+//! - [`workload`]: installation-wide pod settings (security contexts, pull secrets).
 //!
 //! [`GatewayConfig`]: vmcp_types::config::GatewayConfig
 
@@ -17,6 +18,7 @@ pub mod gateway;
 pub mod gateway_config;
 pub mod mcp_server;
 pub mod merge;
+pub mod workload;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,11 +31,16 @@ pub use gateway_config::{
     DefaultRedis, Defaults, Problem, ProblemKind, RenderInput, Rendered, gateway_config,
     render_gateway_config,
 };
+pub use workload::{PodDefaults, WorkloadDefaults};
 
 /// The one field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "vmcp-operator";
 /// Port the gateway listens on (container and Service).
 pub const GATEWAY_PORT: i32 = 4483;
+/// Port of the gateway's `/metrics` (container only: the Service does not expose it).
+pub const GATEWAY_METRICS_PORT: i32 = 9090;
+/// Pod label naming the group a gateway serves (what an MCP server's NetworkPolicy admits).
+pub const GROUP_LABEL: &str = "vmcp.dev/group";
 /// Default port of an `MCPServer`'s Service.
 pub const DEFAULT_SERVER_PORT: i32 = 8080;
 /// Key of the rendered gateway configuration in its ConfigMap.

@@ -58,6 +58,28 @@ pub struct GatewayConfig {
     /// Logs, metrics and traces.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Outgoing connections (OIDC provider, token endpoint, backends).
+    #[serde(default, skip_serializing_if = "OutboundConfig::is_default")]
+    pub outbound: OutboundConfig,
+}
+
+/// Outgoing connections.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// PEM files of extra CA certificates (each may hold several) trusted for every outgoing
+    /// https connection (OIDC discovery and JWKS, introspection, token exchange, backends),
+    /// besides the built-in web roots: for a private PKI. Read at start; a change needs a
+    /// restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_files: Vec<std::path::PathBuf>,
+}
+
+impl OutboundConfig {
+    /// Nothing set (left out when a configuration is written).
+    pub fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 fn default_listen() -> String {
@@ -75,6 +97,7 @@ impl Default for GatewayConfig {
             aggregation: AggregationConfig::default(),
             session_storage: SessionStorageConfig::default(),
             telemetry: TelemetryConfig::default(),
+            outbound: OutboundConfig::default(),
         }
     }
 }
@@ -147,6 +170,12 @@ pub struct TelemetryConfig {
     /// Serve Prometheus metrics at `/metrics` (default true).
     #[serde(default = "default_true")]
     pub metrics: bool,
+    /// Socket address of a separate listener for `/metrics` (e.g. `0.0.0.0:9090`). When set,
+    /// `/metrics` is served there only and no longer on `listen`, so a NetworkPolicy can admit
+    /// scrapers to this port without exposing the MCP port, and the MCP port does not expose
+    /// metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 fn default_log_level() -> String {
@@ -158,6 +187,11 @@ fn default_true() -> bool {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_format: LogFormat::Text, log_level: default_log_level(), metrics: true }
+        Self {
+            log_format: LogFormat::Text,
+            log_level: default_log_level(),
+            metrics: true,
+            metrics_listen: None,
+        }
     }
 }

@@ -66,6 +66,26 @@ impl GatewayConfig {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             c.err("listen", format!("'{}' is not a socket address like 0.0.0.0:4483", self.listen));
         }
+        if let Some(m) = &self.telemetry.metrics_listen {
+            match m.parse::<std::net::SocketAddr>() {
+                Err(_) => c.err(
+                    "telemetry.metricsListen",
+                    format!("'{m}' is not a socket address like 0.0.0.0:9090"),
+                ),
+                Ok(a)
+                    if self
+                        .listen
+                        .parse::<std::net::SocketAddr>()
+                        .is_ok_and(|l| l.port() == a.port() && a.port() != 0) =>
+                {
+                    c.err(
+                        "telemetry.metricsListen",
+                        format!("'{m}' uses the port of listen ('{}')", self.listen),
+                    )
+                }
+                Ok(_) => {}
+            }
+        }
         if let Some(u) = &self.resource_url {
             c.absolute_url("resourceUrl", u, HTTP);
         }

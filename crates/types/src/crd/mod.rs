@@ -14,12 +14,15 @@ mod group;
 #[allow(clippy::duplicated_attributes)]
 mod server;
 #[allow(clippy::duplicated_attributes)]
+mod server_entry;
+#[allow(clippy::duplicated_attributes)]
 mod virtual_server;
 
 pub use auth_config::*;
 pub use common::*;
 pub use group::*;
 pub use server::*;
+pub use server_entry::*;
 pub use virtual_server::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -32,5 +35,11 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Every CRD of the API, in a stable order (used by crdgen and the drift check).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![MCPGroup::crd(), MCPServer::crd(), MCPExternalAuthConfig::crd(), VirtualMCPServer::crd()]
+    vec![
+        MCPGroup::crd(),
+        MCPServer::crd(),
+        MCPServerEntry::crd(),
+        MCPExternalAuthConfig::crd(),
+        VirtualMCPServer::crd(),
+    ]
 }

@@ -304,6 +304,12 @@ pub struct VirtualMCPServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub backend_timeout: Option<String>,
+    /// A key of a Secret (same namespace) holding PEM CA certificates that the gateway trusts,
+    /// besides the public web roots, for every outgoing https connection: the OIDC provider,
+    /// token endpoints and backends (`MCPServerEntry` URLs) of a private PKI. Mounted into the
+    /// gateway pod; a rotated bundle rolls the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_ref: Option<SecretKeyRef>,
     /// A partial PodTemplateSpec merged over the generated pod template (kept as given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown_object")]
@@ -333,7 +339,7 @@ pub struct DiscoveredBackend {
     /// Backend URL the gateway uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// `ready`, `pending` or `error`.
+    /// `ready`, `pending` or `error`; `remote` for an `MCPServerEntry` (not observed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// Outgoing auth type used for this backend.

@@ -1,0 +1,387 @@
+//! `VirtualMCPServer` controller: renders the gateway configuration from the group's members
+//! and applies the gateway's children; reports phase, URL, backends and conditions.
+//!
+//! Reconcile steps:
+//! 1. Read the `MCPGroup` (metadata), the namespace's `MCPServer`s and `MCPServerEntry`s
+//!    (remote servers) in the group, the referenced
+//!    `MCPExternalAuthConfig`s, and whether each referenced Secret exists (metadata only).
+//! 2. Render ([`crate::resources::render_gateway_config`]); backends with unresolvable
+//!    credentials are left out and reported.
+//! 3. Apply ConfigMap, ServiceAccount, Service, Deployment and (replicas > 1) the PDB with
+//!    server-side apply; delete a PDB of ours when replicas drop to 1. Nothing is applied when
+//!    one of those names is held by an object this gateway does not control
+//!    ([`super::ownership`]): the status says `NameConflict` instead.
+//! 4. Compute the status from what was observed ([`desired_status`], pure) and write it only when
+//!    it differs from the stored status. Events: `Created`, `Updated`, and a Warning when a
+//!    condition turns bad or a reconcile fails.
+//!
+//! A missing group or an invalid spec is not retried with backoff: the status says `Failed`
+//! and names the problem, and the watches re-run the reconcile when something changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::watcher;
+use vmcp_types::crd::{
+    MCPExternalAuthConfig, MCPGroup, MCPServer, MCPServerEntry, SessionStorageProvider,
+    VirtualMCPServer, VirtualMCPServerStatus,
+};
+
+use super::ownership::{self, CONFLICT_RECHECK, NAME_CONFLICT, NameConflict, claim};
+use super::{
+    Context, Error, RefKind, ShutdownSignal, apply, apply_status, error_policy, log_result,
+    managed_selector, namespace,
+};
+use crate::resources::gateway::{
+    GATEWAY_COMPONENT, GatewayChildren, config_map_name, gateway_children, gateway_name,
+    gateway_url, replicas,
+};
+use crate::resources::gateway_config::referenced_auth_configs;
+use crate::resources::{RenderError, RenderInput, Rendered, render_gateway_config};
+use crate::status::{self, Status, transitioned_to};
+
+mod desired_status;
+#[cfg(test)]
+mod tests;
+mod watches;
+
+pub use desired_status::{Observation, Outcome, desired_status};
+use watches::{
+    gateways_for_auth_config, gateways_for_entry, gateways_for_group, gateways_for_server,
+    referrers,
+};
+
+const CONTROLLER: &str = "virtualmcpserver";
+
+/// Condition: the gateway serves with every backend.
+pub const READY: &str = "Ready";
+/// Condition: `spec.groupRef` names an existing `MCPGroup`.
+pub const GROUP_REF_VALIDATED: &str = "GroupRefValidated";
+/// Condition: every backend's credential (auth config, Secrets) resolved.
+pub const AUTH_CONFIGURED: &str = "AuthConfigured";
+/// Condition: the group's servers were found and rendered as backends.
+pub const BACKENDS_DISCOVERED: &str = "BackendsDiscovered";
+/// Condition: `True` when more than one replica runs without Redis session storage.
+pub const SESSION_STORAGE_WARNING: &str = "SessionStorageWarning";
+
+/// Runs the controller until `shutdown`.
+pub(crate) async fn run(ctx: Arc<Context>, shutdown: ShutdownSignal) {
+    let children = watcher::Config::default().labels(&managed_selector(GATEWAY_COMPONENT));
+    let controller = Controller::new(ctx.watch_api::<VirtualMCPServer>(), Default::default());
+    let store = controller.store();
+    let (st1, st2, st3, st4) = (store.clone(), store.clone(), store.clone(), store);
+    let (c1, c2, c3, c4) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
+    controller
+        .owns(ctx.watch_api::<PartialObjectMeta<ConfigMap>>(), children.clone())
+        .owns(ctx.watch_api::<PartialObjectMeta<Deployment>>(), children.clone())
+        .owns(ctx.watch_api::<PartialObjectMeta<Service>>(), children.clone())
+        .owns(ctx.watch_api::<PartialObjectMeta<ServiceAccount>>(), children.clone())
+        .owns(ctx.watch_api::<PartialObjectMeta<PodDisruptionBudget>>(), children)
+        .watches(ctx.watch_api::<MCPServer>(), Default::default(), move |s| {
+            gateways_for_server(&st1.state(), &c1.vmcp_refs, &s)
+        })
+        .watches(ctx.watch_api::<MCPServerEntry>(), Default::default(), move |e| {
+            gateways_for_entry(&st4.state(), &c4.vmcp_refs, &e)
+        })
+        .watches(ctx.watch_api::<MCPGroup>(), Default::default(), move |g| {
+            gateways_for_group(&st2.state(), &g)
+        })
+        .watches(ctx.watch_api::<MCPExternalAuthConfig>(), Default::default(), move |a| {
+            gateways_for_auth_config(&st3.state(), &c2.vmcp_refs, &a)
+        })
+        .watches(ctx.watch_api::<PartialObjectMeta<Secret>>(), Default::default(), move |s| {
+            referrers(&c3.vmcp_refs, RefKind::Secret, &s)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move { log_result(CONTROLLER, r) })
+        .await;
+}
+
+/// Reconciles one `VirtualMCPServer` (see the module documentation).
+pub async fn reconcile(vmcp: Arc<VirtualMCPServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.reconciled(CONTROLLER, vmcp.as_ref(), reconcile_inner(&vmcp, &ctx)).await
+}
+
+/// Which children changed in this reconcile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Change {
+    created: bool,
+    updated: bool,
+}
+
+async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Action, Error> {
+    let ns = namespace(vmcp)?;
+    let name = vmcp.name_any();
+    if vmcp.metadata.deletion_timestamp.is_some() {
+        // The garbage collector removes the children (owner references).
+        return Ok(Action::await_change());
+    }
+    let effective = ctx.settings.defaults.apply(vmcp);
+    let v = effective.as_ref();
+    let group = v.spec.group_ref.name.clone();
+    let group_found =
+        !group.is_empty() && ctx.api::<MCPGroup>(&ns).get_metadata_opt(&group).await?.is_some();
+    let members: Vec<MCPServer> = ctx
+        .api::<MCPServer>(&ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|s| s.spec.group_ref.as_ref().is_some_and(|g| g.name == group))
+        .collect();
+    let entries: Vec<MCPServerEntry> = ctx
+        .api::<MCPServerEntry>(&ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.spec.group_ref.name == group)
+        .collect();
+    let mut refs = BTreeSet::from([(RefKind::Group, group.clone())]);
+    refs.extend(members.iter().map(|m| (RefKind::Server, m.name_any())));
+    refs.extend(entries.iter().map(|e| (RefKind::Entry, e.name_any())));
+
+    let mut change = Change::default();
+    let mut rendered_backends = 0;
+    let outcome = if group_found {
+        match render(v, &members, &entries, ctx, &ns, &mut refs).await? {
+            Err(e) => Outcome::RenderFailed(e.to_string()),
+            Ok((r, children)) => match apply_children(v, &children, ctx, &ns).await? {
+                Err(conflicts) => Outcome::NameConflict(ownership::describe(&conflicts)),
+                Ok((available, ch)) => {
+                    change = ch;
+                    rendered_backends = r.config.backends.len();
+                    Outcome::Applied {
+                        backend_count: i32::try_from(r.config.backends.len()).unwrap_or(i32::MAX),
+                        backends: r.backends,
+                        problems: r.problems,
+                        available_replicas: available,
+                    }
+                }
+            },
+        }
+    } else {
+        Outcome::GroupNotFound
+    };
+    ctx.vmcp_refs.set(&ns, &name, refs);
+
+    let conflicted = matches!(outcome, Outcome::NameConflict(_));
+    let observation = Observation {
+        generation: vmcp.metadata.generation,
+        namespace: ns.clone(),
+        group,
+        replicas: replicas(v),
+        redis: v
+            .spec
+            .session_storage
+            .as_ref()
+            .is_some_and(|s| s.provider == SessionStorageProvider::Redis),
+        url: gateway_url(v, &ns),
+        outcome,
+    };
+    let api = ctx.api::<VirtualMCPServer>(&ns);
+    // The stored status, not the (possibly older) cached one: an unchanged observation then
+    // yields an identical status and nothing is written.
+    let current = api.get_status(&name).await?;
+    let prev = current.status.unwrap_or_default();
+    let new = desired_status(Some(&prev), &observation, &status::now());
+    if new != prev {
+        apply_status(&api, &name, &new).await?;
+        ctx.metrics.status_write(CONTROLLER);
+    }
+    publish_events(vmcp, ctx, &prev, &new, change, rendered_backends).await;
+    Ok(if conflicted { Action::requeue(CONFLICT_RECHECK) } else { ctx.resync() })
+}
+
+/// Renders the configuration and the children. Secrets are checked by metadata only; backends
+/// needing a missing one are re-rendered out, and the others' `resourceVersion`s go into the
+/// rollout checksum.
+async fn render(
+    v: &VirtualMCPServer,
+    members: &[MCPServer],
+    entries: &[MCPServerEntry],
+    ctx: &Context,
+    ns: &str,
+    refs: &mut BTreeSet<(RefKind, String)>,
+) -> Result<Result<(Rendered, GatewayChildren), RenderError>, Error> {
+    let wanted = referenced_auth_configs(v, members, entries);
+    refs.extend(wanted.iter().map(|n| (RefKind::AuthConfig, n.clone())));
+    let auth_configs: BTreeMap<String, MCPExternalAuthConfig> = if wanted.is_empty() {
+        BTreeMap::new()
+    } else {
+        ctx.api::<MCPExternalAuthConfig>(ns)
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|a| wanted.contains(&a.name_any()))
+            .map(|a| (a.name_any(), a))
+            .collect()
+    };
+    let none = BTreeSet::new();
+    let input = RenderInput {
+        vmcp: v,
+        members,
+        entries,
+        auth_configs: &auth_configs,
+        missing_secrets: &none,
+    };
+    let first = match render_gateway_config(&input) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    let secrets = ctx.api::<Secret>(ns);
+    let mut missing = BTreeSet::new();
+    let mut versions = BTreeMap::new();
+    for m in &first.secret_mounts {
+        refs.insert((RefKind::Secret, m.secret.clone()));
+        match secrets.get_metadata_opt(&m.secret).await? {
+            None => {
+                missing.insert(m.secret.clone());
+            }
+            Some(meta) => {
+                versions.insert(m.secret.clone(), meta.metadata.resource_version);
+            }
+        }
+    }
+    let mut rendered = if missing.is_empty() {
+        first
+    } else {
+        match render_gateway_config(&RenderInput { missing_secrets: &missing, ..input }) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        }
+    };
+    // A rotated Secret (new resourceVersion) changes the rollout checksum: new pods read it.
+    for m in &mut rendered.secret_mounts {
+        m.version = versions.get(&m.secret).cloned().flatten();
+    }
+    Ok(gateway_children(
+        v,
+        &rendered.config,
+        &rendered.secret_mounts,
+        &ctx.settings.gateway_image,
+        &ctx.settings.workloads,
+    )
+    .map(|children| (rendered, children)))
+}
+
+/// Applies every child; returns the available gateway pods and what changed, or, when a child
+/// name is held by an object this gateway does not control, the conflicts (nothing applied).
+async fn apply_children(
+    v: &VirtualMCPServer,
+    children: &GatewayChildren,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Result<(i32, Change), Vec<NameConflict>>, Error> {
+    let cm_api = ctx.api::<ConfigMap>(ns);
+    let sa_api = ctx.api::<ServiceAccount>(ns);
+    let svc_api = ctx.api::<Service>(ns);
+    let dep_api = ctx.api::<Deployment>(ns);
+    let pdb_api = ctx.api::<PodDisruptionBudget>(ns);
+    let (name, cm_name) = (gateway_name(v), config_map_name(v));
+    let _locked = ctx.name_locks.lock(ns, &[&name, &cm_name]).await;
+    let uid = ownership::uid(v);
+    let mut conflicts = Vec::new();
+    let prior_cm = claim(&cm_api, &cm_name, &uid, &mut conflicts).await?;
+    claim(&sa_api, &name, &uid, &mut conflicts).await?;
+    claim(&svc_api, &name, &uid, &mut conflicts).await?;
+    let prior_dep = claim(&dep_api, &name, &uid, &mut conflicts).await?;
+    if children.pdb.is_some() {
+        claim(&pdb_api, &name, &uid, &mut conflicts).await?;
+    }
+    if !conflicts.is_empty() {
+        return Ok(Err(conflicts));
+    }
+
+    let cm = apply(&cm_api, &children.config_map).await?;
+    apply(&sa_api, &children.service_account).await?;
+    apply(&svc_api, &children.service).await?;
+    let dep = apply(&dep_api, &children.deployment).await?;
+    match &children.pdb {
+        Some(pdb) => {
+            apply(&pdb_api, pdb).await?;
+        }
+        None => {
+            let owned = pdb_api.get_metadata_opt(&gateway_name(v)).await?.is_some_and(|p| {
+                p.owner_references().iter().any(|o| Some(&o.uid) == v.metadata.uid.as_ref())
+            });
+            if owned {
+                pdb_api.delete(&gateway_name(v), &DeleteParams::default()).await?;
+            }
+        }
+    }
+    let change = match prior_dep {
+        None => Change { created: true, updated: false },
+        Some(d) => Change {
+            created: false,
+            updated: prior_cm.and_then(|c| c.metadata.resource_version)
+                != cm.metadata.resource_version
+                || d.metadata.generation != dep.metadata.generation,
+        },
+    };
+    let available = dep.status.and_then(|s| s.available_replicas).unwrap_or(0);
+    Ok(Ok((available, change)))
+}
+
+async fn publish_events(
+    vmcp: &VirtualMCPServer,
+    ctx: &Context,
+    prev: &VirtualMCPServerStatus,
+    new: &VirtualMCPServerStatus,
+    change: Change,
+    backends: usize,
+) {
+    if change.created {
+        ctx.event(
+            vmcp,
+            EventType::Normal,
+            "Created",
+            "Apply",
+            format!("Created gateway {} with {backends} backends", gateway_name(vmcp)),
+        )
+        .await;
+    } else if change.updated {
+        ctx.event(
+            vmcp,
+            EventType::Normal,
+            "Updated",
+            "Apply",
+            format!("Updated gateway {} ({backends} backends)", gateway_name(vmcp)),
+        )
+        .await;
+    }
+    let (before, after) = (&prev.conditions, &new.conditions);
+    for (type_, reason) in
+        [(GROUP_REF_VALIDATED, "GroupNotFound"), (AUTH_CONFIGURED, "AuthNotConfigured")]
+    {
+        if transitioned_to(before, after, type_, Status::False) {
+            let msg = status::find(after, type_).map(|c| c.message.clone()).unwrap_or_default();
+            ctx.event(vmcp, EventType::Warning, reason, "Reconcile", msg).await;
+        }
+    }
+    if transitioned_to(before, after, SESSION_STORAGE_WARNING, Status::True) {
+        let msg = status::find(after, SESSION_STORAGE_WARNING)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        ctx.event(vmcp, EventType::Warning, "SessionStorageWarning", "Reconcile", msg).await;
+    }
+    if let Some(a) = status::find(after, READY)
+        && (a.reason == "InvalidSpec" || a.reason == NAME_CONFLICT)
+        && status::find(before, READY)
+            .is_none_or(|b| b.reason != a.reason || b.message != a.message)
+    {
+        let action = if a.reason == NAME_CONFLICT { "Apply" } else { "Render" };
+        ctx.event(vmcp, EventType::Warning, &a.reason, action, a.message.clone()).await;
+    }
+}
