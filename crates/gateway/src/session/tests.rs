@@ -390,3 +390,25 @@ async fn delete_on_a_replica_that_does_not_hold_the_session_does_not_restore_it(
     assert_eq!(m.metrics().sessions_terminated.get(), 1);
     assert!(matches!(m.terminate_id(S, &Identity::Anonymous).await, Err(SessionError::NotFound)));
 }
+
+/// M1(d): a DELETE on another replica while this replica restores the session (here: its
+/// backend hangs until the init deadline) ends the restore with 404, and nothing is cached.
+#[tokio::test]
+async fn a_delete_during_a_restore_is_not_undone_by_it() {
+    let store = Arc::new(MemoryStore::new());
+    store.create(S, &record("anonymous", &["a"]), Duration::from_secs(60)).await.unwrap();
+    let (a, _listener) = hanging_backend("a").await;
+    let m = manager(store.clone(), vec![a]);
+    let restoring = {
+        let m = m.clone();
+        tokio::spawn(async move { m.get(S, &Identity::Anonymous).await.map(|s| s.id.clone()) })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Another replica ends it (its termination notice may come before this replica publishes).
+    store.delete(S).await.unwrap();
+    m.forget(S);
+    let r = restoring.await.unwrap();
+    assert!(matches!(r, Err(SessionError::NotFound)), "{r:?}");
+    assert!(matches!(m.get(S, &Identity::Anonymous).await, Err(SessionError::NotFound)));
+    assert_eq!(m.local_count(), 0, "the ended session is not cached");
+}
