@@ -366,3 +366,43 @@ async fn a_delete_missed_by_a_silent_feed_still_ends_the_session() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// L8: a record this gateway cannot read (here: written by a newer gateway) is an unknown
+/// session on a replica that must restore it (404: the client starts a new one), not a 503 on
+/// every retry.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_from_a_newer_gateway_is_unknown_not_unavailable() {
+    use fred::prelude::*;
+    let redis = RedisServer::start().await.unwrap();
+    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
+    let cfg = config(&redis, &a, &h);
+    let gw_a = Gateway::start_with_env(&cfg, &[("H_API_KEY", "k-1")]).await;
+    let http = reqwest::Client::new();
+    let init = http
+        .post(gw_a.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"lb","version":"1"}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let sid = init.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let raw = Builder::from_config(Config::from_url(&redis.url()).unwrap()).build().unwrap();
+    raw.init().await.unwrap();
+    let key = format!("vmcp:test:session:{sid}");
+    let _: () = raw.hset(&key, ("v", "999")).await.unwrap();
+    // A replica that does not hold it must read the record.
+    let gw_b = Gateway::start_with_env(&cfg, &[("H_API_KEY", "k-1")]).await;
+    let r = http
+        .post(gw_b.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-session-id", &sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "{:?}", r.text().await);
+}

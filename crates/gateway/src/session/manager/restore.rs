@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::super::store::StoreError;
 use super::{SessionError, SessionManager};
 use crate::auth::{Binding, Identity};
 use crate::backend::BackendDef;
@@ -47,8 +48,17 @@ impl SessionManager {
         id: &str,
         identity: &Identity,
     ) -> Result<Arc<Session>, SessionError> {
-        let Some(record) = self.timed("load", self.store.load(id)).await? else {
-            return Err(SessionError::NotFound);
+        let record = match self.timed("load", self.store.load(id)).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(SessionError::NotFound),
+            // A record this gateway cannot read (written by a newer gateway, or damaged) can
+            // never be restored here: unknown, so the client starts a new session, rather than
+            // 503 on every retry (L8).
+            Err(StoreError::Corrupt { reason, .. }) => {
+                tracing::warn!(session = %id, %reason, "stored session cannot be restored by this gateway");
+                return Err(SessionError::NotFound);
+            }
+            Err(e) => return Err(e.into()),
         };
         if record.v > SCHEMA_VERSION {
             tracing::warn!(session = %id, version = record.v, "session record written by a newer gateway; not restoring");
