@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all test lint fmt fmt-check clippy unit deps crds run bench dev-cluster k8s-bin clean-cache fuzz fuzz-smoke images
+.PHONY: all test lint fmt fmt-check clippy unit deps crds run bench dev-cluster cluster k8s-bin clean-cache fuzz fuzz-smoke images
 
 all: test
 
@@ -58,6 +58,10 @@ bench:
 ## dev-cluster: throwaway etcd + kube-apiserver in the foreground (prints KUBECONFIG/PATH exports; Ctrl-C stops it and deletes its data)
 dev-cluster:
 	scripts/dev-cluster.sh
+
+## cluster: a real single-node Kubernetes (containerd, kubelet, CNI, DNS) with the `make images` images loaded, in the foreground (root; prints KUBECONFIG/PATH exports; Ctrl-C stops and cleans everything)
+cluster:
+	scripts/cluster.sh
 
 ## k8s-bin: build (once, cached in .cache/k8s) kube-apiserver, etcd, kubectl and helm
 k8s-bin:
