@@ -22,8 +22,8 @@ use vmcp_types::config::{
 };
 use vmcp_types::crd::{
     BackendAuth, DiscoveredBackend, ExternalAuthType, IncomingAuthType, MCPExternalAuthConfig,
-    MCPExternalAuthConfigSpec, MCPServer, OutgoingAuthSource, SecretKeyRef, SessionStorage,
-    SessionStorageProvider, TokenClientAuthMethod, VirtualMCPServer,
+    MCPExternalAuthConfigSpec, MCPServer, MCPServerPhase, OutgoingAuthSource, SecretKeyRef,
+    SessionStorage, SessionStorageProvider, TokenClientAuthMethod, VirtualMCPServer,
 };
 
 use super::mcp_server::{server_transport_is_sse, server_url};
@@ -205,11 +205,13 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
     for server in members {
         let name = server.metadata.name.clone().unwrap_or_default();
         let url = server_url(server, &ns);
-        let phase = server.status.as_ref().and_then(|s| s.phase.as_deref());
+        let phase = server.status.as_ref().and_then(|s| s.phase);
         let mut entry = DiscoveredBackend {
             name: name.clone(),
             url: Some(url.clone()),
-            status: Some(if phase == Some("Running") { "ready" } else { "pending" }.into()),
+            status: Some(
+                if phase == Some(MCPServerPhase::Running) { "ready" } else { "pending" }.into(),
+            ),
             auth_type: None,
             message: None,
         };
@@ -239,7 +241,7 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
         match outcome {
             Ok(auth) => {
                 entry.auth_type = Some(outgoing_type_name(auth.auth_type).into());
-                if phase == Some("Failed") {
+                if phase == Some(MCPServerPhase::Failed) {
                     // Still configured (its Service may serve an older version), but reported.
                     let why = server
                         .status
@@ -1060,7 +1062,7 @@ mod tests {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
         let mut servers = fixtures::servers();
         servers[0].status = Some(vmcp_types::crd::MCPServerStatus {
-            phase: Some("Failed".into()),
+            phase: Some(MCPServerPhase::Failed),
             conditions: vec![Condition {
                 type_: "Ready".into(),
                 status: "False".into(),
@@ -1156,7 +1158,7 @@ mod tests {
     fn failed_server_is_reported_but_kept() {
         let mut servers = fixtures::servers();
         servers[1].status = Some(vmcp_types::crd::MCPServerStatus {
-            phase: Some("Failed".into()),
+            phase: Some(MCPServerPhase::Failed),
             ..Default::default()
         });
         let r = render_gateway_config(&RenderInput {
