@@ -3,8 +3,9 @@
 //!
 //! Pure: the controllers list the pods and pass them in.
 
-use k8s_openapi::api::apps::v1::DeploymentStatus;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use kube::api::ListParams;
 
 /// Container waiting reasons that do not resolve by waiting (the kubelet backs off and
 /// retries, but the pod will not start until something changes).
@@ -90,6 +91,14 @@ pub fn pod_problem(deployment: Option<&DeploymentStatus>, pods: &[Pod]) -> Optio
             message: c.message.clone().unwrap_or_else(|| "rollout did not progress".into()),
         })
         .next()
+}
+
+/// The list parameters that select the pods of `deployment` (its selector's `matchLabels`).
+pub fn pod_selector(deployment: &Deployment) -> ListParams {
+    let labels = deployment.spec.as_ref().and_then(|s| s.selector.match_labels.as_ref());
+    let selector: Vec<String> =
+        labels.into_iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+    ListParams::default().labels(&selector.join(","))
 }
 
 fn stuck_container(pod: &str, c: &ContainerStatus) -> Option<PodProblem> {

@@ -17,7 +17,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -30,7 +29,7 @@ use super::{
     Context, Error, ShutdownSignal, apply, apply_status, error_policy, log_result,
     managed_selector, namespace,
 };
-use crate::pod_health::{PodProblem, pod_problem};
+use crate::pod_health::{PodProblem, pod_problem, pod_selector};
 use crate::resources::check_service_name;
 use crate::resources::mcp_server::{
     SERVER_COMPONENT, server_deployment, server_service, server_url,
@@ -313,14 +312,6 @@ async fn apply_children(
     let svc = apply(svc_api, service).await.map_err(|e| ("Service", e))?;
     let dep = apply(dep_api, deployment).await.map_err(|e| ("Deployment", e))?;
     Ok((svc, dep))
-}
-
-/// The pods of `deployment` (its selector's `matchLabels`).
-fn pod_selector(deployment: &Deployment) -> ListParams {
-    let labels = deployment.spec.as_ref().and_then(|s| s.selector.match_labels.as_ref());
-    let selector: Vec<String> =
-        labels.into_iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
-    ListParams::default().labels(&selector.join(","))
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams};
@@ -37,11 +37,13 @@ use vmcp_types::crd::{
     VirtualMCPServer, VirtualMCPServerPhase, VirtualMCPServerStatus,
 };
 
+use super::mcp_server::NOT_READY_RECHECK;
 use super::ownership::{self, CONFLICT_RECHECK, NAME_CONFLICT, NameConflict, claim};
 use super::{
     Context, Error, RefIndex, RefKind, ShutdownSignal, apply, apply_status, error_policy,
     log_result, managed_selector, namespace,
 };
+use crate::pod_health::{PodProblem, pod_problem, pod_selector};
 use crate::resources::gateway::{
     GATEWAY_COMPONENT, GatewayChildren, config_map_name, gateway_children, gateway_name,
     gateway_url, replicas,
@@ -181,6 +183,9 @@ pub enum Outcome {
         problems: Vec<Problem>,
         /// Available gateway pods.
         available_replicas: i32,
+        /// Why gateway pods are not available, from the pods and the Deployment
+        /// ([`crate::pod_health`]); looked for only while fewer than `replicas` are.
+        pod_problem: Option<PodProblem>,
     },
 }
 
@@ -278,7 +283,14 @@ pub fn desired_status(
             );
             (VirtualMCPServerPhase::Failed, NewCondition::new(READY, false, reason, msg.clone()))
         }
-        Outcome::Applied { backends, backend_count, problems, available_replicas } => {
+        Outcome::Applied { backends, backend_count, problems, available_replicas, pod_problem } => {
+            let pods = match pod_problem {
+                Some(p) => format!(
+                    "{available_replicas} of {} gateway pods available; {}",
+                    o.replicas, p.message
+                ),
+                None => format!("{available_replicas} of {} gateway pods available", o.replicas),
+            };
             let auth = join(problems, &[ProblemKind::Auth]);
             let auth_cond = if auth.is_empty() {
                 NewCondition::new(
@@ -301,25 +313,18 @@ pub fn desired_status(
                     NewCondition::new(READY, false, "Degraded", broken),
                 )
             } else if *available_replicas < 1 {
-                (
-                    VirtualMCPServerPhase::Pending,
-                    NewCondition::new(
-                        READY,
-                        false,
-                        "DeploymentNotAvailable",
-                        format!("{available_replicas} of {} gateway pods available", o.replicas),
+                match pod_problem {
+                    Some(p) => (
+                        VirtualMCPServerPhase::Failed,
+                        NewCondition::new(READY, false, &p.reason, pods),
                     ),
-                )
+                    None => (
+                        VirtualMCPServerPhase::Pending,
+                        NewCondition::new(READY, false, "DeploymentNotAvailable", pods),
+                    ),
+                }
             } else {
-                (
-                    VirtualMCPServerPhase::Ready,
-                    NewCondition::new(
-                        READY,
-                        true,
-                        "Ready",
-                        format!("{available_replicas} of {} gateway pods available", o.replicas),
-                    ),
-                )
+                (VirtualMCPServerPhase::Ready, NewCondition::new(READY, true, "Ready", pods))
             }
         }
     };
@@ -430,7 +435,7 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
             Err(e) => Outcome::RenderFailed(e.to_string()),
             Ok((r, children)) => match apply_children(v, &children, ctx, &ns).await? {
                 Err(conflicts) => Outcome::NameConflict(ownership::describe(&conflicts)),
-                Ok((available, ch)) => {
+                Ok((available, pod_problem, ch)) => {
                     change = ch;
                     rendered_backends = r.config.backends.len();
                     Outcome::Applied {
@@ -438,6 +443,7 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
                         backends: r.backends,
                         problems: r.problems,
                         available_replicas: available,
+                        pod_problem,
                     }
                 }
             },
@@ -448,6 +454,10 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
     ctx.vmcp_refs.set(&ns, &name, refs);
 
     let conflicted = matches!(outcome, Outcome::NameConflict(_));
+    let not_available = matches!(
+        outcome,
+        Outcome::Applied { available_replicas, .. } if available_replicas < replicas(v)
+    );
     let observation = Observation {
         generation: vmcp.metadata.generation,
         namespace: ns.clone(),
@@ -472,7 +482,14 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
         ctx.metrics.status_write(CONTROLLER);
     }
     publish_events(vmcp, ctx, &prev, &new, change, rendered_backends).await;
-    Ok(if conflicted { Action::requeue(CONFLICT_RECHECK) } else { ctx.resync() })
+    Ok(if conflicted {
+        Action::requeue(CONFLICT_RECHECK)
+    } else if not_available {
+        // Pods are not watched: look again until every gateway pod is available.
+        Action::requeue(NOT_READY_RECHECK)
+    } else {
+        ctx.resync()
+    })
 }
 
 /// Renders the configuration and the children. Secrets are checked by metadata only; backends
@@ -536,14 +553,15 @@ async fn render(
         .map(|children| (rendered, children)))
 }
 
-/// Applies every child; returns the available gateway pods and what changed, or, when a child
+/// Applies every child; returns the available gateway pods, why the others are not (read
+/// from the pods while fewer than desired are available) and what changed, or, when a child
 /// name is held by an object this gateway does not control, the conflicts (nothing applied).
 async fn apply_children(
     v: &VirtualMCPServer,
     children: &GatewayChildren,
     ctx: &Context,
     ns: &str,
-) -> Result<Result<(i32, Change), Vec<NameConflict>>, Error> {
+) -> Result<Result<(i32, Option<PodProblem>, Change), Vec<NameConflict>>, Error> {
     let cm_api = ctx.api::<ConfigMap>(ns);
     let sa_api = ctx.api::<ServiceAccount>(ns);
     let svc_api = ctx.api::<Service>(ns);
@@ -590,8 +608,13 @@ async fn apply_children(
                 || d.metadata.generation != dep.metadata.generation,
         },
     };
-    let available = dep.status.and_then(|s| s.available_replicas).unwrap_or(0);
-    Ok(Ok((available, change)))
+    let available = dep.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+    let mut problem = None;
+    if available < replicas(v) {
+        let pods = ctx.api::<Pod>(ns).list(&pod_selector(&children.deployment)).await?;
+        problem = pod_problem(dep.status.as_ref(), &pods.items);
+    }
+    Ok(Ok((available, problem, change)))
 }
 
 async fn publish_events(
@@ -686,7 +709,32 @@ mod tests {
             backend_count: 2,
             problems,
             available_replicas: available,
+            pod_problem: None,
         }
+    }
+
+    #[test]
+    fn crash_looping_gateway_pods_are_failed_with_the_reason() {
+        let problem = PodProblem {
+            reason: "CrashLoopBackOff".into(),
+            message: "pod gw-1 container gateway: CrashLoopBackOff (last exit code 1, Error)"
+                .into(),
+        };
+        let Outcome::Applied { backends, backend_count, problems, .. } = applied(vec![], 0) else {
+            unreachable!()
+        };
+        let o = observation(Outcome::Applied {
+            backends,
+            backend_count,
+            problems,
+            available_replicas: 0,
+            pod_problem: Some(problem.clone()),
+        });
+        let s = desired_status(None, &o, &t(1));
+        assert_eq!(s.phase, Some(VirtualMCPServerPhase::Failed));
+        let ready = cond(&s, READY);
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "CrashLoopBackOff"));
+        assert_eq!(ready.message, format!("0 of 2 gateway pods available; {}", problem.message));
     }
 
     fn cond<'a>(
@@ -821,6 +869,7 @@ mod tests {
             backend_count: 0,
             problems: vec![],
             available_replicas: 1,
+            pod_problem: None,
         });
         let s = desired_status(None, &o, &t(1));
         assert_eq!(cond(&s, BACKENDS_DISCOVERED).reason, "NoBackends");

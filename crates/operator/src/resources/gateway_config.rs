@@ -632,9 +632,16 @@ fn incoming(vmcp: &VirtualMCPServer) -> Result<(IncomingAuthConfig, Option<Strin
                 },
                 ..defaults
             };
+            // The gateway needs an absolute resource URL for its RFC 9728 metadata and
+            // `WWW-Authenticate` (without one it exits at start, and its pods crash-loop):
+            // with only `audience` set, it is the gateway's in-cluster URL.
+            let ns = vmcp.metadata.namespace.as_deref().unwrap_or_default();
+            let resource_url = o
+                .resource_url
+                .or_else(|| oidc.audience.is_some().then(|| super::gateway::gateway_url(vmcp, ns)));
             Ok((
                 IncomingAuthConfig { auth_type: cfg::IncomingAuthType::Oidc, oidc: Some(oidc) },
-                o.resource_url,
+                resource_url,
             ))
         }
     }
@@ -1124,6 +1131,25 @@ mod tests {
         oidc.resource_url = None;
         let err = gateway_config(&vmcp, &[], &BTreeMap::new()).unwrap_err();
         assert!(err.to_string().contains("incomingAuth.oidc.audience"), "{err}");
+    }
+
+    /// Found on a real node: `audience` without `resourceUrl` rendered no `resourceUrl`, and
+    /// the gateway exits at start without an absolute one ("resourceUrl: … relative URL
+    /// without a base"), so its pods crash-looped.
+    #[test]
+    fn oidc_audience_alone_gets_the_in_cluster_resource_url() {
+        let mut vmcp = fixtures::vmcp();
+        let oidc = vmcp.spec.incoming_auth.as_mut().unwrap().oidc.as_mut().unwrap();
+        oidc.resource_url = None;
+        let audience = oidc.audience.clone().unwrap();
+        let (config, _, _) = gateway_config(&vmcp, &[], &BTreeMap::new()).unwrap();
+        let ns = vmcp.metadata.namespace.clone().unwrap();
+        let name = vmcp.metadata.name.clone().unwrap();
+        assert_eq!(
+            config.resource_url.as_deref(),
+            Some(format!("http://{name}-vmcp.{ns}.svc.cluster.local:4483/mcp").as_str())
+        );
+        assert_eq!(config.incoming_auth.oidc.unwrap().audience.as_deref(), Some(audience.as_str()));
     }
 
     #[test]
