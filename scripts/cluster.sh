@@ -318,7 +318,8 @@ wait_for "containerd" 60 ctr --address "$CONTAINERD_ADDRESS" version
 export CONTAINERD_ADDRESS
 "$SCRIPT_DIR/cluster-images.sh" load-pause || die "step 'load the pause image' failed"
 if [[ ${CLUSTER_IMAGES:-} != none ]]; then
-  mapfile -t VMCP_IMAGES < <("$SCRIPT_DIR/images-build.sh") || die "step 'make images' failed"
+  images=$("$SCRIPT_DIR/images-build.sh") || die "step 'make images' failed"
+  mapfile -t VMCP_IMAGES <<<"$images"
   "$SCRIPT_DIR/cluster-images.sh" load "${VMCP_IMAGES[@]}" || die "step 'load the vmcp images' failed"
 fi
 
