@@ -59,6 +59,7 @@ async fn diagnostics(cluster: &Cluster, ns: &str) -> String {
         vec!["get", "events", "-n", ns, "--sort-by=.lastTimestamp"],
         vec!["get", "vmcp,mcpserver,deploy", "-n", ns, "-o", "wide"],
         vec!["logs", "-n", OPERATOR_NS, "deploy/vmcp-vmcp-operator", "--tail=40"],
+        vec!["logs", "-n", ns, "-l", "app.kubernetes.io/instance=gw", "--tail=30", "--prefix"],
     ] {
         let r = cluster.run_kubectl(&args).await;
         out.push_str(&format!(
@@ -286,16 +287,15 @@ async fn gateway_pods(cluster: &Cluster, ns: &str, name: &str) -> Vec<(String, S
         .collect()
 }
 
-/// `sessions_live` of one gateway pod, read from its /metrics (pod IPs are reachable from the
-/// node).
-async fn sessions_live(pod_ip: &str) -> f64 {
+/// Client requests one gateway pod has served (the sum of its `requests_total` series), read
+/// from its /metrics (pod IPs are reachable from the node).
+async fn requests_served(pod_ip: &str) -> f64 {
     let text =
         reqwest::get(format!("http://{pod_ip}:4483/metrics")).await.unwrap().text().await.unwrap();
     text.lines()
-        .find(|l| l.contains("sessions_live") && !l.starts_with('#'))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+        .filter(|l| l.contains("requests_total") && !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
 }
 
 async fn wait_ready(cluster: &Cluster, ns: &str) {
@@ -305,7 +305,19 @@ async fn wait_ready(cluster: &Cluster, ns: &str) {
                 .run_kubectl(&["get", "vmcp", "gw", "-n", ns, "-o", "jsonpath={.status.phase}"])
                 .await
                 .unwrap_or_default();
-            if phase == "Ready" {
+            let servers = cluster
+                .run_kubectl(&[
+                    "get",
+                    "mcpserver",
+                    "-n",
+                    ns,
+                    "-o",
+                    "jsonpath={.items[*].status.phase}",
+                ])
+                .await
+                .unwrap_or_default();
+            let servers_running = !servers.is_empty() && servers.split(' ').all(|p| p == "Running");
+            if phase == "Ready" && servers_running {
                 break;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -313,7 +325,10 @@ async fn wait_ready(cluster: &Cluster, ns: &str) {
     })
     .await;
     if r.is_err() {
-        panic!("vmcp gw not Ready after 300 s\n{}", diagnostics(cluster, ns).await);
+        panic!(
+            "vmcp gw not Ready (or its MCPServers not Running) after 300 s\n{}",
+            diagnostics(cluster, ns).await
+        );
     }
 }
 
@@ -344,10 +359,26 @@ async fn gateway_pods_keep_sessions_across_pod_deletion_and_rollout() {
         .unwrap();
     let url = format!("http://{ip}:4483/mcp");
     let token = oidc.password_token("alice", "alice-pw", None).await.unwrap();
-    let mut c = McpClient::initialize(&url, &token).await;
-    let tools = c.tool_names().await.unwrap();
-    assert!(tools.iter().any(|t| t.starts_with("weather_")), "{tools:?}");
-    assert!(tools.iter().any(|t| t.starts_with("notes_")), "{tools:?}");
+    // The gateway probes its backends; one that was still starting when the gateway started
+    // is listed once a probe has seen it up. Open sessions until both backends are listed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut c, tools) = loop {
+        let mut c = McpClient::initialize(&url, &token).await;
+        let tools = c.tool_names().await.unwrap();
+        let both = tools.iter().any(|t| t.starts_with("weather_"))
+            && tools.iter().any(|t| t.starts_with("notes_"));
+        if both {
+            break (c, tools);
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "not every backend listed after 120 s: {tools:?}\n{}\noidc:\n{}",
+                diagnostics(cluster, ns).await,
+                oidc.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
     let r = c.call("weather_forecast", json!({"city": "Oslo"})).await.unwrap();
     assert!(r.contains("Oslo"), "{r}");
     let exchanges = || {
@@ -359,21 +390,34 @@ async fn gateway_pods_keep_sessions_across_pod_deletion_and_rollout() {
     let r = c.call("notes_list_notes", json!({})).await.unwrap();
     assert!(r.contains("through the bridge"), "{r}");
 
-    // The replica(s) holding the session: delete them. The next call restores it from Redis.
+    // The replica that served the last call (its request counter moved): delete it. The
+    // next call with the same session id goes to another replica, which restores the
+    // session from Redis with the live request's token.
     let pods = gateway_pods(cluster, ns, "gw").await;
     assert_eq!(pods.len(), 2, "{pods:?}");
-    let mut holders = Vec::new();
-    for (name, pod_ip) in &pods {
-        if sessions_live(pod_ip).await > 0.0 {
-            holders.push(name.clone());
+    let mut counts = Vec::new();
+    for (_, pod_ip) in &pods {
+        counts.push(requests_served(pod_ip).await);
+    }
+    let r = c.call("weather_forecast", json!({"city": "Trondheim"})).await.unwrap();
+    assert!(r.contains("Trondheim"), "{r}");
+    let mut served = None;
+    for ((name, pod_ip), before) in pods.iter().zip(&counts) {
+        if requests_served(pod_ip).await > *before {
+            served = Some(name.clone());
         }
     }
-    assert!(!holders.is_empty(), "no replica holds the session: {pods:?}");
-    let mut args = vec!["delete", "pod", "-n", ns, "--wait=true"];
-    args.extend(holders.iter().map(String::as_str));
+    let served = served.unwrap_or_else(|| panic!("no replica counted the call: {pods:?}"));
+    let args = vec!["delete", "pod", "-n", ns, "--wait=true", served.as_str()];
     let before = exchanges();
     cluster.run_kubectl(&args).await.unwrap();
-    let after = c.tool_names().await.expect("the same session after the pod was deleted");
+    let after = match c.tool_names().await {
+        Ok(t) => t,
+        Err(e) => panic!(
+            "the same session after pod {served} was deleted: {e}\n{}",
+            diagnostics(cluster, ns).await
+        ),
+    };
     assert_eq!(after, tools, "full tool list after the pod was deleted");
     let r = c.call("weather_forecast", json!({"city": "Bergen"})).await.unwrap();
     assert!(r.contains("Bergen"), "{r}");
