@@ -40,7 +40,7 @@ deps:
 	scripts/peers-install.sh
 	@[ -d tests/peers/oidc/node_modules ] || npm ci --prefix tests/peers/oidc --no-audit --no-fund --silent
 	scripts/keycloak-install.sh --warm >/dev/null
-	scripts/k8s-bin.sh >/dev/null
+	scripts/k8s-bin.sh --node >/dev/null
 	@command -v redis-server >/dev/null || { echo "[deps] installing redis-server (Debian package)"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q redis-server || { apt-get update -q && apt-get install -y -q redis-server; }; \
 	  else sudo -n apt-get install -y -q redis-server; fi; }

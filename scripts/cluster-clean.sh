@@ -66,13 +66,14 @@ stop etcd
 # Whatever still names T on its command line (containerd shims, a stray runc).
 for p in /proc/[0-9]*; do
   [[ ${p#/proc/} == "$$" ]] && continue
-  if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$T/"; then
+  if { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF -- "$T/"; then
     log "killing leftover $(tr '\0' ' ' <"$p/cmdline" | cut -c1-100) (pid ${p#/proc/})"
     kill -9 "${p#/proc/}" 2>/dev/null
   fi
 done
 
 # iptables: kube-proxy's own cleanup, then any KUBE-*/CNI-* chain left (kubelet, CNI plugins).
+mkdir -p "$T/logs"
 if [[ -x $BIN/kube-proxy ]]; then
   "$BIN/kube-proxy" --cleanup --config="$T/kube-proxy.yaml" >"$T/logs/kube-proxy-cleanup.log" 2>&1 ||
     "$BIN/kube-proxy" --cleanup >>"$T/logs/kube-proxy-cleanup.log" 2>&1
@@ -84,8 +85,8 @@ for table in filter nat mangle; do
   iptables -t "$table" -S | awk '$1 == "-A"' | while read -r line; do
     for c in $chains; do
       if [[ " $line " == *" -j $c "* ]]; then
-        read -r -a rule <<<"${line#-A }"
-        iptables -t "$table" -D "${rule[@]}" 2>/dev/null
+        # `iptables -S` quotes like a shell (comments hold spaces and quotes): eval it back.
+        eval "iptables -t $table -D ${line#-A }" 2>/dev/null
         break
       fi
     done
