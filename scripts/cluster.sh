@@ -352,7 +352,9 @@ failSwapOn: false
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: "100Mi", nodefs.available: "2%", imagefs.available: "2%", nodefs.inodesFree: "2%"}
+# Absolute thresholds: on a large disk shared with other work, a percentage evicts every pod
+# while gigabytes are still free (seen: DiskPressure at 4.9 GB free = 1.9 % of 252 GB).
+evictionHard: {memory.available: "100Mi", nodefs.available: "512Mi", imagefs.available: "512Mi", nodefs.inodesFree: "1%"}
 rotateCertificates: false
 serverTLSBootstrap: false
 EOF

@@ -187,6 +187,9 @@ spec:
 /// per call, so that every call goes through the Service's load balancing.
 struct McpClient {
     url: String,
+    /// One keep-alive connection (so one replica serves every call) instead of a fresh
+    /// connection per call.
+    pinned: Option<reqwest::Client>,
     token: String,
     session: Option<String>,
     next_id: u64,
@@ -194,11 +197,14 @@ struct McpClient {
 
 impl McpClient {
     async fn post(&mut self, body: Value) -> Result<(reqwest::StatusCode, String), String> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
+        let http = match &self.pinned {
+            Some(h) => h.clone(),
+            None => reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        };
         let mut rb = http
             .post(&self.url)
             .header("content-type", "application/json")
@@ -238,9 +244,14 @@ impl McpClient {
         }
     }
 
-    async fn initialize(url: &str, token: &str) -> Self {
-        let mut c =
-            Self { url: url.to_owned(), token: token.to_owned(), session: None, next_id: 0 };
+    async fn initialize(url: &str, token: &str, pinned: Option<reqwest::Client>) -> Self {
+        let mut c = Self {
+            url: url.to_owned(),
+            pinned,
+            token: token.to_owned(),
+            session: None,
+            next_id: 0,
+        };
         let params = json!({"protocolVersion": "2025-11-25", "capabilities": {},
             "clientInfo": {"name": "cluster-e2e", "version": "1"}});
         c.request("initialize", params).await.expect("initialize");
@@ -362,13 +373,16 @@ async fn gateway_pods_keep_sessions_across_pod_deletion_and_rollout() {
     // The gateway probes its backends; one that was still starting when the gateway started
     // is listed once a probe has seen it up. Open sessions until both backends are listed.
     let deadline = Instant::now() + Duration::from_secs(120);
-    let (mut c, tools) = loop {
-        let mut c = McpClient::initialize(&url, &token).await;
+    // Bob's sessions wait for that; Alice's session below then runs on one replica only, so
+    // the other replica has never exchanged a token for her.
+    let bob = oidc.password_token("bob", "bob-pw", None).await.unwrap();
+    let tools = loop {
+        let mut c = McpClient::initialize(&url, &bob, None).await;
         let tools = c.tool_names().await.unwrap();
         let both = tools.iter().any(|t| t.starts_with("weather_"))
             && tools.iter().any(|t| t.starts_with("notes_"));
         if both {
-            break (c, tools);
+            break tools;
         }
         if Instant::now() > deadline {
             panic!(
@@ -379,6 +393,9 @@ async fn gateway_pods_keep_sessions_across_pod_deletion_and_rollout() {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
+    let pinned = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let mut c = McpClient::initialize(&url, &token, Some(pinned)).await;
+    assert_eq!(c.tool_names().await.unwrap(), tools);
     let r = c.call("weather_forecast", json!({"city": "Oslo"})).await.unwrap();
     assert!(r.contains("Oslo"), "{r}");
     let exchanges = || {
@@ -422,6 +439,8 @@ async fn gateway_pods_keep_sessions_across_pod_deletion_and_rollout() {
     let r = c.call("weather_forecast", json!({"city": "Bergen"})).await.unwrap();
     assert!(r.contains("Bergen"), "{r}");
     assert!(exchanges() > before, "a replica that never saw the session exchanged a fresh token");
+    // From here on every call takes a fresh connection (load-balanced by the Service).
+    c.pinned = None;
 
     // A rollout restart while the client keeps calling: no call fails.
     wait_ready(cluster, ns).await;
