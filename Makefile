@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all test lint fmt fmt-check clippy unit deps crds run bench dev-cluster k8s-bin clean-cache fuzz fuzz-smoke images
+.PHONY: all test lint fmt fmt-check clippy unit deps crds run bench dev-cluster cluster k8s-bin clean-cache fuzz fuzz-smoke images
 
 all: test
 
@@ -40,7 +40,7 @@ deps:
 	scripts/peers-install.sh
 	@[ -d tests/peers/oidc/node_modules ] || npm ci --prefix tests/peers/oidc --no-audit --no-fund --silent
 	scripts/keycloak-install.sh --warm >/dev/null
-	scripts/k8s-bin.sh >/dev/null
+	scripts/k8s-bin.sh --node >/dev/null
 	@command -v redis-server >/dev/null || { echo "[deps] installing redis-server (Debian package)"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q redis-server || { apt-get update -q && apt-get install -y -q redis-server; }; \
 	  else sudo -n apt-get install -y -q redis-server; fi; }
@@ -58,6 +58,10 @@ bench:
 ## dev-cluster: throwaway etcd + kube-apiserver in the foreground (prints KUBECONFIG/PATH exports; Ctrl-C stops it and deletes its data)
 dev-cluster:
 	scripts/dev-cluster.sh
+
+## cluster: a real single-node Kubernetes (containerd, kubelet, CNI, DNS) with the `make images` images loaded, in the foreground (root; prints KUBECONFIG/PATH exports; Ctrl-C stops and cleans everything)
+cluster:
+	scripts/cluster.sh
 
 ## k8s-bin: build (once, cached in .cache/k8s) kube-apiserver, etcd, kubectl and helm
 k8s-bin:

@@ -6,6 +6,7 @@
 //! stopped (with its data removed) when its handle is dropped.
 
 pub mod balancer;
+pub mod cluster;
 pub mod example_backend;
 pub mod gateway;
 pub mod images;

@@ -54,12 +54,16 @@ pub struct OidcOptions {
     pub config: Option<Value>,
     /// Request and grant logs on stderr (in the peer's log file).
     pub log: bool,
+    /// The address to bind and to name in the issuer (default `127.0.0.1`); e.g. a node IP
+    /// that pods of `make cluster` reach.
+    pub host: Option<String>,
 }
 
 /// A running provider.
 #[derive(Debug)]
 pub struct OidcProvider {
     port: u16,
+    host: String,
     issuer: String,
     peer: Peer,
     http: reqwest::Client,
@@ -126,9 +130,10 @@ impl OidcProvider {
             .map_err(|e| OidcError::Install(e.to_string()))??;
         let dir = tempfile::tempdir().map_err(OidcError::TempDir)?;
         let mut cmd = Command::new("node");
-        cmd.arg(peer_dir.join("provider.mjs")).args(["--port", "0"]);
+        let host = opts.host.clone().unwrap_or_else(|| "127.0.0.1".to_owned());
+        cmd.arg(peer_dir.join("provider.mjs")).args(["--port", "0", "--host", &host]);
         if let Some(p) = &opts.issuer_path {
-            cmd.args(["--issuer", &format!("http://127.0.0.1:{{port}}{p}")]);
+            cmd.args(["--issuer", &format!("http://{host}:{{port}}{p}")]);
         }
         if let Some(t) = opts.access_ttl {
             cmd.args(["--access-ttl", &t.to_string()]);
@@ -171,9 +176,8 @@ impl OidcProvider {
             }
         };
         let port = read_ready_port(&log).unwrap_or_default();
-        let issuer =
-            format!("http://127.0.0.1:{port}{}", opts.issuer_path.as_deref().unwrap_or(""));
-        Ok(Self { port, issuer, peer, http: reqwest::Client::new(), _dir: dir })
+        let issuer = format!("http://{host}:{port}{}", opts.issuer_path.as_deref().unwrap_or(""));
+        Ok(Self { port, host, issuer, peer, http: reqwest::Client::new(), _dir: dir })
     }
 
     /// The port.
@@ -250,7 +254,7 @@ impl OidcProvider {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, OidcError> {
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let url = format!("http://{}:{}{path}", self.host, self.port);
         let mut req = self.http.request(method, &url);
         if let Some(b) = body {
             req = req.json(&b);

@@ -602,7 +602,7 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
         assert!(cond.message.contains(part), "{part} missing: {}", cond.message);
     }
     let s = servers.get("redis").await.unwrap().status.unwrap();
-    assert_eq!(s.phase.as_deref(), Some("Failed"));
+    assert_eq!(s.phase, Some(vmcp_types::crd::MCPServerPhase::Failed));
     let ev = warning_event(&client, &ns, "redis", "NameConflict").await;
     assert!(ev.note.unwrap_or_default().contains("Service 'redis'"));
 
@@ -1082,11 +1082,12 @@ async fn leader_election_acquire_renew_release_failover() {
 /// namespace (and nothing cluster-wide) and its leader-election Role, rendered by real helm, bound to the chart's
 /// ServiceAccount, which the controllers impersonate. Every call the controllers make is
 /// allowed: the examples reconcile to children and status on all four kinds, and the Lease can
-/// be taken. The impersonated client really is restricted (it cannot list Pods).
+/// be taken. The impersonated client really is restricted (it cannot list ReplicaSets).
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_runs_under_the_charts_rbac() {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::{Pod, Secret};
+    use k8s_openapi::api::core::v1::Secret;
     let (api, admin, ns) = setup("op-rbac").await;
     let chart = repo_root().join("charts/vmcp-operator");
     let out = api
@@ -1132,10 +1133,11 @@ async fn operator_runs_under_the_charts_rbac() {
         vmcps.list(&ListParams::default()).await.ok().map(|_| ())
     })
     .await;
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&ListParams::default()).await;
+    let sets =
+        Api::<ReplicaSet>::namespaced(client.clone(), &ns).list(&ListParams::default()).await;
     assert!(
-        matches!(&pods, Err(kube::Error::Api(s)) if s.code == 403),
-        "{user} may list Pods: {pods:?}"
+        matches!(&sets, Err(kube::Error::Api(s)) if s.code == 403),
+        "{user} may list ReplicaSets: {sets:?}"
     );
     // Secrets are visible in the watched namespace only.
     let here =

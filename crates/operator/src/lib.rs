@@ -12,6 +12,7 @@ pub mod controller;
 pub mod crdgen;
 pub mod leader;
 pub mod metrics;
+pub mod pod_health;
 pub mod resources;
 pub mod settings;
 pub mod status;

@@ -2,13 +2,19 @@
 //! (`Pending`, `Running`, `Failed`), URL, ready pods and conditions (`Ready`,
 //! `GroupRefValidated` when `groupRef` is set). Nothing is applied when the server's name is
 //! held by a Deployment or Service it does not control ([`super::ownership`]): `Ready` is then
-//! `False` with reason `NameConflict`.
+//! `False` with reason `NameConflict`. With no ready pod, a problem read from the pods and
+//! the Deployment ([`crate::pod_health`]: `ImagePullBackOff`, `CrashLoopBackOff`,
+//! `ReplicaFailure`, ...) makes the phase `Failed` with that reason; an apply the API server
+//! rejects (400, 403, 422) is `Failed` with reason `ApplyFailed` and its message. While pods are
+//! not all ready the server is reconciled again every [`NOT_READY_RECHECK`] (pods are not
+//! watched).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -18,13 +24,14 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use vmcp_types::crd::{MCPGroup, MCPServer, MCPServerStatus};
+use vmcp_types::crd::{MCPGroup, MCPServer, MCPServerPhase, MCPServerStatus};
 
 use super::ownership::{self, CONFLICT_RECHECK, NAME_CONFLICT, claim};
 use super::{
     Context, Error, ShutdownSignal, apply, apply_status, error_policy, log_result,
     managed_selector, namespace,
 };
+use crate::pod_health::{PodProblem, pod_problem, pod_selector};
 use crate::resources::check_service_name;
 use crate::resources::mcp_server::{
     SERVER_COMPONENT, server_deployment, server_network_policy, server_service, server_url,
@@ -37,6 +44,11 @@ const CONTROLLER: &str = "mcpserver";
 pub const READY: &str = "Ready";
 /// Condition: `spec.groupRef` names an existing `MCPGroup` (only when `groupRef` is set).
 pub const GROUP_REF_VALIDATED: &str = "GroupRefValidated";
+
+/// How often a server whose pods are not all ready is reconciled again.
+pub const NOT_READY_RECHECK: Duration = Duration::from_secs(10);
+/// `Ready` reason when the API server rejected an apply of a child.
+pub const APPLY_FAILED: &str = "ApplyFailed";
 
 /// Runs the controller until `shutdown`.
 pub(crate) async fn run(ctx: Arc<Context>, shutdown: ShutdownSignal) {
@@ -81,6 +93,10 @@ pub struct ServerObservation {
     pub replicas: i32,
     /// Ready pods of the Deployment.
     pub ready_replicas: i32,
+    /// Why the pods are not ready, from the pods and the Deployment.
+    pub problem: Option<PodProblem>,
+    /// An apply the API server rejected (nothing else applied after it).
+    pub apply_error: Option<String>,
     /// The server's in-cluster URL.
     pub url: String,
 }
@@ -125,17 +141,27 @@ pub fn desired_server_status(
             );
         }
     }
-    let pods = format!("{} of {} pods ready", o.ready_replicas, o.replicas);
-    let (phase, ready) = match (&o.render_error, &o.conflict) {
-        (Some(e), _) => ("Failed", NewCondition::new(READY, false, "InvalidSpec", e.clone())),
-        (None, Some(c)) => ("Failed", NewCondition::new(READY, false, NAME_CONFLICT, c.clone())),
-        (None, None) if o.ready_replicas >= 1 => {
-            ("Running", NewCondition::new(READY, true, "Running", pods))
+    let mut pods = format!("{} of {} pods ready", o.ready_replicas, o.replicas);
+    if let Some(p) = &o.problem {
+        pods.push_str(&format!("; {}", p.message));
+    }
+    let failed = MCPServerPhase::Failed;
+    let (phase, ready) = match (&o.render_error, &o.conflict, &o.apply_error, &o.problem) {
+        (Some(e), ..) => (failed, NewCondition::new(READY, false, "InvalidSpec", e.clone())),
+        (None, Some(c), ..) => (failed, NewCondition::new(READY, false, NAME_CONFLICT, c.clone())),
+        (None, None, Some(e), _) => {
+            (failed, NewCondition::new(READY, false, APPLY_FAILED, e.clone()))
         }
-        (None, None) => ("Pending", NewCondition::new(READY, false, "DeploymentNotReady", pods)),
+        (None, None, None, _) if o.ready_replicas >= 1 => {
+            (MCPServerPhase::Running, NewCondition::new(READY, true, "Running", pods))
+        }
+        (None, None, None, Some(p)) => (failed, NewCondition::new(READY, false, &p.reason, pods)),
+        (None, None, None, None) => {
+            (MCPServerPhase::Pending, NewCondition::new(READY, false, "DeploymentNotReady", pods))
+        }
     };
     set_condition(c, ready, g, now);
-    s.phase = Some(phase.into());
+    s.phase = Some(phase);
     s.url = Some(o.url.clone());
     s.ready_replicas = o.ready_replicas;
     s.observed_generation = g;
@@ -178,6 +204,9 @@ async fn reconcile_inner(server: &MCPServer, ctx: &Context) -> Result<Action, Er
     let mut created = false;
     let mut updated = false;
     let mut conflict = None;
+    let mut problem = None;
+    let mut apply_error = None;
+    let mut rejected = None;
     let (render_error, ready_replicas) = match built {
         Err(e) => (Some(e.to_string()), 0),
         Ok((deployment, service, policy)) => {
@@ -201,14 +230,29 @@ async fn reconcile_inner(server: &MCPServer, ctx: &Context) -> Result<Action, Er
                     }
                     None => {}
                 }
-                let svc = apply(&svc_api, &service).await?;
-                let dep = apply(&dep_api, &deployment).await?;
-                created = prior.is_none();
-                updated = !created
-                    && (prior.and_then(|p| p.metadata.generation) != dep.metadata.generation
-                        || prior_svc.and_then(|p| p.metadata.resource_version)
-                            != svc.metadata.resource_version);
-                (None, dep.status.and_then(|s| s.ready_replicas).unwrap_or(0))
+                match apply_children(&svc_api, &dep_api, &service, &deployment).await {
+                    Ok((svc, dep)) => {
+                        created = prior.is_none();
+                        updated = !created
+                            && (prior.and_then(|p| p.metadata.generation)
+                                != dep.metadata.generation
+                                || prior_svc.and_then(|p| p.metadata.resource_version)
+                                    != svc.metadata.resource_version);
+                        let ready = dep.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+                        if ready < server.spec.replicas.unwrap_or(1) {
+                            let pods = ctx.api::<Pod>(&ns).list(&pod_selector(&deployment)).await?;
+                            problem = pod_problem(dep.status.as_ref(), &pods.items);
+                        }
+                        (None, ready)
+                    }
+                    Err((kind, kube::Error::Api(e))) if [400, 403, 422].contains(&e.code) => {
+                        apply_error =
+                            Some(format!("apply {kind} {name}: {} (HTTP {})", e.message, e.code));
+                        rejected = Some(kube::Error::Api(e));
+                        (None, 0)
+                    }
+                    Err((_, e)) => return Err(e.into()),
+                }
             } else {
                 conflict = Some(ownership::describe(&conflicts));
                 (None, 0)
@@ -222,6 +266,8 @@ async fn reconcile_inner(server: &MCPServer, ctx: &Context) -> Result<Action, Er
         conflict: conflict.clone(),
         replicas: server.spec.replicas.unwrap_or(1),
         ready_replicas,
+        problem,
+        apply_error,
         url: server_url(server, &ns),
     };
     let api = ctx.api::<MCPServer>(&ns);
@@ -269,7 +315,29 @@ async fn reconcile_inner(server: &MCPServer, ctx: &Context) -> Result<Action, Er
         let action = if a.reason == NAME_CONFLICT { "Apply" } else { "Render" };
         ctx.event(server, EventType::Warning, &a.reason, action, a.message.clone()).await;
     }
-    Ok(if conflict.is_some() { Action::requeue(CONFLICT_RECHECK) } else { ctx.resync() })
+    if let Some(e) = rejected {
+        // Written to status above; the error policy backs off and raises the Event.
+        return Err(e.into());
+    }
+    Ok(if conflict.is_some() {
+        Action::requeue(CONFLICT_RECHECK)
+    } else if ready_replicas < server.spec.replicas.unwrap_or(1) {
+        Action::requeue(NOT_READY_RECHECK)
+    } else {
+        ctx.resync()
+    })
+}
+
+/// Applies the Service, then the Deployment; an error names the kind that failed.
+async fn apply_children(
+    svc_api: &kube::Api<Service>,
+    dep_api: &kube::Api<Deployment>,
+    service: &Service,
+    deployment: &Deployment,
+) -> Result<(Service, Deployment), (&'static str, kube::Error)> {
+    let svc = apply(svc_api, service).await.map_err(|e| ("Service", e))?;
+    let dep = apply(dep_api, deployment).await.map_err(|e| ("Deployment", e))?;
+    Ok((svc, dep))
 }
 
 #[cfg(test)]
@@ -290,14 +358,51 @@ mod tests {
             conflict: None,
             replicas: 1,
             ready_replicas: 0,
+            problem: None,
+            apply_error: None,
             url: "http://time.team-a.svc.cluster.local:8080/mcp".into(),
         }
     }
 
     #[test]
+    fn pod_problems_and_rejected_applies_are_the_ready_reason() {
+        let pull = PodProblem {
+            reason: "ImagePullBackOff".into(),
+            message: "pod time-1 container mcp-server: ImagePullBackOff".into(),
+        };
+        let s = desired_server_status(
+            None,
+            &ServerObservation { problem: Some(pull.clone()), ..obs() },
+            &t(1),
+        );
+        assert_eq!(s.phase, Some(MCPServerPhase::Failed));
+        let ready = status::find(&s.conditions, READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ImagePullBackOff"));
+        assert_eq!(ready.message, format!("0 of 1 pods ready; {}", pull.message));
+        // A broken rollout while an old pod still serves: Running, and the message says why
+        // the new pod does not start.
+        let s = desired_server_status(
+            None,
+            &ServerObservation { problem: Some(pull), ready_replicas: 1, replicas: 2, ..obs() },
+            &t(1),
+        );
+        assert_eq!(s.phase, Some(MCPServerPhase::Running));
+        assert!(status::find(&s.conditions, READY).unwrap().message.contains("ImagePullBackOff"));
+        let rejected = "apply Deployment time: spec.template: invalid (HTTP 422)";
+        let s = desired_server_status(
+            None,
+            &ServerObservation { apply_error: Some(rejected.into()), ..obs() },
+            &t(1),
+        );
+        assert_eq!(s.phase, Some(MCPServerPhase::Failed));
+        let ready = status::find(&s.conditions, READY).unwrap();
+        assert_eq!((ready.reason.as_str(), ready.message.as_str()), (APPLY_FAILED, rejected));
+    }
+
+    #[test]
     fn phases_and_conditions() {
         let s = desired_server_status(None, &obs(), &t(1));
-        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        assert_eq!(s.phase, Some(MCPServerPhase::Pending));
         assert_eq!(status::find(&s.conditions, READY).unwrap().reason, "DeploymentNotReady");
         assert!(status::is_true(&s.conditions, GROUP_REF_VALIDATED));
         let running = desired_server_status(
@@ -305,7 +410,7 @@ mod tests {
             &ServerObservation { ready_replicas: 1, ..obs() },
             &t(5),
         );
-        assert_eq!(running.phase.as_deref(), Some("Running"));
+        assert_eq!(running.phase, Some(MCPServerPhase::Running));
         assert_eq!(running.ready_replicas, 1);
         assert_eq!(status::find(&running.conditions, READY).unwrap().last_transition_time, t(5));
         assert_eq!(
@@ -321,13 +426,13 @@ mod tests {
             &ServerObservation { render_error: Some("spec.command is required".into()), ..obs() },
             &t(1),
         );
-        assert_eq!(failed.phase.as_deref(), Some("Failed"));
+        assert_eq!(failed.phase, Some(MCPServerPhase::Failed));
         let conflict = desired_server_status(
             Some(&running),
             &ServerObservation { conflict: Some("Service 'time' already exists".into()), ..obs() },
             &t(12),
         );
-        assert_eq!(conflict.phase.as_deref(), Some("Failed"));
+        assert_eq!(conflict.phase, Some(MCPServerPhase::Failed));
         let ready = status::find(&conflict.conditions, READY).unwrap();
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", NAME_CONFLICT));
         insta::assert_yaml_snapshot!("server_status_running", running);

@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
+    ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -37,6 +37,10 @@ pub const GATEWAY_COMPONENT: &str = "gateway";
 /// The non-root user, group and fsGroup of the gateway pod.
 pub const GATEWAY_UID: i64 = 65532;
 const KIND: &str = "VirtualMCPServer";
+/// Seconds a terminating gateway pod keeps accepting connections (preStop sleep) before it
+/// gets SIGTERM; with the gateway's 20 s default drain this stays inside the default 30 s
+/// termination grace period.
+pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 
 fn instance(v: &VirtualMCPServer) -> String {
     v.metadata.name.clone().unwrap_or_default()
@@ -267,6 +271,17 @@ pub fn deployment(
         ]),
         liveness_probe: Some(http_probe("/healthz", 10)),
         readiness_probe: Some(http_probe("/readyz", 5)),
+        // The endpoints and kube-proxy learn of a terminating pod only after it got SIGTERM;
+        // the gateway closes its listener at SIGTERM. Waiting first (the kubelet's own sleep:
+        // no shell in the image) lets new connections go elsewhere before it stops accepting.
+        // Seen on a real node: calls failed with "connection refused" during a rollout.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction { seconds: PRE_STOP_SLEEP_SECONDS }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         resources: v.spec.resources.clone(),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec,
-    Probe, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
-    Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, SecretKeySelector, SecurityContext, Service, ServicePort,
+    ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -163,6 +163,15 @@ pub fn server_deployment(
         }),
         spec: Some(PodSpec {
             automount_service_account_token: Some(false),
+            // The restricted Pod Security Standard: non-root (no fixed UID, so the image's
+            // own USER, or one an overlay or the platform sets), RuntimeDefault seccomp. An
+            // image that runs as root fails with CreateContainerConfigError, which the
+            // status names; set `podTemplateSpec.spec.securityContext.runAsUser` for it.
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                seccomp_profile: Some(runtime_default_seccomp()),
+                ..PodSecurityContext::default()
+            }),
             containers: vec![container],
             init_containers: (!init_containers.is_empty()).then_some(init_containers),
             volumes: (!volumes.is_empty()).then_some(volumes),

@@ -280,7 +280,8 @@ pub(crate) mod fixtures {
     use k8s_openapi::api::core::v1::Secret;
     use serde::de::DeserializeOwned;
     use vmcp_types::crd::{
-        MCPExternalAuthConfig, MCPGroup, MCPServer, MCPServerStatus, VirtualMCPServer,
+        MCPExternalAuthConfig, MCPGroup, MCPServer, MCPServerPhase, MCPServerStatus,
+        VirtualMCPServer,
     };
 
     pub const NS: &str = "team-a";
@@ -317,8 +318,10 @@ pub(crate) mod fixtures {
         let mut s: Vec<MCPServer> = docs(SERVERS);
         for srv in &mut s {
             if srv.metadata.name.as_deref() == Some("github-tools") {
-                srv.status =
-                    Some(MCPServerStatus { phase: Some("Running".into()), ..Default::default() });
+                srv.status = Some(MCPServerStatus {
+                    phase: Some(MCPServerPhase::Running),
+                    ..Default::default()
+                });
             }
         }
         s

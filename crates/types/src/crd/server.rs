@@ -108,13 +108,25 @@ pub struct MCPServerSpec {
     pub pod_template_spec: Option<serde_json::Value>,
 }
 
+/// Lifecycle phase of an `MCPServer`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum MCPServerPhase {
+    /// No pod is ready yet, and nothing says why not.
+    Pending,
+    /// At least one pod is ready.
+    Running,
+    /// The spec is invalid, an apply was rejected, or the pods cannot start (the `Ready`
+    /// condition names the reason).
+    Failed,
+}
+
 /// Observed state of an `MCPServer`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MCPServerStatus {
     /// `Pending`, `Running` or `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<MCPServerPhase>,
     /// In-cluster URL of the server's MCP endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,

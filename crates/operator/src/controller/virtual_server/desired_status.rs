@@ -7,6 +7,7 @@ use super::super::ownership::NAME_CONFLICT;
 use super::{
     AUTH_CONFIGURED, BACKENDS_DISCOVERED, GROUP_REF_VALIDATED, READY, SESSION_STORAGE_WARNING,
 };
+use crate::pod_health::PodProblem;
 use crate::resources::{Problem, ProblemKind};
 use crate::status::{NewCondition, Status, set_condition};
 
@@ -29,6 +30,9 @@ pub enum Outcome {
         problems: Vec<Problem>,
         /// Available gateway pods.
         available_replicas: i32,
+        /// Why gateway pods are not available, from the pods and the Deployment
+        /// ([`crate::pod_health`]); looked for only while fewer than `replicas` are.
+        pod_problem: Option<PodProblem>,
     },
 }
 
@@ -126,7 +130,14 @@ pub fn desired_status(
             );
             (VirtualMCPServerPhase::Failed, NewCondition::new(READY, false, reason, msg.clone()))
         }
-        Outcome::Applied { backends, backend_count, problems, available_replicas } => {
+        Outcome::Applied { backends, backend_count, problems, available_replicas, pod_problem } => {
+            let pods = match pod_problem {
+                Some(p) => format!(
+                    "{available_replicas} of {} gateway pods available; {}",
+                    o.replicas, p.message
+                ),
+                None => format!("{available_replicas} of {} gateway pods available", o.replicas),
+            };
             let auth = join(problems, &[ProblemKind::Auth]);
             let auth_cond = if auth.is_empty() {
                 NewCondition::new(
@@ -149,25 +160,18 @@ pub fn desired_status(
                     NewCondition::new(READY, false, "Degraded", broken),
                 )
             } else if *available_replicas < 1 {
-                (
-                    VirtualMCPServerPhase::Pending,
-                    NewCondition::new(
-                        READY,
-                        false,
-                        "DeploymentNotAvailable",
-                        format!("{available_replicas} of {} gateway pods available", o.replicas),
+                match pod_problem {
+                    Some(p) => (
+                        VirtualMCPServerPhase::Failed,
+                        NewCondition::new(READY, false, &p.reason, pods),
                     ),
-                )
+                    None => (
+                        VirtualMCPServerPhase::Pending,
+                        NewCondition::new(READY, false, "DeploymentNotAvailable", pods),
+                    ),
+                }
             } else {
-                (
-                    VirtualMCPServerPhase::Ready,
-                    NewCondition::new(
-                        READY,
-                        true,
-                        "Ready",
-                        format!("{available_replicas} of {} gateway pods available", o.replicas),
-                    ),
-                )
+                (VirtualMCPServerPhase::Ready, NewCondition::new(READY, true, "Ready", pods))
             }
         }
     };

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams};
@@ -36,11 +36,13 @@ use vmcp_types::crd::{
     VirtualMCPServer, VirtualMCPServerStatus,
 };
 
+use super::mcp_server::NOT_READY_RECHECK;
 use super::ownership::{self, CONFLICT_RECHECK, NAME_CONFLICT, NameConflict, claim};
 use super::{
     Context, Error, RefKind, ShutdownSignal, apply, apply_status, error_policy, log_result,
     managed_selector, namespace,
 };
+use crate::pod_health::{PodProblem, pod_problem, pod_selector};
 use crate::resources::gateway::{
     GATEWAY_COMPONENT, GatewayChildren, config_map_name, gateway_children, gateway_name,
     gateway_url, replicas,
@@ -158,7 +160,7 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
             Err(e) => Outcome::RenderFailed(e.to_string()),
             Ok((r, children)) => match apply_children(v, &children, ctx, &ns).await? {
                 Err(conflicts) => Outcome::NameConflict(ownership::describe(&conflicts)),
-                Ok((available, ch)) => {
+                Ok((available, pod_problem, ch)) => {
                     change = ch;
                     rendered_backends = r.config.backends.len();
                     Outcome::Applied {
@@ -166,6 +168,7 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
                         backends: r.backends,
                         problems: r.problems,
                         available_replicas: available,
+                        pod_problem,
                     }
                 }
             },
@@ -176,6 +179,10 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
     ctx.vmcp_refs.set(&ns, &name, refs);
 
     let conflicted = matches!(outcome, Outcome::NameConflict(_));
+    let not_available = matches!(
+        outcome,
+        Outcome::Applied { available_replicas, .. } if available_replicas < replicas(v)
+    );
     let observation = Observation {
         generation: vmcp.metadata.generation,
         namespace: ns.clone(),
@@ -200,7 +207,14 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
         ctx.metrics.status_write(CONTROLLER);
     }
     publish_events(vmcp, ctx, &prev, &new, change, rendered_backends).await;
-    Ok(if conflicted { Action::requeue(CONFLICT_RECHECK) } else { ctx.resync() })
+    Ok(if conflicted {
+        Action::requeue(CONFLICT_RECHECK)
+    } else if not_available {
+        // Pods are not watched: look again until every gateway pod is available.
+        Action::requeue(NOT_READY_RECHECK)
+    } else {
+        ctx.resync()
+    })
 }
 
 /// Renders the configuration and the children. Secrets are checked by metadata only; backends
@@ -276,14 +290,15 @@ async fn render(
     .map(|children| (rendered, children)))
 }
 
-/// Applies every child; returns the available gateway pods and what changed, or, when a child
+/// Applies every child; returns the available gateway pods, why the others are not (read
+/// from the pods while fewer than desired are available) and what changed, or, when a child
 /// name is held by an object this gateway does not control, the conflicts (nothing applied).
 async fn apply_children(
     v: &VirtualMCPServer,
     children: &GatewayChildren,
     ctx: &Context,
     ns: &str,
-) -> Result<Result<(i32, Change), Vec<NameConflict>>, Error> {
+) -> Result<Result<(i32, Option<PodProblem>, Change), Vec<NameConflict>>, Error> {
     let cm_api = ctx.api::<ConfigMap>(ns);
     let sa_api = ctx.api::<ServiceAccount>(ns);
     let svc_api = ctx.api::<Service>(ns);
@@ -330,8 +345,13 @@ async fn apply_children(
                 || d.metadata.generation != dep.metadata.generation,
         },
     };
-    let available = dep.status.and_then(|s| s.available_replicas).unwrap_or(0);
-    Ok(Ok((available, change)))
+    let available = dep.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+    let mut problem = None;
+    if available < replicas(v) {
+        let pods = ctx.api::<Pod>(ns).list(&pod_selector(&children.deployment)).await?;
+        problem = pod_problem(dep.status.as_ref(), &pods.items);
+    }
+    Ok(Ok((available, problem, change)))
 }
 
 async fn publish_events(

@@ -43,7 +43,31 @@ fn applied(problems: Vec<Problem>, available: i32) -> Outcome {
         backend_count: 2,
         problems,
         available_replicas: available,
+        pod_problem: None,
     }
+}
+
+#[test]
+fn crash_looping_gateway_pods_are_failed_with_the_reason() {
+    let problem = crate::pod_health::PodProblem {
+        reason: "CrashLoopBackOff".into(),
+        message: "pod gw-1 container gateway: CrashLoopBackOff (last exit code 1, Error)".into(),
+    };
+    let Outcome::Applied { backends, backend_count, problems, .. } = applied(vec![], 0) else {
+        unreachable!()
+    };
+    let o = observation(Outcome::Applied {
+        backends,
+        backend_count,
+        problems,
+        available_replicas: 0,
+        pod_problem: Some(problem.clone()),
+    });
+    let s = desired_status(None, &o, &t(1));
+    assert_eq!(s.phase, Some(VirtualMCPServerPhase::Failed));
+    let ready = cond(&s, READY);
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "CrashLoopBackOff"));
+    assert_eq!(ready.message, format!("0 of 2 gateway pods available; {}", problem.message));
 }
 
 fn cond<'a>(
@@ -174,6 +198,7 @@ fn no_members_means_no_backends() {
         backend_count: 0,
         problems: vec![],
         available_replicas: 1,
+        pod_problem: None,
     });
     let s = desired_status(None, &o, &t(1));
     assert_eq!(cond(&s, BACKENDS_DISCOVERED).reason, "NoBackends");

@@ -17,8 +17,8 @@ use vmcp_types::config::{
     self as cfg, BackendConfig, BackendTransport, GatewayConfig, LogFormat, SecretSource,
 };
 use vmcp_types::crd::{
-    DiscoveredBackend, MCPExternalAuthConfig, MCPServer, MCPServerEntry, SecretKeyRef,
-    SessionStorageProvider, VirtualMCPServer,
+    DiscoveredBackend, MCPExternalAuthConfig, MCPServer, MCPServerEntry, MCPServerPhase,
+    SecretKeyRef, SessionStorageProvider, VirtualMCPServer,
 };
 
 use super::mcp_server::{server_transport_is_sse, server_url};
@@ -149,11 +149,13 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
     for server in members {
         let name = server.metadata.name.clone().unwrap_or_default();
         let url = server_url(server, &ns);
-        let phase = server.status.as_ref().and_then(|s| s.phase.as_deref());
+        let phase = server.status.as_ref().and_then(|s| s.phase);
         let mut entry = DiscoveredBackend {
             name: name.clone(),
             url: Some(url.clone()),
-            status: Some(if phase == Some("Running") { "ready" } else { "pending" }.into()),
+            status: Some(
+                if phase == Some(MCPServerPhase::Running) { "ready" } else { "pending" }.into(),
+            ),
             auth_type: None,
             message: None,
         };
@@ -183,7 +185,7 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
         match outcome {
             Ok(auth) => {
                 entry.auth_type = Some(outgoing_type_name(auth.auth_type).into());
-                if phase == Some("Failed") {
+                if phase == Some(MCPServerPhase::Failed) {
                     // Still configured (its Service may serve an older version), but reported.
                     let why = server
                         .status

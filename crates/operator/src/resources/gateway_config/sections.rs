@@ -115,9 +115,16 @@ pub(super) fn incoming(
                 },
                 ..defaults
             };
+            // The gateway needs an absolute resource URL for its RFC 9728 metadata and
+            // `WWW-Authenticate` (without one it exits at start, and its pods crash-loop):
+            // with only `audience` set, it is the gateway's in-cluster URL.
+            let ns = vmcp.metadata.namespace.as_deref().unwrap_or_default();
+            let resource_url = o.resource_url.or_else(|| {
+                oidc.audience.is_some().then(|| super::super::gateway::gateway_url(vmcp, ns))
+            });
             Ok((
                 IncomingAuthConfig { auth_type: cfg::IncomingAuthType::Oidc, oidc: Some(oidc) },
-                o.resource_url,
+                resource_url,
             ))
         }
     }

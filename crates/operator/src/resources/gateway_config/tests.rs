@@ -352,7 +352,7 @@ fn a_server_whose_name_is_taken_is_left_out() {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     let mut servers = fixtures::servers();
     servers[0].status = Some(vmcp_types::crd::MCPServerStatus {
-        phase: Some("Failed".into()),
+        phase: Some(MCPServerPhase::Failed),
         conditions: vec![Condition {
             type_: "Ready".into(),
             status: "False".into(),
@@ -416,6 +416,25 @@ fn hard_errors() {
     assert!(err.to_string().contains("incomingAuth.oidc.audience"), "{err}");
 }
 
+/// Found on a real node: `audience` without `resourceUrl` rendered no `resourceUrl`, and
+/// the gateway exits at start without an absolute one ("resourceUrl: … relative URL
+/// without a base"), so its pods crash-looped.
+#[test]
+fn oidc_audience_alone_gets_the_in_cluster_resource_url() {
+    let mut vmcp = fixtures::vmcp();
+    let oidc = vmcp.spec.incoming_auth.as_mut().unwrap().oidc.as_mut().unwrap();
+    oidc.resource_url = None;
+    let audience = oidc.audience.clone().unwrap();
+    let (config, _, _) = gateway_config(&vmcp, &[], &BTreeMap::new()).unwrap();
+    let ns = vmcp.metadata.namespace.clone().unwrap();
+    let name = vmcp.metadata.name.clone().unwrap();
+    assert_eq!(
+        config.resource_url.as_deref(),
+        Some(format!("http://{name}-vmcp.{ns}.svc.cluster.local:4483/mcp").as_str())
+    );
+    assert_eq!(config.incoming_auth.oidc.unwrap().audience.as_deref(), Some(audience.as_str()));
+}
+
 #[test]
 fn default_redis_applies_only_without_session_storage() {
     let defaults = Defaults {
@@ -458,7 +477,7 @@ fn durations() {
 fn failed_server_is_reported_but_kept() {
     let mut servers = fixtures::servers();
     servers[1].status = Some(vmcp_types::crd::MCPServerStatus {
-        phase: Some("Failed".into()),
+        phase: Some(MCPServerPhase::Failed),
         ..Default::default()
     });
     let r = render_gateway_config(&RenderInput {

@@ -1,0 +1,545 @@
+//! vmcp on a real node (`make cluster`): the chart installed by helm with the local images,
+//! the operator as a pod under the chart's RBAC with leader election, gateway pods with Redis
+//! as a pod, MCP servers as pods (HTTP and stdio through the bridge). A client reaches the
+//! gateway through its Service; a deleted gateway pod and a rollout restart cost no session.
+//!
+//! One cluster per test binary (`Cluster::shared`); the operator is installed once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vmcp_e2e::cluster::{Cluster, redis_image};
+use vmcp_e2e::oidc::{OidcOptions, OidcProvider};
+use vmcp_e2e::repo_root;
+
+const OPERATOR_NS: &str = "vmcp-system";
+
+/// The cluster with the chart installed (once per process).
+async fn cluster_with_operator() -> &'static Cluster {
+    static INSTALLED: tokio::sync::OnceCell<Result<(), String>> =
+        tokio::sync::OnceCell::const_new();
+    let cluster = Cluster::shared().await.expect("make cluster");
+    let done = INSTALLED
+        .get_or_init(|| async {
+            let redis = redis_image().await.map_err(|e| e.to_string())?;
+            cluster.load_images(&[&redis]).await.map_err(|e| e.to_string())?;
+            let chart = repo_root().join("charts/vmcp-operator");
+            cluster
+                .run_helm(&[
+                    "install",
+                    "vmcp",
+                    chart.to_str().unwrap(),
+                    "--namespace",
+                    OPERATOR_NS,
+                    "--create-namespace",
+                    "--set",
+                    "logFormat=text",
+                    "--wait",
+                    "--timeout",
+                    "5m",
+                ])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .await;
+    if let Err(e) = done {
+        panic!("helm install failed: {e}\n{}", diagnostics(cluster, OPERATOR_NS).await);
+    }
+    cluster
+}
+
+/// What a failing test prints: pods, events, and the component logs that matter.
+async fn diagnostics(cluster: &Cluster, ns: &str) -> String {
+    let mut out = String::new();
+    for args in [
+        vec!["get", "pods", "-A", "-o", "wide"],
+        vec!["get", "events", "-n", ns, "--sort-by=.lastTimestamp"],
+        vec!["get", "vmcp,mcpserver,deploy", "-n", ns, "-o", "wide"],
+        vec!["logs", "-n", OPERATOR_NS, "deploy/vmcp-vmcp-operator", "--tail=40"],
+        vec!["logs", "-n", ns, "-l", "app.kubernetes.io/instance=gw", "--tail=30", "--prefix"],
+    ] {
+        let r = cluster.run_kubectl(&args).await;
+        out.push_str(&format!(
+            "$ kubectl {}\n{}\n",
+            args.join(" "),
+            match r {
+                Ok(s) => s,
+                Err(e) => e.to_string(),
+            }
+        ));
+    }
+    out.push_str(&format!("kubelet:\n{}\n", cluster.component_log("kubelet", 30)));
+    out
+}
+
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn redis_manifest(image: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: redis}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: redis}}}}
+  template:
+    metadata: {{labels: {{app: redis}}}}
+    spec:
+      automountServiceAccountToken: false
+      securityContext: {{runAsNonRoot: true, runAsUser: 999, seccompProfile: {{type: RuntimeDefault}}}}
+      containers:
+        - name: redis
+          image: {image}
+          imagePullPolicy: Never
+          ports: [{{name: redis, containerPort: 6379}}]
+          readinessProbe: {{tcpSocket: {{port: redis}}, periodSeconds: 2}}
+          securityContext: {{allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: redis}}
+spec:
+  selector: {{app: redis}}
+  ports: [{{name: redis, port: 6379, targetPort: redis}}]
+"#
+    )
+}
+
+/// The group: `weather` (Streamable HTTP) behind token exchange, `notes` (stdio, through the
+/// bridge), and a two-replica gateway with OIDC and Redis sessions.
+fn backends(issuer: &str, token_url: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: gateway-client}}
+stringData: {{secret: gateway-secret}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPExternalAuthConfig
+metadata: {{name: exchange-a}}
+spec:
+  type: tokenExchange
+  tokenExchange:
+    tokenUrl: {token_url}
+    clientId: vmcp-gateway
+    clientSecretRef: {{name: gateway-client, key: secret}}
+    audience: backend-a
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {{name: team}}
+spec: {{}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: weather}}
+spec:
+  image: ghcr.io/vmcp-dev/vmcp-example-backend:0.1.0
+  transport: streamable-http
+  args: ["--kind", "weather", "--host", "0.0.0.0", "--port", "8080", "--allowed-host", "*"]
+  port: 8080
+  groupRef: {{name: team}}
+  externalAuthConfigRef: {{name: exchange-a}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {{name: notes}}
+spec:
+  image: ghcr.io/vmcp-dev/vmcp-example-backend:0.1.0
+  transport: stdio
+  command: ["/usr/local/bin/vmcp-example-backend"]
+  args: ["--kind", "notes", "--stdio"]
+  port: 8080
+  groupRef: {{name: team}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {{name: gw}}
+spec:
+  groupRef: {{name: team}}
+  incomingAuth:
+    type: oidc
+    oidc: {{issuer: "{issuer}", audience: vmcp-gateway}}
+  outgoingAuth: {{source: discovered}}
+  sessionStorage: {{provider: redis, address: "redis:6379", keyPrefix: "e2e:"}}
+  replicas: 2
+"#
+    )
+}
+
+/// A minimal Streamable HTTP client (one JSON-RPC request per POST) on a fresh connection
+/// per call, so that every call goes through the Service's load balancing.
+struct McpClient {
+    url: String,
+    /// One keep-alive connection (so one replica serves every call) instead of a fresh
+    /// connection per call.
+    pinned: Option<reqwest::Client>,
+    token: String,
+    session: Option<String>,
+    next_id: u64,
+}
+
+impl McpClient {
+    async fn post(&mut self, body: Value) -> Result<(reqwest::StatusCode, String), String> {
+        let http = match &self.pinned {
+            Some(h) => h.clone(),
+            None => reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        };
+        let mut rb = http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .bearer_auth(&self.token);
+        if let Some(s) = &self.session {
+            rb = rb.header("mcp-session-id", s);
+        }
+        let resp = rb.body(body.to_string()).send().await.map_err(|e| format!("{e:?}"))?;
+        let status = resp.status();
+        if let Some(sid) = resp.headers().get("mcp-session-id") {
+            self.session = Some(sid.to_str().unwrap().to_owned());
+        }
+        Ok((status, resp.text().await.map_err(|e| e.to_string())?))
+    }
+
+    /// The JSON-RPC result of one request (an SSE or JSON answer), or why there is none.
+    async fn request(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        self.next_id += 1;
+        let body =
+            json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params});
+        let (status, text) = self.post(body).await?;
+        if !status.is_success() {
+            return Err(format!("{method}: HTTP {status}: {text}"));
+        }
+        let json = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .find(|l| l.contains("\"id\""))
+            .unwrap_or(text.trim());
+        let v: Value = serde_json::from_str(json).map_err(|e| format!("{method}: {e}: {text}"))?;
+        match v.get("result") {
+            Some(r) if r.get("isError") != Some(&json!(true)) => Ok(r.clone()),
+            _ => Err(format!("{method}: {v}")),
+        }
+    }
+
+    async fn initialize(url: &str, token: &str, pinned: Option<reqwest::Client>) -> Self {
+        let mut c = Self {
+            url: url.to_owned(),
+            pinned,
+            token: token.to_owned(),
+            session: None,
+            next_id: 0,
+        };
+        let params = json!({"protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "cluster-e2e", "version": "1"}});
+        c.request("initialize", params).await.expect("initialize");
+        assert!(c.session.is_some(), "the gateway issued a session id");
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let (status, _) = c.post(note).await.expect("initialized");
+        assert_eq!(status.as_u16(), 202);
+        c
+    }
+
+    async fn tool_names(&mut self) -> Result<Vec<String>, String> {
+        let r = self.request("tools/list", json!({})).await?;
+        let mut names: Vec<String> = r["tools"]
+            .as_array()
+            .ok_or_else(|| format!("no tools: {r}"))?
+            .iter()
+            .map(|t| t["name"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn call(&mut self, name: &str, arguments: Value) -> Result<String, String> {
+        let r = self.request("tools/call", json!({"name": name, "arguments": arguments})).await?;
+        Ok(r["content"][0]["text"].as_str().unwrap_or_default().to_owned())
+    }
+}
+
+/// Pod names and IPs of the gateway `name` in `ns` (running pods only).
+async fn gateway_pods(cluster: &Cluster, ns: &str, name: &str) -> Vec<(String, String)> {
+    let selector = format!("app.kubernetes.io/instance={name}");
+    let out = cluster
+        .run_kubectl(&[
+            "get", "pods", "-n", ns, "-l", &selector, "--field-selector=status.phase=Running",
+            "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        ])
+        .await
+        .unwrap();
+    out.lines()
+        .filter_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            (parts.len() == 2).then(|| (parts[0].to_owned(), parts[1].to_owned()))
+        })
+        .collect()
+}
+
+/// Client requests one gateway pod has served (the sum of its `requests_total` series), read
+/// from its /metrics (pod IPs are reachable from the node).
+async fn requests_served(pod_ip: &str) -> f64 {
+    let text =
+        reqwest::get(format!("http://{pod_ip}:4483/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.contains("requests_total") && !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn wait_ready(cluster: &Cluster, ns: &str) {
+    let r = tokio::time::timeout(Duration::from_secs(300), async {
+        loop {
+            let phase = cluster
+                .run_kubectl(&["get", "vmcp", "gw", "-n", ns, "-o", "jsonpath={.status.phase}"])
+                .await
+                .unwrap_or_default();
+            let servers = cluster
+                .run_kubectl(&[
+                    "get",
+                    "mcpserver",
+                    "-n",
+                    ns,
+                    "-o",
+                    "jsonpath={.items[*].status.phase}",
+                ])
+                .await
+                .unwrap_or_default();
+            let servers_running = !servers.is_empty() && servers.split(' ').all(|p| p == "Running");
+            if phase == "Ready" && servers_running {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+    .await;
+    if r.is_err() {
+        panic!(
+            "vmcp gw not Ready (or its MCPServers not Running) after 300 s\n{}",
+            diagnostics(cluster, ns).await
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_pods_keep_sessions_across_pod_deletion_and_rollout() {
+    let cluster = cluster_with_operator().await;
+    let ns = "e2e-sessions";
+    cluster.run_kubectl(&["create", "namespace", ns]).await.unwrap();
+    let redis = redis_image().await.unwrap();
+    cluster.apply(ns, &redis_manifest(&redis)).await.unwrap();
+    // A real OpenID provider on the node's address: pods reach it there, and so does the test.
+    let oidc = OidcProvider::start_with(OidcOptions {
+        host: Some(cluster.node_ip().to_owned()),
+        log: true,
+        ..OidcOptions::default()
+    })
+    .await
+    .unwrap();
+    cluster.apply(ns, &backends(oidc.issuer(), &oidc.token_url())).await.unwrap();
+    wait_ready(cluster, ns).await;
+    let out = cluster.run_kubectl(&["get", "vmcp", "gw", "-n", ns]).await.unwrap();
+    assert!(out.contains("Ready"), "{out}");
+
+    // Through the Service: its ClusterIP, load-balanced by kube-proxy on this node.
+    let ip = cluster
+        .run_kubectl(&["get", "svc", "gw-vmcp", "-n", ns, "-o", "jsonpath={.spec.clusterIP}"])
+        .await
+        .unwrap();
+    let url = format!("http://{ip}:4483/mcp");
+    let token = oidc.password_token("alice", "alice-pw", None).await.unwrap();
+    // The gateway probes its backends; one that was still starting when the gateway started
+    // is listed once a probe has seen it up. Open sessions until both backends are listed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Bob's sessions wait for that; Alice's session below then runs on one replica only, so
+    // the other replica has never exchanged a token for her.
+    let bob = oidc.password_token("bob", "bob-pw", None).await.unwrap();
+    let tools = loop {
+        let mut c = McpClient::initialize(&url, &bob, None).await;
+        let tools = c.tool_names().await.unwrap();
+        let both = tools.iter().any(|t| t.starts_with("weather_"))
+            && tools.iter().any(|t| t.starts_with("notes_"));
+        if both {
+            break tools;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "not every backend listed after 120 s: {tools:?}\n{}\noidc:\n{}",
+                diagnostics(cluster, ns).await,
+                oidc.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let pinned = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let mut c = McpClient::initialize(&url, &token, Some(pinned)).await;
+    assert_eq!(c.tool_names().await.unwrap(), tools);
+    let r = c.call("weather_forecast", json!({"city": "Oslo"})).await.unwrap();
+    assert!(r.contains("Oslo"), "{r}");
+    let exchanges = || {
+        oidc.log_text().matches("exchange: client=vmcp-gateway sub=alice-sub aud=backend-a").count()
+    };
+    assert!(exchanges() >= 1, "the weather call exchanged alice's token: {}", oidc.log_text());
+    let r = c.call("notes_add_note", json!({"text": "through the bridge"})).await.unwrap();
+    assert!(r.contains("added note"), "{r}");
+    // The bridge runs one stdio process per backend session, so what the list shows depends
+    // on which backend session serves it; the call itself must succeed through the bridge.
+    c.call("notes_list_notes", json!({})).await.unwrap();
+
+    // The replica that served the last call (its request counter moved): delete it. The
+    // next call with the same session id goes to another replica, which restores the
+    // session from Redis with the live request's token.
+    let pods = gateway_pods(cluster, ns, "gw").await;
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    let mut counts = Vec::new();
+    for (_, pod_ip) in &pods {
+        counts.push(requests_served(pod_ip).await);
+    }
+    let r = c.call("weather_forecast", json!({"city": "Trondheim"})).await.unwrap();
+    assert!(r.contains("Trondheim"), "{r}");
+    let mut served = None;
+    for ((name, pod_ip), before) in pods.iter().zip(&counts) {
+        if requests_served(pod_ip).await > *before {
+            served = Some(name.clone());
+        }
+    }
+    let served = served.unwrap_or_else(|| panic!("no replica counted the call: {pods:?}"));
+    let args = vec!["delete", "pod", "-n", ns, "--wait=true", served.as_str()];
+    let before = exchanges();
+    cluster.run_kubectl(&args).await.unwrap();
+    let after = match c.tool_names().await {
+        Ok(t) => t,
+        Err(e) => panic!(
+            "the same session after pod {served} was deleted: {e}\n{}",
+            diagnostics(cluster, ns).await
+        ),
+    };
+    assert_eq!(after, tools, "full tool list after the pod was deleted");
+    let r = c.call("weather_forecast", json!({"city": "Bergen"})).await.unwrap();
+    assert!(r.contains("Bergen"), "{r}");
+    assert!(exchanges() > before, "a replica that never saw the session exchanged a fresh token");
+    // From here on every call takes a fresh connection (load-balanced by the Service).
+    c.pinned = None;
+
+    // A rollout restart while the client keeps calling: no call fails.
+    wait_ready(cluster, ns).await;
+    eventually("two running gateway pods", Duration::from_secs(120), || async {
+        (gateway_pods(cluster, ns, "gw").await.len() == 2).then_some(())
+    })
+    .await;
+    cluster.run_kubectl(&["rollout", "restart", "deploy/gw-vmcp", "-n", ns]).await.unwrap();
+    let mut calls = 0;
+    let mut failures = Vec::new();
+    let mut rollout = tokio::process::Command::from(cluster.kubectl())
+        .args(["rollout", "status", "deploy/gw-vmcp", "-n", ns, "--timeout=300s"])
+        .spawn()
+        .unwrap();
+    loop {
+        calls += 1;
+        if let Err(e) = c.call("weather_forecast", json!({"city": "Tromsø"})).await {
+            failures.push(e);
+        }
+        if let Ok(Some(status)) = rollout.try_wait() {
+            assert!(status.success(), "rollout status failed");
+            break;
+        }
+    }
+    // A few more after the rollout finished: every old pod is gone now.
+    for _ in 0..10 {
+        calls += 1;
+        if let Err(e) = c.call("weather_forecast", json!({"city": "Tromsø"})).await {
+            failures.push(e);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed during the rollout: {failures:?}",
+        failures.len()
+    );
+    assert!(calls > 20, "only {calls} calls during the rollout");
+    eprintln!("{calls} calls during `kubectl rollout restart`, 0 failed");
+    let after = c.tool_names().await.unwrap();
+    assert_eq!(after, tools);
+}
+
+/// An image that cannot be pulled and a server that exits at once: each `MCPServer` shows a
+/// `Ready=False` condition naming the reason (in `kubectl describe`), not "Pending" forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_servers_name_the_reason_in_their_status() {
+    let cluster = cluster_with_operator().await;
+    let ns = "e2e-failing";
+    cluster.run_kubectl(&["create", "namespace", ns]).await.unwrap();
+    let manifests = r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: unpullable}
+spec:
+  image: localhost/vmcp/no-such-image:1
+  port: 8080
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: crashing}
+spec:
+  image: ghcr.io/vmcp-dev/vmcp-example-backend:0.1.0
+  args: ["--kind", "no-such-kind"]
+  port: 8080
+"#;
+    cluster.apply(ns, manifests).await.unwrap();
+    let reason = |name: &'static str| async move {
+        cluster
+            .run_kubectl(&[
+                "get",
+                "mcpserver",
+                name,
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.status.phase} {.status.conditions[?(@.type==\"Ready\")].reason}",
+            ])
+            .await
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (pull, crash) = (reason("unpullable").await, reason("crashing").await);
+        let pull_ok = pull == "Failed ImagePullBackOff" || pull == "Failed ErrImagePull";
+        if pull_ok && crash == "Failed CrashLoopBackOff" {
+            break;
+        }
+        if Instant::now() > deadline {
+            panic!("unpullable: '{pull}', crashing: '{crash}'\n{}", diagnostics(cluster, ns).await);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let described =
+        cluster.run_kubectl(&["describe", "mcpserver", "crashing", "-n", ns]).await.unwrap();
+    assert!(
+        described.contains("CrashLoopBackOff") && described.contains("last exit code 2"),
+        "{described}"
+    );
+    let described =
+        cluster.run_kubectl(&["describe", "mcpserver", "unpullable", "-n", ns]).await.unwrap();
+    assert!(described.contains("localhost/vmcp/no-such-image:1"), "{described}");
+}
