@@ -300,9 +300,16 @@ async fn gateway_pods(cluster: &Cluster, ns: &str, name: &str) -> Vec<(String, S
 
 /// Client requests one gateway pod has served (the sum of its `requests_total` series), read
 /// from its /metrics (pod IPs are reachable from the node).
+/// Requests a gateway pod served, from its metrics port (operator-run gateways serve
+/// `/metrics` on `vmcp_operator::resources::GATEWAY_METRICS_PORT`, not on the MCP port).
 async fn requests_served(pod_ip: &str) -> f64 {
-    let text =
-        reqwest::get(format!("http://{pod_ip}:4483/metrics")).await.unwrap().text().await.unwrap();
+    let port = vmcp_operator::resources::GATEWAY_METRICS_PORT;
+    let text = reqwest::get(format!("http://{pod_ip}:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .filter(|l| l.contains("requests_total") && !l.starts_with('#'))
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
