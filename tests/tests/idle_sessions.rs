@@ -76,8 +76,14 @@ async fn idle_sessions_hold_no_sockets_and_backend_streams_follow_the_client_str
     let attached = settle(|| gw.open_sockets(), |n| n >= idle + 2).await;
     assert!(attached >= idle + 2, "client stream + backend stream: {idle} -> {attached}");
     drop(get);
-    let after = settle(|| gw.open_sockets(), |n| n <= idle).await;
-    assert!(after <= idle, "backend stream not closed with the client's: {after} > {idle}");
+    // Both streams go away: back to the idle count, or (when a health probe's pooled
+    // connection appeared meanwhile) two fewer than with both streams open.
+    let closed = |n: usize| n <= idle || attached.saturating_sub(n) >= 2;
+    let after = settle(|| gw.open_sockets(), closed).await;
+    assert!(
+        closed(after),
+        "backend stream not closed with the client's: idle {idle}, attached {attached}, after {after}"
+    );
 
     // Every idle session still works, with both backends.
     for sid in sessions.iter().take(5) {

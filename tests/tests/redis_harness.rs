@@ -50,8 +50,10 @@ async fn cluster_serves_all_slots_and_fails_over() {
     }
     let slot = cluster.slot_of("k7").unwrap();
     let old = cluster.master_of_slot(slot).unwrap().unwrap();
-    // Let the replica catch up before the kill (the store's own WAIT is tested elsewhere).
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Let the replica catch up before the kill (the store's own WAIT is tested elsewhere):
+    // until every replica has acknowledged the master's replication offset (a fixed sleep was
+    // not enough on a loaded machine, where the initial sync can still be running).
+    replicated(old).await;
     let (killed, _) = cluster.kill_master_of("k7").unwrap();
     assert_eq!(killed, old);
     let new = cluster
@@ -95,5 +97,36 @@ async fn sentinel_names_the_master_and_fails_over() {
             Err(e) => assert!(std::time::Instant::now() < deadline, "no recovery: {e}"),
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits (up to 20 s) until every replica of the master on `port` acknowledged its offset.
+async fn replicated(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "INFO", "replication"])
+            .output()
+            .unwrap();
+        let info = String::from_utf8_lossy(&out.stdout).into_owned();
+        let field = |line: &str, key: &str| -> Option<u64> {
+            line.split(',').find_map(|kv| kv.strip_prefix(key)?.trim().parse().ok())
+        };
+        let master = info.lines().find_map(|l| {
+            l.strip_prefix("master_repl_offset:").and_then(|v| v.trim().parse::<u64>().ok())
+        });
+        let replicas: Vec<u64> = info
+            .lines()
+            .filter(|l| l.starts_with("slave") && l.contains("offset="))
+            .filter_map(|l| field(l, "offset="))
+            .collect();
+        if let Some(m) = master
+            && !replicas.is_empty()
+            && replicas.iter().all(|o| *o >= m)
+        {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "replicas never caught up: {info}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
