@@ -92,6 +92,8 @@ pub struct Metrics {
     pub request_seconds: Family<MethodBackend, Histogram, fn() -> Histogram>,
     /// Sessions held on this replica.
     pub sessions_live: Gauge,
+    /// Backend GET streams open on this replica (I8: only while a client holds its own).
+    pub backend_streams: Gauge,
     /// Sessions created by `initialize`.
     pub sessions_created: Counter,
     /// Restores by outcome.
@@ -207,6 +209,12 @@ impl Metrics {
         );
         let sessions_live = Gauge::default();
         registry.register("sessions_live", "Sessions held on this replica", sessions_live.clone());
+        let backend_streams = Gauge::default();
+        registry.register(
+            "backend_streams_open",
+            "Backend GET streams open on this replica (only while a client holds its own)",
+            backend_streams.clone(),
+        );
         let sessions_created = Counter::default();
         registry.register(
             "sessions_created",
@@ -257,6 +265,7 @@ impl Metrics {
             requests,
             request_seconds,
             sessions_live,
+            backend_streams,
             sessions_created,
             restores,
             restore_seconds,

@@ -51,6 +51,8 @@ pub struct ClientLink {
     pub events: mpsc::UnboundedSender<BackendEvent>,
     /// The `capabilities` sent in the backend's `initialize`.
     pub capabilities: Value,
+    /// Counts the backend GET streams open (`backend_streams_open`).
+    pub streams: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// How a backend's request to the client gets its answer.
@@ -141,7 +143,7 @@ impl Connection {
         let events = link.events.clone();
         match def.transport {
             BackendTransport::StreamableHttp => {
-                let conn = streamable::StreamableConn::new(def, http, events);
+                let conn = streamable::StreamableConn::new(def, http, events, link.streams.clone());
                 if let Some(h) = hint {
                     conn.resume(crate::session::record::BackendHint::parse(&h));
                     return Ok((Self::Streamable(conn), None));

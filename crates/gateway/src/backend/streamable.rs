@@ -26,6 +26,8 @@ const RESUME_AFTER: Duration = Duration::from_millis(500);
 /// A Streamable HTTP session with one backend.
 #[derive(Debug)]
 pub struct StreamableConn {
+    /// Counts the open GET streams (`backend_streams_open`).
+    streams: prometheus_client::metrics::gauge::Gauge,
     def: Arc<BackendDef>,
     http: reqwest::Client,
     session_id: Mutex<Option<String>>,
@@ -50,8 +52,10 @@ impl StreamableConn {
         def: Arc<BackendDef>,
         http: reqwest::Client,
         events: mpsc::UnboundedSender<BackendEvent>,
+        streams: prometheus_client::metrics::gauge::Gauge,
     ) -> Self {
         Self {
+            streams,
             def,
             http,
             session_id: Mutex::new(None),
@@ -267,6 +271,7 @@ impl StreamableConn {
         let http = self.http.clone();
         let events = self.events.clone();
         let name = self.def.name.clone();
+        let streams = self.streams.clone();
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(500);
             loop {
@@ -274,6 +279,8 @@ impl StreamableConn {
                 match http.execute(req).await {
                     Ok(resp) if resp.status().is_success() => {
                         backoff = Duration::from_millis(500);
+                        // Counted while the stream is read (also when the task is aborted).
+                        let _open = OpenStream::new(&streams);
                         let mut parser = sse::Parser::default();
                         let mut stream = resp.bytes_stream();
                         while let Some(Ok(chunk)) = stream.next().await {
@@ -362,6 +369,22 @@ impl StreamableConn {
         if let Some(h) = self.stream.lock().take() {
             h.abort();
         }
+    }
+}
+
+/// Counts one open backend GET stream for as long as it lives.
+struct OpenStream(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenStream {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

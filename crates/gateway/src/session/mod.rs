@@ -224,7 +224,12 @@ impl Session {
             let task =
                 tokio::spawn(manager::dispatch_events(self.manager.clone(), self.me.clone(), rx));
             *self.dispatcher.lock() = Some(task.abort_handle());
-            ClientLink { events, capabilities: self.client_capabilities.clone() }
+            let streams = self
+                .manager
+                .upgrade()
+                .map(|m| m.metrics().backend_streams.clone())
+                .unwrap_or_default();
+            ClientLink { events, capabilities: self.client_capabilities.clone(), streams }
         })
     }
 

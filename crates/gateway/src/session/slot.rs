@@ -333,7 +333,8 @@ impl Slot {
     ) -> Result<(), BackendError> {
         let slot = Self::new(def, None);
         let (events, _rx) = mpsc::unbounded_channel();
-        let link = ClientLink { events, capabilities: serde_json::json!({}) };
+        let link =
+            ClientLink { events, capabilities: serde_json::json!({}), streams: Default::default() };
         slot.connect(&Identity::Anonymous, http, &link).await?;
         slot.close(&Identity::Anonymous).await;
         Ok(())
@@ -353,7 +354,8 @@ impl Slot {
         }
         let Ok(headers) = def.credentials.headers(identity).await else { return };
         let (events, _rx) = mpsc::unbounded_channel();
-        let link = ClientLink { events, capabilities: serde_json::json!({}) };
+        let link =
+            ClientLink { events, capabilities: serde_json::json!({}), streams: Default::default() };
         if let Ok((conn, _)) =
             Connection::open(def, http.clone(), &headers, Some(hint), &link).await
         {
@@ -398,7 +400,8 @@ mod tests {
     /// A resumed Streamable HTTP connection (no I/O).
     async fn resumed(slot: &Slot, hint: &str) -> Arc<Connection> {
         let (events, _rx) = mpsc::unbounded_channel();
-        let link = ClientLink { events, capabilities: serde_json::json!({}) };
+        let link =
+            ClientLink { events, capabilities: serde_json::json!({}), streams: Default::default() };
         let (conn, _) = Connection::open(
             slot.def.clone(),
             reqwest::Client::new(),
