@@ -18,7 +18,7 @@ const PREFIX: &str = "vmcp:fo:";
 
 fn config(redis: &AnyRedis, weather: &ExampleBackend) -> String {
     format!(
-        "sessionStorage:\n  provider: redis\n  redis:\n    url: '{}'\n    keyPrefix: '{PREFIX}'\n    waitReplicas: 1\n    waitTimeout: 500ms\nbackends:\n  - name: weather\n    url: {}\n",
+        "sessionStorage:\n  provider: redis\n  redis:\n    url: '{}'\n    keyPrefix: '{PREFIX}'\n    waitReplicas: 1\n    waitTimeout: 2s\nbackends:\n  - name: weather\n    url: {}\n",
         redis.url(),
         weather.url()
     )
@@ -121,7 +121,17 @@ async fn master_killed_under_load(topology: Topology) {
     let urls: Arc<Vec<String>> = Arc::new(gws.iter().map(Gateway::url).collect());
     let out = Arc::new(Mutex::new(Outcomes::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let first = initialize(&http(), &urls[0]).await.unwrap();
+    // Set-up, not measured: on a loaded machine the first WAIT may time out (503); retry.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        match initialize(&http(), &urls[0]).await {
+            Ok(sid) => break sid,
+            Err(503) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("{topology:?}: initialize before the kill: {status}"),
+        }
+    };
     out.lock().await.sessions.push(first.clone());
 
     let mut tasks = Vec::new();
