@@ -419,9 +419,19 @@ async fn gateway_pods_keep_sessions_across_pod_deletion_and_rollout() {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
-    let pinned = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    let mut c = McpClient::initialize(&url, &token, Some(pinned)).await;
-    assert_eq!(c.tool_names().await.unwrap(), tools);
+    // Alice's session is pinned to one replica, which may not have seen the stdio backend up
+    // yet (the warm-up above may have run on the other one): retry until it lists both.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut c = loop {
+        let pinned = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        let mut c = McpClient::initialize(&url, &token, Some(pinned)).await;
+        let listed = c.tool_names().await.unwrap();
+        if listed == tools {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "alice's session lists {listed:?}, not {tools:?}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
     let r = c.call("weather_forecast", json!({"city": "Oslo"})).await.unwrap();
     assert!(r.contains("Oslo"), "{r}");
     let exchanges = || {
