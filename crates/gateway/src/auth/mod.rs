@@ -6,6 +6,7 @@
 
 pub mod binding;
 pub mod incoming;
+pub mod jwt_crypto;
 pub mod outgoing;
 pub mod token_exchange;
 

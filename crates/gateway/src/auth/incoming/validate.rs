@@ -170,6 +170,7 @@ impl OidcValidator {
         if audience.is_empty() {
             return Err(IncomingAuthError::Config("the expected audience is empty".into()));
         }
+        crate::auth::jwt_crypto::install();
         let introspector = cfg.introspection.as_ref().map(Introspector::new).transpose()?;
         Ok(Self {
             inner: Arc::new(Inner {
