@@ -159,8 +159,11 @@ impl Gateway {
         self.launch().await;
     }
 
-    /// The gateway's log so far (all runs).
+    /// The gateway's log so far (all runs). The gateway writes its log in batches
+    /// (`vmcp_gateway::log_writer::BATCH_WINDOW`), so this first waits out one batch: a line
+    /// logged before the call is in the result.
     pub fn log(&self) -> String {
+        std::thread::sleep(vmcp_gateway::log_writer::BATCH_WINDOW * 3);
         (1..=self.starts)
             .map(|i| {
                 std::fs::read_to_string(self.dir.path().join(format!("gateway-{i}.log")))

@@ -15,6 +15,7 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod jsonrpc;
+pub mod log_writer;
 pub mod methods;
 pub mod metrics;
 pub mod outbound;

@@ -75,17 +75,15 @@ async fn run_bridge(
         .context("serving")
 }
 
-/// Logs (the audit line of every request included) go to stderr through a background writer
-/// thread, so a request never waits for a write to stderr; the returned guard flushes it at
-/// exit. Nothing is dropped: a full buffer makes callers wait instead.
-fn init_tracing(level: &str, json: bool) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs (the audit line of every request included) go to stderr in batches written by a
+/// background thread ([`vmcp_gateway::log_writer`]), so a request never waits for a write to
+/// stderr; the returned guard writes what is left at exit.
+fn init_tracing(level: &str, json: bool) -> anyhow::Result<vmcp_gateway::log_writer::FlushGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("vmcp-log")
-        .finish(std::io::stderr());
+    let (writer, guard) =
+        vmcp_gateway::log_writer::BatchedWriter::stderr().context("starting the log writer")?;
     let builder =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     if json {
@@ -93,7 +91,7 @@ fn init_tracing(level: &str, json: bool) -> tracing_appender::non_blocking::Work
     } else {
         builder.init();
     }
-    guard
+    Ok(guard)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -105,7 +103,7 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(Command::Bridge { port, host, idle_timeout, max_sessions, command }) = cli.command {
         let limits = vmcp_gateway::bridge::BridgeLimits { idle_timeout, max_sessions };
-        let _flush_logs = init_tracing("info", cli.log_format.as_deref() == Some("json"));
+        let _flush_logs = init_tracing("info", cli.log_format.as_deref() == Some("json"))?;
         return tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
@@ -134,7 +132,7 @@ fn main() -> anyhow::Result<()> {
         Some(f) => f == "json",
         None => cfg.telemetry.log_format == LogFormat::Json,
     };
-    let _flush_logs = init_tracing(&cfg.telemetry.log_level, json);
+    let _flush_logs = init_tracing(&cfg.telemetry.log_level, json)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
