@@ -18,7 +18,8 @@ use vmcp_e2e::redis_topology::{AnyRedis, Topology};
 use vmcp_gateway::session::memory::MemoryStore;
 use vmcp_gateway::session::record::{SCHEMA_VERSION, SessionRecord};
 use vmcp_gateway::session::redis::RedisStore;
-use vmcp_gateway::session::store::{CasOutcome, SessionStore, StoreError};
+use vmcp_gateway::session::store::{CasOutcome, SessionStore, StoreError, StoredEvent};
+use vmcp_gateway::session::streams::WINDOW;
 use vmcp_types::config::{RedisConfig, SecretSource};
 
 // ---------------------------------------------------------------------------------------------
@@ -228,6 +229,32 @@ async fn concurrent_cas_single_winner(store: Arc<dyn SessionStore>) {
     }
 }
 
+async fn stream_events_round_trip(store: Arc<dyn SessionStore>) {
+    let ev = |seq: u64, data: &str| StoredEvent { seq, data: data.to_owned() };
+    assert_eq!(store.load_events("s", "p1").await.unwrap(), None);
+    store.append_events("s", "p1", &[ev(0, ""), ev(1, r#"{"a": 1}"#)], false, LONG).await.unwrap();
+    assert_eq!(
+        store.load_events("s", "p1").await.unwrap(),
+        Some((vec![ev(0, ""), ev(1, r#"{"a": 1}"#)], false))
+    );
+    store.append_events("s", "p1", &[ev(2, "x y z")], true, LONG).await.unwrap();
+    assert_eq!(
+        store.load_events("s", "p1").await.unwrap(),
+        Some((vec![ev(0, ""), ev(1, r#"{"a": 1}"#), ev(2, "x y z")], true))
+    );
+    // A bounded window: the newest events stay.
+    let many: Vec<StoredEvent> = (0..WINDOW as u64 + 5).map(|i| ev(i, "m")).collect();
+    store.append_events("s", "p2", &many, true, LONG).await.unwrap();
+    let (kept, over) = store.load_events("s", "p2").await.unwrap().unwrap();
+    assert!(over);
+    assert_eq!((kept.len(), kept[0].seq), (WINDOW, 5));
+    // Events expire.
+    store.append_events("s", "p3", &[ev(0, "")], false, Duration::from_millis(300)).await.unwrap();
+    assert!(store.load_events("s", "p3").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(store.load_events("s", "p3").await.unwrap(), None);
+}
+
 /// Generates one test per contract case for a store constructor.
 macro_rules! contract {
     ($store:ident, $make:expr) => {
@@ -235,7 +262,7 @@ macro_rules! contract {
             use super::*;
             contract!(@case $make; create_load_round_trip, ttl_expiry, touch_extends,
                 set_hint_keeps_membership, cas_members_outcomes, delete_removes,
-                concurrent_cas_single_winner);
+                concurrent_cas_single_winner, stream_events_round_trip);
         }
     };
     (@case $make:expr; $($case:ident),*) => {

@@ -150,6 +150,13 @@ pub fn negotiate(requested: Option<&str>) -> &'static str {
         .unwrap_or(LATEST_VERSION)
 }
 
+/// Does a client of revision `v` get a priming event (id, empty data, `retry`) first on each
+/// SSE stream? (2025-11-25 on; older clients may not expect empty data.)
+pub fn sends_priming_event(v: &str) -> bool {
+    // Revisions are dates, so they order as strings.
+    v >= "2025-11-25"
+}
+
 /// Are JSON-RPC batches allowed in revision `v`? (Only 2025-03-26.)
 pub fn allows_batches(v: &str) -> bool {
     v == "2025-03-26"

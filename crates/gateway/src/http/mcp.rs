@@ -1,16 +1,12 @@
 //! `/mcp`: Streamable HTTP (MCP 2025-03-26, 2025-06-18, 2025-11-25) on the client side.
 //! Handlers return `Result<Response, EdgeError>`; refusals are mapped in [`super::error`].
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use serde_json::Value;
-use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 
 use super::AppState;
 use super::error::{EdgeError, json_response};
@@ -19,6 +15,7 @@ use crate::jsonrpc::{self, INVALID_REQUEST, METHOD_NOT_FOUND, Message, PARSE_ERR
 use crate::methods::{self, Caller};
 use crate::protocol::{self, Method, SESSION_HEADER, VERSION_HEADER};
 use crate::session::Session;
+use crate::session::streams::{StreamKind, parse_event_id};
 
 fn accepts(headers: &HeaderMap, kind: &str) -> bool {
     headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| {
@@ -130,7 +127,7 @@ pub async fn post(
         Message::Request { id, method, params } => {
             let forwarded = Method::parse(&method).is_some_and(Method::is_forwarded);
             if forwarded && accepts(&headers, "text/event-stream") {
-                sse_call(state, session, identity, id, method, params)
+                super::client_streams::call_stream(state, session, identity, id, method, params)
             } else {
                 let caller =
                     Caller { manager: &state.manager, session: &session, identity: &identity };
@@ -162,28 +159,6 @@ async fn initialize(
         r.headers_mut().insert(SESSION_HEADER, v);
     }
     Ok(r)
-}
-
-/// A forwarded request answered as an SSE stream: the backend's progress notifications for
-/// this request, then the response. A client disconnect does not cancel the call.
-fn sse_call(
-    state: AppState,
-    session: Arc<Session>,
-    identity: Identity,
-    id: Value,
-    method: String,
-    params: Option<Value>,
-) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let progress = tx.clone();
-    tokio::spawn(async move {
-        let caller = Caller { manager: &state.manager, session: &session, identity: &identity };
-        let resp = methods::handle_request(caller, &id, &method, params, Some(progress)).await;
-        let _ = tx.send(resp);
-    });
-    let stream = UnboundedReceiverStream::new(rx)
-        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
-    Sse::new(stream).into_response()
 }
 
 async fn post_batch(
@@ -244,38 +219,20 @@ pub async fn get(
     }
     request_version(&headers)?;
     let session = resolve(&state, &headers, &identity).await?;
-    let rx = session.outbox.attach();
-    // I8: member backends stream to this replica only while the client holds this stream.
-    let opener = session.clone();
-    tokio::spawn(async move { opener.open_backend_streams(&identity).await });
-    let stream = ClientStream { rx: ReceiverStream::new(rx), _detach: DetachGuard(session) }
-        .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
-}
-
-/// The client's GET stream; when it ends, the backend streams opened for it are closed.
-struct ClientStream {
-    rx: ReceiverStream<Value>,
-    // Dropped after `rx`, so the outbox already sees the stream detached.
-    _detach: DetachGuard,
-}
-
-impl futures::Stream for ClientStream {
-    type Item = Value;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Value>> {
-        std::pin::Pin::new(&mut self.rx).poll_next(cx)
-    }
-}
-
-struct DetachGuard(Arc<Session>);
-
-impl Drop for DetachGuard {
-    fn drop(&mut self) {
-        self.0.close_backend_streams_if_detached();
+    let last = match header_str(&headers, "last-event-id") {
+        None => None,
+        Some(v) => Some(parse_event_id(v).ok_or_else(|| {
+            EdgeError::bad_request(
+                None,
+                RpcError::new(INVALID_REQUEST, "Last-Event-ID is not an event id of this gateway"),
+            )
+        })?),
+    };
+    match &last {
+        Some(at) if at.kind == StreamKind::Post => {
+            super::client_streams::resume_call(&state, session, at).await
+        }
+        _ => super::client_streams::session_stream(&state, session, identity, last.as_ref()).await,
     }
 }
 

@@ -3,6 +3,7 @@
 //! error or a `WWW-Authenticate` challenge. Nothing below this module knows about HTTP status
 //! codes.
 
+mod client_streams;
 pub(crate) mod error;
 mod identity;
 mod mcp;

@@ -155,6 +155,11 @@ impl SessionManager {
         &self.http
     }
 
+    /// The store, when other replicas share it (so stream events are worth keeping there).
+    pub fn shared_store(&self) -> Option<Arc<dyn SessionStore>> {
+        self.store.is_shared().then(|| self.store.clone())
+    }
+
     /// Metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -350,6 +355,7 @@ impl SessionManager {
         self.forget(&session.id);
         self.metrics.sessions_terminated.inc();
         session.outbox.close();
+        session.streams.close_all();
         let s = session.clone();
         let ident = identity.clone();
         tokio::spawn(async move {
@@ -415,6 +421,7 @@ impl SessionManager {
         let removed = self.local.write().remove(id);
         if let Some(s) = removed {
             s.outbox.close();
+            s.streams.close_all();
             s.park();
         }
         self.metrics.sessions_live.set(self.local_count() as i64);

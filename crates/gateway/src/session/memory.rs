@@ -6,13 +6,19 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::record::SessionRecord;
-use super::store::{CasOutcome, SessionStore, StoreError};
+use super::store::{CasOutcome, SessionStore, StoreError, StoredEvent};
 
 /// Records in a map with expiry times.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     records: Mutex<Records>,
+    /// Stream events by (session, stream): events, over, expiry. One replica reads its own
+    /// streams from memory, so these are kept only to honour the store contract.
+    events: Mutex<HashMap<(String, String), KeptStream>>,
 }
+
+/// A stream's kept events, whether it is over, and when they expire.
+type KeptStream = (Vec<StoredEvent>, bool, Instant);
 
 /// How often expired records are swept out (reads check expiry themselves).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -51,6 +57,44 @@ fn live(entry: Option<&mut (SessionRecord, Instant)>) -> Option<&mut (SessionRec
 
 #[async_trait::async_trait]
 impl SessionStore for MemoryStore {
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    async fn append_events(
+        &self,
+        id: &str,
+        stream: &str,
+        events: &[StoredEvent],
+        over: bool,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut all = self.events.lock();
+        all.retain(|_, (_, _, exp)| *exp > now);
+        let entry = all
+            .entry((id.to_owned(), stream.to_owned()))
+            .or_insert_with(|| (Vec::new(), false, now));
+        entry.0.extend_from_slice(events);
+        let excess = entry.0.len().saturating_sub(super::streams::WINDOW);
+        entry.0.drain(..excess);
+        entry.1 |= over;
+        entry.2 = now + ttl;
+        Ok(())
+    }
+
+    async fn load_events(
+        &self,
+        id: &str,
+        stream: &str,
+    ) -> Result<Option<(Vec<StoredEvent>, bool)>, StoreError> {
+        let all = self.events.lock();
+        Ok(all
+            .get(&(id.to_owned(), stream.to_owned()))
+            .filter(|(_, _, exp)| *exp > Instant::now())
+            .map(|(events, over, _)| (events.clone(), *over)))
+    }
+
     async fn create(
         &self,
         id: &str,

@@ -7,6 +7,7 @@
 //! - [`manager`]: the local cache, restore with the live identity (I1, I2, I7), generation
 //!   bumps on config change (I4), termination (I5), idle eviction.
 //! - [`outbox`]: delivery of server-to-client messages to the GET stream.
+//! - [`streams`]: the client's SSE streams, with event ids and replay (resumability).
 //! - [`termination`]: the feed of DELETEs from other replicas (I5).
 //! - [`views`]: merged views shared by sessions with the same member lists (I8).
 
@@ -18,6 +19,7 @@ pub mod record;
 pub mod redis;
 pub mod slot;
 pub mod store;
+pub mod streams;
 pub mod termination;
 pub mod views;
 
@@ -54,6 +56,8 @@ pub struct Session {
     view: RwLock<View>,
     /// Server-to-client messages.
     pub outbox: Outbox,
+    /// The SSE streams to the client, kept for resumption.
+    pub streams: streams::Streams,
     inflight: Mutex<std::collections::HashMap<String, (Arc<str>, u64)>>,
     last_used: AtomicU64,
     last_touch: AtomicU64,
@@ -107,6 +111,7 @@ impl Session {
             members: RwLock::new(slots),
             view: RwLock::new(Arc::new(Err("not aggregated yet".into()))),
             outbox: Outbox::default(),
+            streams: streams::Streams::default(),
             inflight: Mutex::new(Default::default()),
             last_used: AtomicU64::new(0),
             last_touch: AtomicU64::new(0),

@@ -60,7 +60,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use fred::prelude::{ClientLike, HashesInterface, KeysInterface, PubsubInterface, Value};
+use fred::prelude::{
+    ClientLike, HashesInterface, KeysInterface, ListInterface, PubsubInterface, Value,
+};
 use tokio::sync::broadcast;
 use vmcp_types::config::RedisConfig;
 
@@ -72,7 +74,7 @@ use self::feed::{
 };
 use self::scripts::Scripts;
 use super::record::SessionRecord;
-use super::store::{CasOutcome, SessionStore, StoreError};
+use super::store::{CasOutcome, SessionStore, StoreError, StoredEvent};
 
 /// Session records in Redis (standalone, Sentinel or Cluster).
 pub struct RedisStore {
@@ -195,6 +197,11 @@ impl RedisStore {
     /// The key of a session record: `<prefix>session:<id>`.
     pub fn session_key(&self, id: &str) -> String {
         format!("{}session:{id}", self.prefix)
+    }
+
+    /// The key of a client stream's kept events: `<prefix>events:<id>:<stream>`.
+    pub fn events_key(&self, id: &str, stream: &str) -> String {
+        format!("{}events:{id}:{stream}", self.prefix)
     }
 
     /// The pub/sub channel carrying terminated session ids: `<prefix>terminated`.
@@ -334,6 +341,69 @@ impl SessionStore for RedisStore {
         // A deletion the new master never saw would bring the session back after a failover.
         self.durability.wait(&self.client, "delete", id, &key).await?;
         Ok(n > 0)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn append_events(
+        &self,
+        id: &str,
+        stream: &str,
+        events: &[StoredEvent],
+        over: bool,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut args = vec![
+            ttl_ms(ttl).to_string(),
+            super::streams::WINDOW.to_string(),
+            if over { "1" } else { "0" }.to_owned(),
+        ];
+        args.extend(events.iter().map(|e| format!("e {} {}", e.seq, e.data)));
+        self.scripts
+            .append_events
+            .run::<Value>(&self.client, vec![self.events_key(id, stream)], args)
+            .await
+            .map(drop)
+            .map_err(|e| command_error("append_events", id, &e))
+    }
+
+    async fn load_events(
+        &self,
+        id: &str,
+        stream: &str,
+    ) -> Result<Option<(Vec<StoredEvent>, bool)>, StoreError> {
+        let entries: Vec<String> = self
+            .client
+            .lrange(self.events_key(id, stream), 0, -1)
+            .await
+            .map_err(|e| command_error("load_events", id, &e))?;
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let mut over = false;
+        let mut events = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if entry == "x" {
+                over = true;
+                continue;
+            }
+            let parsed = entry.strip_prefix("e ").and_then(|rest| {
+                let (seq, data) = rest.split_once(' ')?;
+                Some(StoredEvent { seq: seq.parse().ok()?, data: data.to_owned() })
+            });
+            match parsed {
+                Some(e) => events.push(e),
+                None => {
+                    return Err(StoreError::Corrupt {
+                        id: id.to_owned(),
+                        reason: format!("unreadable event entry in stream {stream}"),
+                    });
+                }
+            }
+        }
+        Ok(Some((events, over)))
     }
 
     async fn exists(&self, id: &str) -> Result<bool, StoreError> {

@@ -32,6 +32,16 @@ pub enum CasOutcome {
     Missing,
 }
 
+/// One event of a client SSE stream kept for resumption on another replica
+/// ([`super::streams`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Position in its stream.
+    pub seq: u64,
+    /// The JSON-RPC message as sent (empty for a priming event).
+    pub data: String,
+}
+
 /// Where session records live.
 #[async_trait::async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
@@ -60,4 +70,23 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn delete(&self, id: &str) -> Result<bool, StoreError>;
     /// Does the record still exist (a cheap check used to notice termination elsewhere)?
     async fn exists(&self, id: &str) -> Result<bool, StoreError>;
+    /// Do other replicas read this store (so stream events are worth keeping in it)?
+    fn is_shared(&self) -> bool;
+    /// Appends events of stream `stream` of session `id`, keeps the newest
+    /// [`super::streams::WINDOW`], marks the stream over when `over`, and (re)sets their TTL.
+    async fn append_events(
+        &self,
+        id: &str,
+        stream: &str,
+        events: &[StoredEvent],
+        over: bool,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+    /// The kept events of a stream in order, and whether it is over; None when the store has
+    /// none (never kept, or expired).
+    async fn load_events(
+        &self,
+        id: &str,
+        stream: &str,
+    ) -> Result<Option<(Vec<StoredEvent>, bool)>, StoreError>;
 }

@@ -49,6 +49,17 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return n
 "#;
 
+/// KEYS[1] = stream events (a list); ARGV[1] = ttl ms; ARGV[2] = window (events kept);
+/// ARGV[3] = '1' when the stream is over (an end marker "x" follows the events);
+/// ARGV[4..] = events to append ("e <seq> <json>").
+const APPEND_EVENTS_LUA: &str = r#"
+if #ARGV > 3 then redis.call('RPUSH', KEYS[1], unpack(ARGV, 4)) end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+if ARGV[3] == '1' then redis.call('RPUSH', KEYS[1], 'x') end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"#;
+
 /// A Lua script run with `EVALSHA`, falling back to `EVAL` (which also re-caches it).
 #[derive(Debug)]
 pub(super) struct Script {
@@ -92,6 +103,7 @@ pub(super) struct Scripts {
     pub(super) set_hint: Script,
     pub(super) cas_members: Script,
     pub(super) delete: Script,
+    pub(super) append_events: Script,
 }
 
 impl Scripts {
@@ -102,8 +114,15 @@ impl Scripts {
             set_hint: Script::new(SET_HINT_LUA),
             cas_members: Script::new(CAS_MEMBERS_LUA),
             delete: Script::new(DELETE_LUA),
+            append_events: Script::new(APPEND_EVENTS_LUA),
         };
-        for s in [&scripts.create, &scripts.set_hint, &scripts.cas_members, &scripts.delete] {
+        for s in [
+            &scripts.create,
+            &scripts.set_hint,
+            &scripts.cas_members,
+            &scripts.delete,
+            &scripts.append_events,
+        ] {
             s.load(client).await;
         }
         scripts
