@@ -157,7 +157,7 @@ fn list(session: &Session, method: Method, params: Option<&Value>) -> Result<Val
         ));
     }
     let view = session.view();
-    let agg = view.as_ref().as_ref().map_err(|e| RpcError::new(INTERNAL_ERROR, e.clone()))?;
+    let agg = view.as_ref().as_ref().map_err(|e| RpcError::new(INTERNAL_ERROR, e.to_string()))?;
     match method {
         Method::ToolsList => Ok(json!({ "tools": agg.tools })),
         Method::ResourcesList => Ok(json!({ "resources": agg.resources })),
@@ -172,7 +172,7 @@ fn list(session: &Session, method: Method, params: Option<&Value>) -> Result<Val
 /// Finds the owning backend and the params rewritten to its original names.
 fn route(session: &Session, method: Method, params: &Value) -> Result<(Arc<str>, Value), RpcError> {
     let view = session.view();
-    let agg = view.as_ref().as_ref().map_err(|e| RpcError::new(INTERNAL_ERROR, e.clone()))?;
+    let agg = view.as_ref().as_ref().map_err(|e| RpcError::new(INTERNAL_ERROR, e.to_string()))?;
     let mut p = params.clone();
     let str_param = |k: &str| {
         params

@@ -38,8 +38,20 @@ use crate::backend::ClientLink;
 use outbox::Outbox;
 use slot::Slot;
 
-/// The merged view of a session: the aggregation result or why it failed (manual conflicts).
-pub type View = Arc<Result<Aggregated, String>>;
+/// The merged view of a session: the aggregation result, or why there is none.
+pub type View = Arc<Result<Aggregated, ViewError>>;
+
+/// Why a session has no merged view.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    /// The session was just installed and its members are not aggregated yet (requests wait
+    /// for a restore to finish, so clients do not normally see this).
+    #[error("not aggregated yet")]
+    Pending,
+    /// The members' capabilities cannot be merged under the configuration (manual conflicts).
+    #[error(transparent)]
+    Unmergeable(#[from] crate::aggregate::AggregationError),
+}
 
 /// One live MCP session on this replica.
 #[derive(Debug)]
@@ -109,7 +121,7 @@ impl Session {
             protocol_version,
             generation: AtomicU64::new(generation),
             members: RwLock::new(slots),
-            view: RwLock::new(Arc::new(Err("not aggregated yet".into()))),
+            view: RwLock::new(Arc::new(Err(ViewError::Pending))),
             outbox: Outbox::default(),
             streams: streams::Streams::default(),
             inflight: Mutex::new(Default::default()),

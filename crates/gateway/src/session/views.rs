@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use vmcp_types::config::AggregationConfig;
 
-use super::View;
+use super::{View, ViewError};
 use crate::aggregate::BackendCapabilities;
 
 /// How many distinct member combinations are remembered (e.g. "all up", "one backend down").
@@ -55,7 +55,7 @@ impl ViewCache {
         }
         let owned: Vec<BackendCapabilities> = caps.iter().map(|c| (**c).clone()).collect();
         let view: View =
-            Arc::new(crate::aggregate::aggregate(config, order, &owned).map_err(|e| e.to_string()));
+            Arc::new(crate::aggregate::aggregate(config, order, &owned).map_err(ViewError::from));
         let mut entries = self.entries.lock();
         entries.insert(0, Entry { order: order.to_vec(), caps, view: view.clone() });
         entries.truncate(KEEP);
