@@ -131,24 +131,15 @@ async fn event_ids_priming_and_replay_on_the_wire() {
     assert!(!body.contains("retry:"), "no priming event before 2025-11-25: {body}");
     assert!(body.contains("id: p") && body.contains("a:echo:x"), "{body}");
 
-    let bad = http
-        .get(gw.url())
-        .header("accept", "text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .header("mcp-session-id", &sid)
-        .header("last-event-id", "not-ours")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
-    let gone = http
-        .get(gw.url())
-        .header("accept", "text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .header("mcp-session-id", &sid)
-        .header("last-event-id", "p0123456789abcdef-0")
-        .send()
-        .await
-        .unwrap();
+    let resume = |last: &'static str| {
+        http.get(gw.url())
+            .header("accept", "text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("mcp-session-id", &sid)
+            .header("last-event-id", last)
+            .send()
+    };
+    assert_eq!(resume("not-ours").await.unwrap().status(), 400);
+    let gone = resume("p0123456789abcdef-0").await.unwrap();
     assert_eq!(gone.status(), 400, "a stream this gateway never had");
 }

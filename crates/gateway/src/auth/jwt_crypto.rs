@@ -30,7 +30,8 @@ pub fn install() {
     let _ = provider.install_default();
 }
 
-fn ring_algorithm(alg: Algorithm) -> Option<&'static dyn VerificationAlgorithm> {
+/// `ring`'s RSA verification for the RSA algorithms (keys come as modulus + exponent).
+fn rsa_parameters(alg: Algorithm) -> Option<&'static sig::RsaParameters> {
     Some(match alg {
         Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
         Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
@@ -38,6 +39,17 @@ fn ring_algorithm(alg: Algorithm) -> Option<&'static dyn VerificationAlgorithm> 
         Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
         Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
         Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
+}
+
+/// `ring`'s verification for every asymmetric algorithm, keys in their encoded form (RSA as
+/// PKCS#1 DER, EC as an uncompressed point, Ed25519 raw).
+fn encoded_key_algorithm(alg: Algorithm) -> Option<&'static dyn VerificationAlgorithm> {
+    if let Some(rsa) = rsa_parameters(alg) {
+        return Some(rsa);
+    }
+    Some(match alg {
         Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
         Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
         Algorithm::EdDSA => &sig::ED25519,
@@ -46,49 +58,43 @@ fn ring_algorithm(alg: Algorithm) -> Option<&'static dyn VerificationAlgorithm> 
 }
 
 fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>> {
-    let Some(algorithm) = ring_algorithm(*alg) else {
+    let Some(algorithm) = encoded_key_algorithm(*alg) else {
+        // HMAC.
         return (rust_crypto::DEFAULT_PROVIDER.verifier_factory)(alg, key);
     };
     if key.family() != alg.family() {
         return Err(ErrorKind::InvalidAlgorithm.into());
     }
-    let key = match key.kind() {
-        DecodingKeyKind::RsaModulusExponent { n, e } => RingKey::Rsa { n: n.clone(), e: e.clone() },
-        // RSA as PKCS#1 DER, EC as an uncompressed point, Ed25519 as the raw key: the forms
-        // `ring` takes.
-        DecodingKeyKind::SecretOrDer(bytes) => RingKey::Encoded(bytes.clone()),
+    let key = match (key.kind(), rsa_parameters(*alg)) {
+        (DecodingKeyKind::RsaModulusExponent { n, e }, Some(params)) => {
+            RingKey::Rsa { params, n: n.clone(), e: e.clone() }
+        }
+        (DecodingKeyKind::RsaModulusExponent { .. }, None) => {
+            return Err(ErrorKind::InvalidKeyFormat.into());
+        }
+        (DecodingKeyKind::SecretOrDer(bytes), _) => RingKey::Encoded(algorithm, bytes.clone()),
     };
-    Ok(Box::new(RingVerifier { alg: *alg, algorithm, key }))
+    Ok(Box::new(RingVerifier { alg: *alg, key }))
 }
 
 enum RingKey {
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-    Encoded(Vec<u8>),
+    Rsa { params: &'static sig::RsaParameters, n: Vec<u8>, e: Vec<u8> },
+    Encoded(&'static dyn VerificationAlgorithm, Vec<u8>),
 }
 
 struct RingVerifier {
     alg: Algorithm,
-    algorithm: &'static dyn VerificationAlgorithm,
     key: RingKey,
 }
 
 impl signature::Verifier<Vec<u8>> for RingVerifier {
     fn verify(&self, msg: &[u8], signature: &Vec<u8>) -> std::result::Result<(), signature::Error> {
         let ok = match &self.key {
-            RingKey::Rsa { n, e } => {
-                let params = match self.alg {
-                    Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
-                    Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
-                    Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
-                    Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
-                    Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
-                    Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
-                    _ => return Err(signature::Error::new()),
-                };
+            RingKey::Rsa { params, n, e } => {
                 RsaPublicKeyComponents { n, e }.verify(params, msg, signature).is_ok()
             }
-            RingKey::Encoded(bytes) => {
-                UnparsedPublicKey::new(self.algorithm, bytes).verify(msg, signature).is_ok()
+            RingKey::Encoded(algorithm, bytes) => {
+                UnparsedPublicKey::new(*algorithm, bytes).verify(msg, signature).is_ok()
             }
         };
         if ok { Ok(()) } else { Err(signature::Error::new()) }
