@@ -32,6 +32,26 @@ pub async fn post(
     (sid, resp.text().await.unwrap())
 }
 
+/// Sends a 2025-11-25 `initialize` as `client_name` and returns the response as it is (the
+/// caller checks the status: some tests expect a refusal).
+pub async fn initialize(c: &reqwest::Client, url: &str, client_name: &str) -> reqwest::Response {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": client_name, "version": "1"}}});
+    c.post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(init.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `Mcp-Session-Id` of an `initialize` response.
+pub fn session_id(resp: &reqwest::Response) -> String {
+    resp.headers()["mcp-session-id"].to_str().unwrap().to_owned()
+}
+
 /// `initialize` + `notifications/initialized`; returns the session id (`None` when the
 /// server issues none).
 pub async fn open_session(c: &reqwest::Client, url: &str, client_name: &str) -> Option<String> {

@@ -58,15 +58,8 @@ async fn two_replicas_share_sessions_and_delete_is_global() {
     // Initialize on A, then call on B with the same session id (raw HTTP, as a load
     // balancer without stickiness would route it).
     let http = reqwest::Client::new();
-    let init = http
-        .post(gw_a.url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"lb","version":"1"}}}).to_string())
-        .send()
-        .await
-        .unwrap();
-    let sid = init.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let init = vmcp_e2e::raw_mcp::initialize(&http, &gw_a.url(), "lb").await;
+    let sid = vmcp_e2e::raw_mcp::session_id(&init);
     let call = |url: String, n: u32| {
         let http = http.clone();
         let sid = sid.clone();
@@ -171,16 +164,8 @@ async fn redis_unavailable_is_503_and_recovers() {
     let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
     let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
     let gw = Gateway::start_with_env(&config(&redis, &a, &h), &[("H_API_KEY", "k-1")]).await;
-    let init = || async {
-        reqwest::Client::new()
-            .post(gw.url())
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}).to_string())
-            .send()
-            .await
-            .unwrap()
-    };
+    let init =
+        || async { vmcp_e2e::raw_mcp::initialize(&reqwest::Client::new(), &gw.url(), "x").await };
     assert_eq!(init().await.status(), 200);
     redis.stop();
     let r = init().await;
@@ -240,7 +225,7 @@ async fn idle_sessions_are_evicted_locally_and_restored() {
         rb.send()
     };
     let r = post(None, json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}})).await.unwrap();
-    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let sid = vmcp_e2e::raw_mcp::session_id(&r);
     tokio::time::sleep(std::time::Duration::from_secs(8)).await;
     let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
         .await
@@ -266,15 +251,8 @@ async fn a_listening_client_outlives_the_ttl_on_every_replica() {
     let gw_a = Gateway::start_with_env(&cfg, &[("H_API_KEY", "k-1")]).await;
     let gw_b = Gateway::start_with_env(&cfg, &[("H_API_KEY", "k-1")]).await;
     let http = reqwest::Client::new();
-    let r = http
-        .post(gw_a.url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .body(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}).to_string())
-        .send()
-        .await
-        .unwrap();
-    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let r = vmcp_e2e::raw_mcp::initialize(&http, &gw_a.url(), "x").await;
+    let sid = vmcp_e2e::raw_mcp::session_id(&r);
     let listening = http
         .get(gw_a.url())
         .header("accept", "text/event-stream")
@@ -319,15 +297,8 @@ async fn a_delete_missed_by_a_silent_feed_still_ends_the_session() {
     let gw_a = Gateway::start_with_env(&via_proxy, &[("H_API_KEY", "k-1")]).await;
     let gw_b = Gateway::start_with_env(&cfg, &[("H_API_KEY", "k-1")]).await;
     let http = reqwest::Client::new();
-    let r = http
-        .post(gw_b.url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .body(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}).to_string())
-        .send()
-        .await
-        .unwrap();
-    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let r = vmcp_e2e::raw_mcp::initialize(&http, &gw_b.url(), "x").await;
+    let sid = vmcp_e2e::raw_mcp::session_id(&r);
     let call = |url: String| {
         let (http, sid) = (http.clone(), sid.clone());
         async move {
@@ -379,15 +350,8 @@ async fn a_record_from_a_newer_gateway_is_unknown_not_unavailable() {
     let cfg = config(&redis, &a, &h);
     let gw_a = Gateway::start_with_env(&cfg, &[("H_API_KEY", "k-1")]).await;
     let http = reqwest::Client::new();
-    let init = http
-        .post(gw_a.url())
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"lb","version":"1"}}}).to_string())
-        .send()
-        .await
-        .unwrap();
-    let sid = init.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let init = vmcp_e2e::raw_mcp::initialize(&http, &gw_a.url(), "lb").await;
+    let sid = vmcp_e2e::raw_mcp::session_id(&init);
     let raw = Builder::from_config(Config::from_url(&redis.url()).unwrap()).build().unwrap();
     raw.init().await.unwrap();
     let key = format!("vmcp:test:session:{sid}");
