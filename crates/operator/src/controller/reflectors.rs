@@ -308,8 +308,8 @@ impl Watches {
             self.entries.run("MCPServerEntry", events(c, any()), |_| ()),
             self.groups.run("MCPGroup", events(c, any()), |o| c.forget(o)),
             self.auth_configs.run("MCPExternalAuthConfig", events(c, any()), |o| c.forget(o)),
-            self.secrets.run("Secret", without_annotations(c, any()), |_| ()),
-            self.config_maps.run("ConfigMap", without_annotations(c, any()), |_| ()),
+            self.secrets.run("Secret", without_annotations(events(c, any())), |_| ()),
+            self.config_maps.run("ConfigMap", without_annotations(events(c, any())), |_| ()),
             self.deployments.run("Deployment", events(c, children()), |_| ()),
             self.services.run("Service", events(c, children()), |_| ()),
             self.service_accounts.run("ServiceAccount", events(c, children()), |_| ()),
@@ -338,22 +338,12 @@ where
     })
 }
 
-/// Metadata events of `K`, without `managedFields` and annotations.
-fn without_annotations<K>(
-    ctx: &Context,
-    config: watcher::Config,
-) -> impl Stream<Item = Result<Event<PartialObjectMeta<K>>, watcher::Error>> + Send + use<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + 'static,
-    K::DynamicType: Default,
-{
-    events::<PartialObjectMeta<K>>(ctx, config).modify(|s| {
-        s.annotations_mut().clear();
+/// `events` without annotations.
+fn without_annotations<K: Resource>(
+    events: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send,
+) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send {
+    events.modify(|o| {
+        o.annotations_mut().clear();
     })
 }
 
