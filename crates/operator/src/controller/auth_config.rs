@@ -87,10 +87,11 @@ async fn reconcile_inner(ac: &MCPExternalAuthConfig, ctx: &Context) -> Result<Ac
     let ns = namespace(ac)?;
     let name = ac.name_any();
     let secrets = auth_secrets(&ac.spec);
-    ctx.auth_secrets.set(
+    ctx.auth_secrets.set_unless_gone(
         &ns,
         &name,
         secrets.iter().map(|s| (RefKind::Secret, s.name.clone())).collect::<BTreeSet<_>>(),
+        || Stores::get(&ctx.stores.auth_configs, &ns, &name).is_some(),
     );
     let mut problem = validate_auth_spec(&ac.spec).err().map(|m| ("InvalidSpec", m));
     if problem.is_none() {

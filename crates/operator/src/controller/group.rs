@@ -136,7 +136,9 @@ async fn reconcile_inner(group: &MCPGroup, ctx: &Context) -> Result<Action, Erro
     let mut refs: BTreeSet<(RefKind, String)> =
         servers.iter().map(|m| (RefKind::Server, m.clone())).collect();
     refs.extend(entries.iter().map(|e| (RefKind::Entry, e.clone())));
-    ctx.group_members.set(&ns, &name, refs);
+    ctx.group_members.set_unless_gone(&ns, &name, refs, || {
+        Stores::get(&ctx.stores.groups, &ns, &name).is_some()
+    });
     let api = ctx.api::<MCPGroup>(&ns);
     let prev = api.get_status(&name).await?.status.unwrap_or_default();
     let members = Members { servers, entries };

@@ -348,6 +348,22 @@ impl RefIndex {
         m.insert((ns.to_owned(), referrer.to_owned()), refs);
     }
 
+    /// Records what `referrer` in `ns` references now, unless it is gone: `exists` is asked
+    /// after the write, so a reconcile that ends after the object's deletion was handled
+    /// ([`Context::forget`] runs once the store has dropped it) never leaves an entry behind.
+    pub(crate) fn set_unless_gone(
+        &self,
+        ns: &str,
+        referrer: &str,
+        refs: BTreeSet<(RefKind, String)>,
+        exists: impl Fn() -> bool,
+    ) {
+        self.set(ns, referrer, refs);
+        if !exists() {
+            self.remove(ns, referrer);
+        }
+    }
+
     /// Forgets `referrer` in `ns` (it was deleted).
     pub(crate) fn remove(&self, ns: &str, referrer: &str) {
         self.0.write().remove(&(ns.to_owned(), referrer.to_owned()));
@@ -595,6 +611,15 @@ mod tests {
             line.contains(r#"reconcile{controller="virtualmcpserver" namespace="team-a" name="engineering-gateway"}"#),
             "{line}"
         );
+    }
+
+    #[test]
+    fn a_reconcile_ending_after_the_deletion_leaves_no_entry() {
+        let i = RefIndex::default();
+        let refs = || BTreeSet::from([(RefKind::Secret, "s".to_owned())]);
+        i.set_unless_gone("ns", "alive", refs(), || true);
+        i.set_unless_gone("ns", "deleted", refs(), || false);
+        assert_eq!(i.referrers("ns", RefKind::Secret, "s"), ["alive"]);
     }
 
     #[test]

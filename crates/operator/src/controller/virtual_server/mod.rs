@@ -171,7 +171,8 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
     } else {
         Outcome::GroupNotFound
     };
-    ctx.vmcp_refs.set(&ns, &name, refs);
+    ctx.vmcp_refs
+        .set_unless_gone(&ns, &name, refs, || Stores::get(&ctx.stores.vmcps, &ns, &name).is_some());
 
     let conflicted = matches!(outcome, Outcome::NameConflict(_));
     let not_available = matches!(
