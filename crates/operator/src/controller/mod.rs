@@ -24,13 +24,12 @@
 
 pub mod auth_config;
 pub mod group;
+mod index;
 pub mod mcp_server;
 pub mod ownership;
 pub mod reflectors;
 pub mod virtual_server;
 
-use parking_lot::{Mutex, RwLock};
-use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +47,8 @@ use tracing::Instrument;
 use crate::metrics::Metrics;
 use crate::resources::{FIELD_MANAGER, RenderError};
 use crate::settings::Settings;
+use index::Backoff;
+pub(crate) use index::{RefIndex, RefKind};
 
 /// Why a reconcile failed; the controller retries with [`error_policy`].
 #[derive(Debug, thiserror::Error)]
@@ -298,93 +299,6 @@ pub fn backoff_delay(attempt: u32, base: Duration, max: Duration, jitter: f64) -
     half + half.mul_f64(jitter.clamp(0.0, 1.0))
 }
 
-/// Failures per object since its last success.
-#[derive(Debug, Default)]
-struct Backoff(Mutex<HashMap<String, u32>>);
-
-impl Backoff {
-    fn fail(&self, key: &str) -> u32 {
-        let mut m = self.0.lock();
-        let n = m.entry(key.to_owned()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    }
-
-    fn reset(&self, key: &str) {
-        self.0.lock().remove(key);
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.0.lock().len()
-    }
-}
-
-/// Kinds an object can reference.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum RefKind {
-    Group,
-    Server,
-    Entry,
-    AuthConfig,
-    Secret,
-    ConfigMap,
-}
-
-/// Which objects each object referenced at its last reconcile, so that a change to a
-/// referenced object (or a server leaving a group) maps back to the objects it affects.
-#[derive(Debug, Default)]
-pub(crate) struct RefIndex(RwLock<HashMap<Referrer, References>>);
-
-/// `(namespace, name)` of a referring object.
-type Referrer = (String, String);
-/// What an object references.
-type References = BTreeSet<(RefKind, String)>;
-
-impl RefIndex {
-    /// Records what `referrer` in `ns` references now.
-    pub(crate) fn set(&self, ns: &str, referrer: &str, refs: BTreeSet<(RefKind, String)>) {
-        let mut m = self.0.write();
-        m.insert((ns.to_owned(), referrer.to_owned()), refs);
-    }
-
-    /// Records what `referrer` in `ns` references now, unless it is gone: `exists` is asked
-    /// after the write, so a reconcile that ends after the object's deletion was handled
-    /// ([`Context::forget`] runs once the store has dropped it) never leaves an entry behind.
-    pub(crate) fn set_unless_gone(
-        &self,
-        ns: &str,
-        referrer: &str,
-        refs: BTreeSet<(RefKind, String)>,
-        exists: impl Fn() -> bool,
-    ) {
-        self.set(ns, referrer, refs);
-        if !exists() {
-            self.remove(ns, referrer);
-        }
-    }
-
-    /// Forgets `referrer` in `ns` (it was deleted).
-    pub(crate) fn remove(&self, ns: &str, referrer: &str) {
-        self.0.write().remove(&(ns.to_owned(), referrer.to_owned()));
-    }
-
-    /// How many referrers the index holds.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.0.read().len()
-    }
-
-    /// The referrers in `ns` that referenced `(kind, name)`.
-    pub(crate) fn referrers(&self, ns: &str, kind: RefKind, name: &str) -> Vec<String> {
-        let m = self.0.read();
-        m.iter()
-            .filter(|((n, _), refs)| n == ns && refs.contains(&(kind, name.to_owned())))
-            .map(|((_, r), _)| r.clone())
-            .collect()
-    }
-}
-
 /// Server-side apply of `obj` with the operator's field manager, forced.
 pub(crate) async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K, kube::Error>
 where
@@ -517,6 +431,8 @@ pub(crate) fn namespace<K: Resource<DynamicType = ()>>(obj: &K) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parking_lot::Mutex;
+    use std::collections::BTreeSet;
 
     #[test]
     fn backoff_grows_caps_and_jitters() {
@@ -532,16 +448,6 @@ mod tests {
             let d = backoff_delay(3, base, max, j);
             assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(4), "{d:?}");
         }
-    }
-
-    #[test]
-    fn backoff_counts_and_resets() {
-        let b = Backoff::default();
-        assert_eq!(b.fail("a"), 1);
-        assert_eq!(b.fail("a"), 2);
-        assert_eq!(b.fail("b"), 1);
-        b.reset("a");
-        assert_eq!(b.fail("a"), 1);
     }
 
     fn context(stores: reflectors::Stores) -> Context {
@@ -611,33 +517,5 @@ mod tests {
             line.contains(r#"reconcile{controller="virtualmcpserver" namespace="team-a" name="engineering-gateway"}"#),
             "{line}"
         );
-    }
-
-    #[test]
-    fn a_reconcile_ending_after_the_deletion_leaves_no_entry() {
-        let i = RefIndex::default();
-        let refs = || BTreeSet::from([(RefKind::Secret, "s".to_owned())]);
-        i.set_unless_gone("ns", "alive", refs(), || true);
-        i.set_unless_gone("ns", "deleted", refs(), || false);
-        assert_eq!(i.referrers("ns", RefKind::Secret, "s"), ["alive"]);
-    }
-
-    #[test]
-    fn ref_index_maps_back() {
-        let i = RefIndex::default();
-        i.set(
-            "ns",
-            "gw1",
-            BTreeSet::from([(RefKind::Secret, "s".into()), (RefKind::Group, "g".into())]),
-        );
-        i.set("ns", "gw2", BTreeSet::from([(RefKind::Secret, "s".into())]));
-        i.set("other", "gw3", BTreeSet::from([(RefKind::Secret, "s".into())]));
-        let mut r = i.referrers("ns", RefKind::Secret, "s");
-        r.sort();
-        assert_eq!(r, ["gw1", "gw2"]);
-        assert_eq!(i.referrers("ns", RefKind::Group, "g"), ["gw1"]);
-        assert!(i.referrers("ns", RefKind::Server, "s").is_empty());
-        i.set("ns", "gw1", BTreeSet::new());
-        assert_eq!(i.referrers("ns", RefKind::Secret, "s"), ["gw2"]);
     }
 }
