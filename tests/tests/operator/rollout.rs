@@ -131,7 +131,11 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
         config().await.filter(|t| t.contains("name: a"))
     })
     .await;
-    let annotation = rollout_annotation(&deps, "gw-vmcp").await.unwrap();
+    // The ConfigMap is applied first; the Deployment follows in the same reconcile.
+    let annotation = eventually("the gateway Deployment", Duration::from_secs(30), || async {
+        rollout_annotation(&deps, "gw-vmcp").await
+    })
+    .await;
     let template = deps.get("gw-vmcp").await.unwrap().spec.unwrap().template;
 
     apply_text(
