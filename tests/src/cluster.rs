@@ -28,8 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
-
+use crate::kube_tools::{self, CommandError, KubeTools, KubeconfigError};
 use crate::repo_root;
 
 /// How long the first start may take (it may build Kubernetes, CoreDNS and the images).
@@ -50,25 +49,11 @@ pub enum ClusterError {
         source: std::io::Error,
     },
     /// The kubeconfig could not be loaded.
-    #[error("kubeconfig {path}: {source}")]
-    Kubeconfig {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: kube::config::KubeconfigError,
-    },
-    /// A command (kubectl, helm, ctr) exited unsuccessfully.
-    #[error("`{command}` failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// Its exit status.
-        status: String,
-        /// Its stdout.
-        stdout: String,
-        /// Its stderr.
-        stderr: String,
-    },
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigError),
+    /// A command (kubectl, helm, ctr) could not run or exited unsuccessfully.
+    #[error(transparent)]
+    Command(#[from] CommandError),
     /// A once-per-process start failed earlier in this process (the original error).
     #[error("{0}")]
     Earlier(String),
@@ -167,7 +152,8 @@ impl Cluster {
         let node_ip = var("VMCP_CLUSTER_NODE_IP")?;
         let state_dir = PathBuf::from(var("VMCP_CLUSTER_DIR")?);
         let containerd_address = var("CONTAINERD_ADDRESS")?;
-        let config = load_config(&kubeconfig)?;
+        // Async only for exec plugins; this kubeconfig has none.
+        let config = futures::executor::block_on(kube_tools::load_config(&kubeconfig))?;
         let home = tempfile::Builder::new()
             .prefix("vmcp-cluster-client-")
             .tempdir()
@@ -214,25 +200,20 @@ impl Cluster {
         })
     }
 
-    /// `kubectl` with the admin `KUBECONFIG`.
-    pub fn kubectl(&self) -> Command {
-        let mut cmd = Command::new(self.bin_dir.join("kubectl"));
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .env("KUBECACHEDIR", self.home.path().join("kubectl-cache"))
-            .stdin(Stdio::null());
-        cmd
+    /// `kubectl` and `helm` with the admin `KUBECONFIG` and their caches and homes in a temp
+    /// folder.
+    pub fn tools(&self) -> KubeTools<'_> {
+        KubeTools { bin_dir: &self.bin_dir, kubeconfig: &self.kubeconfig, home: self.home.path() }
     }
 
-    /// `helm` with the admin `KUBECONFIG` and its homes in a temp folder.
+    /// `kubectl` ([`Cluster::tools`]).
+    pub fn kubectl(&self) -> Command {
+        self.tools().kubectl()
+    }
+
+    /// `helm` ([`Cluster::tools`]).
     pub fn helm(&self) -> Command {
-        let home = self.home.path().join("helm");
-        let mut cmd = Command::new(self.bin_dir.join("helm"));
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .env("HELM_CACHE_HOME", home.join("cache"))
-            .env("HELM_CONFIG_HOME", home.join("config"))
-            .env("HELM_DATA_HOME", home.join("data"))
-            .stdin(Stdio::null());
-        cmd
+        self.tools().helm()
     }
 
     /// Runs `kubectl <args>`; returns stdout, or an error with both outputs.
@@ -292,32 +273,6 @@ fn unique() -> String {
     format!("{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
-fn load_config(path: &Path) -> Result<kube::Config, ClusterError> {
-    let kubeconfig_err = |source| ClusterError::Kubeconfig { path: path.to_path_buf(), source };
-    let kc = Kubeconfig::read_from(path).map_err(kubeconfig_err)?;
-    // from_custom_kubeconfig is async only for exec plugins; this kubeconfig has none.
-    futures::executor::block_on(kube::Config::from_custom_kubeconfig(
-        kc,
-        &KubeConfigOptions::default(),
-    ))
-    .map_err(kubeconfig_err)
-}
-
 async fn run(cmd: Command, display: &str) -> Result<String, ClusterError> {
-    let out = tokio::process::Command::from(cmd)
-        .output()
-        .await
-        .map_err(io_err(format!("run {display}")))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        Err(ClusterError::Command {
-            command: display.to_owned(),
-            status: out.status.to_string(),
-            stdout,
-            stderr,
-        })
-    }
+    Ok(kube_tools::run(cmd, display).await?)
 }

@@ -65,8 +65,8 @@ use base64::Engine as _;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, ObjectMeta, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
+use crate::kube_tools::{self, CommandError, KubeTools, KubeconfigError};
 use crate::ports::free_port;
 use crate::process::{Peer, ProcessError};
 use crate::repo_root;
@@ -102,13 +102,8 @@ pub enum K8sError {
     #[error(transparent)]
     Process(#[from] ProcessError),
     /// The kubeconfig could not be loaded.
-    #[error("kubeconfig {path}: {source}")]
-    Kubeconfig {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: kube::config::KubeconfigError,
-    },
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigError),
     /// A request to the API server failed.
     #[error("{what}: {source}")]
     Kube {
@@ -117,18 +112,9 @@ pub enum K8sError {
         /// The client error.
         source: kube::Error,
     },
-    /// A command (kubectl, helm) exited unsuccessfully.
-    #[error("`{command}` failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// Its exit status.
-        status: String,
-        /// Its stdout.
-        stdout: String,
-        /// Its stderr.
-        stderr: String,
-    },
+    /// A command (kubectl, helm) could not run or exited unsuccessfully.
+    #[error(transparent)]
+    Command(#[from] CommandError),
     /// Waiting for a condition timed out.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -284,27 +270,20 @@ impl ApiServer {
         }
     }
 
-    /// `kubectl` from [`ApiServer::bin_dir`] with `KUBECONFIG` set and its discovery cache
-    /// (`KUBECACHEDIR`) inside the instance's temp folder.
-    pub fn kubectl(&self) -> Command {
-        let mut cmd = Command::new(self.bin_dir.join("kubectl"));
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .env("KUBECACHEDIR", self.dir.path().join("kubectl-cache"))
-            .stdin(Stdio::null());
-        cmd
+    /// `kubectl` and `helm` from [`ApiServer::bin_dir`] with `KUBECONFIG` set and their caches
+    /// and homes inside the instance's temp folder.
+    pub fn tools(&self) -> KubeTools<'_> {
+        KubeTools { bin_dir: &self.bin_dir, kubeconfig: &self.kubeconfig, home: self.dir.path() }
     }
 
-    /// `helm` from [`ApiServer::bin_dir`] with `KUBECONFIG` set and `HELM_CACHE_HOME`,
-    /// `HELM_CONFIG_HOME` and `HELM_DATA_HOME` inside the instance's temp folder.
+    /// `kubectl` ([`ApiServer::tools`]).
+    pub fn kubectl(&self) -> Command {
+        self.tools().kubectl()
+    }
+
+    /// `helm` ([`ApiServer::tools`]).
     pub fn helm(&self) -> Command {
-        let home = self.dir.path().join("helm");
-        let mut cmd = Command::new(self.bin_dir.join("helm"));
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .env("HELM_CACHE_HOME", home.join("cache"))
-            .env("HELM_CONFIG_HOME", home.join("config"))
-            .env("HELM_DATA_HOME", home.join("data"))
-            .stdin(Stdio::null());
-        cmd
+        self.tools().helm()
     }
 
     /// Runs `kubectl <args>` and returns its stdout, or an error with both outputs.
@@ -440,22 +419,7 @@ pub async fn wait_crds_ready(
 
 /// Runs a command, returning stdout on success.
 async fn run(cmd: Command, display: &str) -> Result<String, K8sError> {
-    let out = tokio::process::Command::from(cmd)
-        .output()
-        .await
-        .map_err(io_err(format!("run {display}")))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        Err(K8sError::Command {
-            command: display.to_owned(),
-            status: out.status.to_string(),
-            stdout,
-            stderr,
-        })
-    }
+    Ok(kube_tools::run(cmd, display).await?)
 }
 
 /// Starts etcd and kube-apiserver on fresh ports and waits for `/readyz`.
@@ -544,7 +508,7 @@ async fn launch(
         &pki.join("admin.key"),
         "admin",
     )?;
-    let config = load_config(&kubeconfig).await?;
+    let config = kube_tools::load_config(&kubeconfig).await?;
     let client = kube::Client::try_from(config.clone())
         .map_err(kube_err(format!("build a client from {}", kubeconfig.display())))?;
 
@@ -588,14 +552,6 @@ async fn verbose_readyz(client: &kube::Client) -> String {
         Ok(Err(e)) => e.to_string(),
         Err(_) => "no answer in 2s".to_owned(),
     }
-}
-
-async fn load_config(path: &Path) -> Result<kube::Config, K8sError> {
-    let kubeconfig_err = |source| K8sError::Kubeconfig { path: path.to_path_buf(), source };
-    let kc = Kubeconfig::read_from(path).map_err(kubeconfig_err)?;
-    kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .map_err(kubeconfig_err)
 }
 
 /// True while `pid` runs (false once it exited, even if not yet reaped).

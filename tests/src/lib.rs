@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod images;
 pub mod k8s;
 pub mod keycloak;
+pub mod kube_tools;
 pub mod oidc;
 pub mod peers;
 pub mod ports;
@@ -23,6 +24,7 @@ pub mod redis_sentinel;
 pub mod redis_topology;
 pub mod tcp_proxy;
 pub mod tls;
+pub mod wait;
 
 /// Root of the repository (for fixtures, scripts and the cache folder).
 pub fn repo_root() -> std::path::PathBuf {

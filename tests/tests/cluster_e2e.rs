@@ -6,13 +6,13 @@
 //! One cluster per test binary (`Cluster::shared`); the operator is installed once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use vmcp_e2e::cluster::{Cluster, redis_image};
 use vmcp_e2e::oidc::{OidcOptions, OidcProvider};
 use vmcp_e2e::repo_root;
+use vmcp_e2e::wait::eventually;
 
 const OPERATOR_NS: &str = "vmcp-system";
 
@@ -73,21 +73,6 @@ async fn diagnostics(cluster: &Cluster, ns: &str) -> String {
     }
     out.push_str(&format!("kubelet:\n{}\n", cluster.component_log("kubelet", 30)));
     out
-}
-
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 fn redis_manifest(image: &str) -> String {

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::{oneshot, watch};
 use vmcp_operator::leader::{LeaderElector, LeaseConfig, default_identity};
+use vmcp_operator::settings::{ENV_GATEWAY_IMAGE, ENV_WATCH_NAMESPACE};
 use vmcp_operator::{Metrics, Settings, metrics, run_controllers_with};
 
 #[derive(Parser, Debug)]
@@ -51,11 +52,12 @@ struct RunArgs {
     /// Namespace of the leader Lease (default: `$POD_NAMESPACE`, else the client's namespace).
     #[arg(long, env = "POD_NAMESPACE")]
     leader_election_namespace: Option<String>,
-    /// Gateway image (also the stdio bridge image).
-    #[arg(long, env = "VMCP_GATEWAY_IMAGE")]
+    /// Gateway image (also the stdio bridge image); wins over `$VMCP_GATEWAY_IMAGE`.
+    #[arg(long)]
     gateway_image: Option<String>,
-    /// Watch only these namespaces, comma-separated (default: every namespace).
-    #[arg(long, env = "VMCP_WATCH_NAMESPACE")]
+    /// Watch only these namespaces, comma-separated (default: every namespace); wins over
+    /// `$VMCP_WATCH_NAMESPACE`.
+    #[arg(long)]
     namespace: Option<String>,
     /// Log format.
     #[arg(long, env = "VMCP_LOG_FORMAT", value_enum, default_value_t)]
@@ -82,6 +84,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 impl RunArgs {
+    /// The flags that set a [`Settings`] field, under their environment variable's name.
+    fn settings_flags(&self) -> [(&'static str, Option<String>); 2] {
+        [
+            (ENV_GATEWAY_IMAGE, self.gateway_image.clone()),
+            (ENV_WATCH_NAMESPACE, self.namespace.clone()),
+        ]
+    }
+
     /// The `run` arguments from the environment and defaults (for a bare `vmcp-operator`).
     fn parse_defaults() -> Self {
         #[derive(Parser)]
@@ -145,13 +155,8 @@ async fn wait(mut rx: watch::Receiver<bool>) {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut settings = Settings::from_env().context("reading the operator settings")?;
-    if let Some(image) = args.gateway_image.clone() {
-        settings.gateway_image = image;
-    }
-    if let Some(list) = &args.namespace {
-        settings.namespaces = vmcp_operator::settings::split_list(list);
-    }
+    let settings = Settings::from_env_and_flags(&args.settings_flags())
+        .context("reading the operator settings")?;
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let metrics = Arc::new(Metrics::new());
     let stop = shutdown_signal();
@@ -219,4 +224,28 @@ async fn run_elected(
     let _ = release_tx.send(());
     holder.await.context("the lease task panicked")?.context("leader election")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_flags_are_named_by_their_variables() {
+        let Cli { command: Some(Command::Run(args)), .. } = Cli::try_parse_from([
+            "vmcp-operator",
+            "run",
+            "--gateway-image",
+            "img:9",
+            "--namespace",
+            "a,b",
+        ])
+        .unwrap() else {
+            panic!("not a run command")
+        };
+        let flags = args.settings_flags();
+        let s = Settings::from_lookup(vmcp_operator::settings::layered(&flags, |_| None)).unwrap();
+        assert_eq!(s.gateway_image, "img:9");
+        assert_eq!(s.namespaces, ["a", "b"]);
+    }
 }

@@ -1,4 +1,9 @@
 //! Operator settings: what the controllers need besides a client.
+//!
+//! One reader: [`Settings::from_lookup`] reads every setting from one lookup by environment
+//! variable name. The binary's flags that set a setting (`--gateway-image`, `--namespace`) are
+//! a layer over the environment under the same names ([`Settings::from_env_and_flags`]), so a
+//! flag wins over its variable and nothing is parsed twice.
 
 use std::time::Duration;
 
@@ -33,6 +38,11 @@ pub const ENV_SERVER_CONTAINER_SECURITY_CONTEXT: &str = "VMCP_SERVER_CONTAINER_S
 /// Environment variable: `true` gives every `MCPServer` a NetworkPolicy admitting only the
 /// gateway pods of its group.
 pub const ENV_SERVER_NETWORK_POLICY: &str = "VMCP_SERVER_NETWORK_POLICY";
+/// Environment variable: how many objects each controller reconciles at once (default 8).
+pub const ENV_RECONCILE_CONCURRENCY: &str = "VMCP_RECONCILE_CONCURRENCY";
+/// Environment variable: how long a controller waits after a trigger for more changes of the
+/// same object before reconciling it, e.g. `500ms` (the default).
+pub const ENV_RECONCILE_DEBOUNCE: &str = "VMCP_RECONCILE_DEBOUNCE";
 
 /// The default gateway image: `ghcr.io/vmcp-dev/vmcp-gateway:<this operator's version>`.
 pub fn default_gateway_image() -> String {
@@ -51,6 +61,16 @@ pub enum SettingsError {
         what: &'static str,
         /// The parse error.
         source: serde_json::Error,
+    },
+    /// A number or duration variable cannot be parsed.
+    #[error("{var} is not a valid {what}: '{value}'")]
+    Value {
+        /// The environment variable.
+        var: &'static str,
+        /// What it should hold.
+        what: &'static str,
+        /// The value given.
+        value: String,
     },
 }
 
@@ -73,6 +93,10 @@ pub struct Settings {
     pub backoff_base: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
+    /// How many objects each controller reconciles at once (0: unbounded).
+    pub concurrency: u16,
+    /// How long a controller waits after a trigger for more changes of the same object.
+    pub debounce: Duration,
 }
 
 impl Default for Settings {
@@ -86,6 +110,8 @@ impl Default for Settings {
             resync: Duration::from_secs(600),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
+            concurrency: 8,
+            debounce: Duration::from_millis(500),
         }
     }
 }
@@ -103,6 +129,12 @@ impl Settings {
     /// `POD_NAME`).
     pub fn from_env() -> Result<Self, SettingsError> {
         Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`Settings::from_env`], with `flags` (environment variable name, flag value) in
+    /// front of the environment: a flag given wins over its variable.
+    pub fn from_env_and_flags(flags: &[(&str, Option<String>)]) -> Result<Self, SettingsError> {
+        Self::from_lookup(layered(flags, |k| std::env::var(k).ok()))
     }
 
     /// Like [`Settings::from_env`] with `lookup` as the environment.
@@ -149,7 +181,38 @@ impl Settings {
             "SecurityContext",
             get(ENV_SERVER_CONTAINER_SECURITY_CONTEXT),
         )?;
+        if let Some(v) = get(ENV_RECONCILE_CONCURRENCY) {
+            s.concurrency = v.trim().parse().map_err(|_| SettingsError::Value {
+                var: ENV_RECONCILE_CONCURRENCY,
+                what: "number (0 to 65535)",
+                value: v.clone(),
+            })?;
+        }
+        if let Some(v) = get(ENV_RECONCILE_DEBOUNCE) {
+            s.debounce =
+                crate::resources::gateway_config::parse_duration(v.trim()).ok_or_else(|| {
+                    SettingsError::Value {
+                        var: ENV_RECONCILE_DEBOUNCE,
+                        what: "duration (e.g. 500ms or 1s)",
+                        value: v.clone(),
+                    }
+                })?;
+        }
         Ok(s)
+    }
+}
+
+/// `flags` (variable name, value given on the command line) in front of `env`.
+pub fn layered<'a>(
+    flags: &'a [(&'a str, Option<String>)],
+    env: impl Fn(&str) -> Option<String> + 'a,
+) -> impl Fn(&str) -> Option<String> + 'a {
+    move |k| {
+        flags
+            .iter()
+            .find(|(name, value)| *name == k && value.is_some())
+            .and_then(|(_, v)| v.clone())
+            .or_else(|| env(k))
     }
 }
 
@@ -217,6 +280,48 @@ mod tests {
         assert!(s.workloads.gateway.container_security_context.is_none());
         let c = s.workloads.mcp_server.container_security_context.unwrap();
         assert_eq!(c.allow_privilege_escalation, Some(false));
+    }
+
+    #[test]
+    fn flags_win_over_their_variables() {
+        let env = |k: &str| match k {
+            ENV_GATEWAY_IMAGE => Some("env-image:1".to_owned()),
+            ENV_WATCH_NAMESPACE => Some("from-env".to_owned()),
+            ENV_DEFAULT_REDIS_ADDRESS => Some("redis:6379".to_owned()),
+            _ => None,
+        };
+        let flags =
+            [(ENV_GATEWAY_IMAGE, Some("flag-image:2".to_owned())), (ENV_WATCH_NAMESPACE, None)];
+        let s = Settings::from_lookup(layered(&flags, env)).unwrap();
+        assert_eq!(s.gateway_image, "flag-image:2");
+        // No flag given: the variable counts.
+        assert_eq!(s.namespaces, ["from-env"]);
+        assert!(s.defaults.redis.is_some());
+        let flags = [(ENV_WATCH_NAMESPACE, Some("a,b".to_owned()))];
+        let s = Settings::from_lookup(layered(&flags, env)).unwrap();
+        assert_eq!(
+            (s.gateway_image.as_str(), s.namespaces.clone()),
+            ("env-image:1", vec!["a".to_owned(), "b".to_owned()])
+        );
+    }
+
+    #[test]
+    fn controller_tuning() {
+        let d = Settings::default();
+        assert_eq!((d.concurrency, d.debounce), (8, Duration::from_millis(500)));
+        let s = Settings::from_lookup(|k| match k {
+            ENV_RECONCILE_CONCURRENCY => Some("2".into()),
+            ENV_RECONCILE_DEBOUNCE => Some("1s".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!((s.concurrency, s.debounce), (2, Duration::from_secs(1)));
+        for (var, value) in [(ENV_RECONCILE_CONCURRENCY, "-1"), (ENV_RECONCILE_DEBOUNCE, "soon")] {
+            let e = Settings::from_lookup(|k| (k == var).then(|| value.to_owned()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(var) && e.contains(value), "{e}");
+        }
     }
 
     #[test]

@@ -13,6 +13,10 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{Timestamp, TimestampRound, Unit};
 
+/// The condition every vmcp kind reports: is the object usable? (`VirtualMCPServer`,
+/// `MCPServer`, `MCPGroup`; the controllers re-export it.)
+pub const READY: &str = "Ready";
+
 /// `True`, `False` or `Unknown`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {

@@ -1,15 +1,14 @@
 //! `MCPExternalAuthConfig` controller: validates the spec (the sub-object matches the type,
-//! required values set, referenced Secrets exist — checked by metadata, values are never read)
+//! required values set, referenced Secrets exist — looked up in the Secret metadata store,
+//! values are never read)
 //! and reports condition `Valid` and `configHash` (sha256 of the spec).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -17,6 +16,7 @@ use vmcp_types::crd::{
     MCPExternalAuthConfig, MCPExternalAuthConfigSpec, MCPExternalAuthConfigStatus,
 };
 
+use super::reflectors::{Stores, Watches};
 use super::{
     Context, Error, RefKind, ShutdownSignal, apply_status, error_policy, log_result, namespace,
 };
@@ -29,22 +29,28 @@ const CONTROLLER: &str = "mcpexternalauthconfig";
 /// Condition: the spec is usable.
 pub const VALID: &str = "Valid";
 
-/// Runs the controller until `shutdown`.
-pub(crate) async fn run(ctx: Arc<Context>, shutdown: ShutdownSignal) {
+/// Subscribes to the shared watches; the returned future runs the controller until `shutdown`.
+pub(crate) fn run(
+    ctx: Arc<Context>,
+    w: &mut Watches,
+    shutdown: ShutdownSignal,
+) -> impl Future<Output = ()> + Send + use<> {
     let c = ctx.clone();
-    Controller::new(ctx.watch_api::<MCPExternalAuthConfig>(), Default::default())
-        .watches(ctx.watch_api::<PartialObjectMeta<Secret>>(), Default::default(), move |s| {
-            let ns = s.namespace().unwrap_or_default();
-            c.auth_secrets
-                .referrers(&ns, RefKind::Secret, &s.name_any())
-                .into_iter()
-                .map(|n| ObjectRef::<MCPExternalAuthConfig>::new(&n).within(&ns))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(shutdown)
+    let controller =
+        Controller::for_shared_stream(w.auth_configs.applied(), w.auth_configs.store())
+            .with_config(ctx.controller_config())
+            .watches_shared_stream(w.secrets.touched(), move |s| {
+                let ns = s.namespace().unwrap_or_default();
+                c.auth_secrets
+                    .referrers(&ns, RefKind::Secret, &s.name_any())
+                    .into_iter()
+                    .map(|n| ObjectRef::<MCPExternalAuthConfig>::new(&n).within(&ns))
+                    .collect::<Vec<_>>()
+            })
+            .graceful_shutdown_on(shutdown);
+    controller
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move { log_result(CONTROLLER, r) })
-        .await;
 }
 
 /// sha256 (hex) of the spec as JSON: gateways re-render when it changes.
@@ -81,16 +87,16 @@ async fn reconcile_inner(ac: &MCPExternalAuthConfig, ctx: &Context) -> Result<Ac
     let ns = namespace(ac)?;
     let name = ac.name_any();
     let secrets = auth_secrets(&ac.spec);
-    ctx.auth_secrets.set(
+    ctx.auth_secrets.set_unless_gone(
         &ns,
         &name,
         secrets.iter().map(|s| (RefKind::Secret, s.name.clone())).collect::<BTreeSet<_>>(),
+        || Stores::get(&ctx.stores.auth_configs, &ns, &name).is_some(),
     );
     let mut problem = validate_auth_spec(&ac.spec).err().map(|m| ("InvalidSpec", m));
     if problem.is_none() {
-        let api = ctx.api::<Secret>(&ns);
         for s in secrets {
-            if api.get_metadata_opt(&s.name).await?.is_none() {
+            if Stores::get(&ctx.stores.secrets, &ns, &s.name).is_none() {
                 problem = Some((
                     "SecretNotFound",
                     format!("Secret '{}' (key '{}') not found", s.name, s.key),

@@ -19,29 +19,27 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::DeleteParams;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use vmcp_types::crd::{MCPGroup, MCPServer, MCPServerPhase, MCPServerStatus};
 
 use super::ownership::{self, CONFLICT_RECHECK, NAME_CONFLICT, claim};
+use super::reflectors::{Stores, Watches};
 use super::{
-    Context, Error, ShutdownSignal, apply, apply_status, error_policy, log_result,
-    managed_selector, namespace,
+    Context, Error, ShutdownSignal, apply, apply_status, error_policy, log_result, namespace,
 };
 use crate::pod_health::{PodProblem, pod_problem, pod_selector};
 use crate::resources::check_service_name;
 use crate::resources::mcp_server::{
-    SERVER_COMPONENT, server_deployment, server_network_policy, server_service, server_url,
+    server_deployment, server_network_policy, server_service, server_url,
 };
 use crate::status::{self, NewCondition, Status, remove_condition, set_condition, transitioned_to};
 
 const CONTROLLER: &str = "mcpserver";
 
 /// Condition: at least one server pod is ready.
-pub const READY: &str = "Ready";
+pub use crate::status::READY;
 /// Condition: `spec.groupRef` names an existing `MCPGroup` (only when `groupRef` is set).
 pub const GROUP_REF_VALIDATED: &str = "GroupRefValidated";
 
@@ -50,22 +48,24 @@ pub const NOT_READY_RECHECK: Duration = Duration::from_secs(10);
 /// `Ready` reason when the API server rejected an apply of a child.
 pub const APPLY_FAILED: &str = "ApplyFailed";
 
-/// Runs the controller until `shutdown`.
-pub(crate) async fn run(ctx: Arc<Context>, shutdown: ShutdownSignal) {
-    let children = watcher::Config::default().labels(&managed_selector(SERVER_COMPONENT));
-    let controller = Controller::new(ctx.watch_api::<MCPServer>(), Default::default());
-    let store = controller.store();
+/// Subscribes to the shared watches; the returned future runs the controller until `shutdown`.
+pub(crate) fn run(
+    ctx: Arc<Context>,
+    w: &mut Watches,
+    shutdown: ShutdownSignal,
+) -> impl Future<Output = ()> + Send + use<> {
+    let store = w.servers.store();
+    let servers = store.clone();
+    let controller = Controller::for_shared_stream(w.servers.applied(), store)
+        .with_config(ctx.controller_config())
+        .owns_shared_stream(w.deployments.touched())
+        .owns_shared_stream(w.services.touched())
+        .owns_shared_stream(w.network_policies.touched())
+        .watches_shared_stream(w.groups.touched(), move |g| servers_for_group(&servers.state(), &g))
+        .graceful_shutdown_on(shutdown);
     controller
-        .owns(ctx.watch_api::<PartialObjectMeta<Deployment>>(), children.clone())
-        .owns(ctx.watch_api::<PartialObjectMeta<Service>>(), children.clone())
-        .owns(ctx.watch_api::<PartialObjectMeta<NetworkPolicy>>(), children)
-        .watches(ctx.watch_api::<MCPGroup>(), Default::default(), move |g| {
-            servers_for_group(&store.state(), &g)
-        })
-        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move { log_result(CONTROLLER, r) })
-        .await;
 }
 
 fn servers_for_group(servers: &[Arc<MCPServer>], g: &MCPGroup) -> Vec<ObjectRef<MCPServer>> {
@@ -180,10 +180,9 @@ async fn reconcile_inner(server: &MCPServer, ctx: &Context) -> Result<Action, Er
         return Ok(Action::await_change());
     }
     let group = match &server.spec.group_ref {
-        Some(r) if !r.name.is_empty() => Some((
-            r.name.clone(),
-            ctx.api::<MCPGroup>(&ns).get_metadata_opt(&r.name).await?.is_some(),
-        )),
+        Some(r) if !r.name.is_empty() => {
+            Some((r.name.clone(), Stores::get(&ctx.stores.groups, &ns, &r.name).is_some()))
+        }
         Some(r) => Some((r.name.clone(), false)),
         None => None,
     };

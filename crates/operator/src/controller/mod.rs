@@ -3,10 +3,17 @@
 //!
 //! | module | kind | owns | also watches |
 //! |---|---|---|---|
-//! | [`virtual_server`] | `VirtualMCPServer` | ConfigMap, Deployment, Service, ServiceAccount, PodDisruptionBudget | `MCPServer`, `MCPServerEntry`, `MCPGroup`, `MCPExternalAuthConfig`, Secret (metadata only) |
-//! | [`mcp_server`] | `MCPServer` | Deployment, Service | `MCPGroup` |
-//! | [`group`] | `MCPGroup` | - | `MCPServer` |
+//! | [`virtual_server`] | `VirtualMCPServer` | ConfigMap, Deployment, Service, ServiceAccount, PodDisruptionBudget | `MCPServer`, `MCPServerEntry`, `MCPGroup`, `MCPExternalAuthConfig`, Secret and ConfigMap (metadata only) |
+//! | [`mcp_server`] | `MCPServer` | Deployment, Service, NetworkPolicy | `MCPGroup` |
+//! | [`group`] | `MCPGroup` | - | `MCPServer`, `MCPServerEntry` |
 //! | [`auth_config`] | `MCPExternalAuthConfig` | - | Secret (metadata only) |
+//!
+//! Each kind is listed and watched once and shared by the controllers ([`reflectors`]):
+//! reconciles read the group, its members and the referenced auth configs and Secrets from
+//! in-memory stores, never by listing the namespace. Each controller reconciles at most
+//! [`Settings::concurrency`] objects at once, and waits [`Settings::debounce`] after a trigger
+//! so that a burst of changes (every member's status flipping) costs one reconcile; every
+//! reconcile runs in a `reconcile` tracing span naming the controller, namespace and object.
 //!
 //! Every write is a server-side apply with the one field manager `vmcp-operator` (forced), so
 //! re-applying an unchanged desired state writes nothing. A child is only applied when it is
@@ -17,12 +24,12 @@
 
 pub mod auth_config;
 pub mod group;
+mod index;
 pub mod mcp_server;
 pub mod ownership;
+pub mod reflectors;
 pub mod virtual_server;
 
-use parking_lot::{Mutex, RwLock};
-use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,15 +37,18 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 use crate::metrics::Metrics;
 use crate::resources::{FIELD_MANAGER, RenderError};
 use crate::settings::Settings;
+use index::Backoff;
+pub(crate) use index::{RefIndex, RefKind};
 
 /// Why a reconcile failed; the controller retries with [`error_policy`].
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +67,9 @@ pub enum Error {
         /// Its name.
         name: String,
     },
+    /// The shared watch of a kind stopped (the operator is shutting down).
+    #[error("the watch of {0} stopped")]
+    StoreClosed(&'static str),
 }
 
 impl Error {
@@ -66,6 +79,7 @@ impl Error {
             Self::Kube(_) => "kube",
             Self::Render(_) => "render",
             Self::NoNamespace { .. } => "no_namespace",
+            Self::StoreClosed(_) => "store_closed",
         }
     }
 }
@@ -73,8 +87,9 @@ impl Error {
 /// The shutdown signal every controller shares.
 pub(crate) type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
 
-/// What every reconcile gets: the client, settings, metrics, the Event recorder and the
-/// in-memory indexes that map watched objects back to the objects that reference them.
+/// What every reconcile gets: the client, settings, metrics, the Event recorder, the stores of
+/// the shared watches and the in-memory indexes that map watched objects back to the objects
+/// that reference them.
 pub struct Context {
     /// Client of the API server.
     pub client: Client,
@@ -95,6 +110,8 @@ pub struct Context {
     name_locks: ownership::NameLocks,
     /// The one namespace these controllers watch, or `None` for every namespace.
     scope: Option<String>,
+    /// The objects of the watched kinds, as last seen.
+    pub stores: reflectors::Stores,
 }
 
 impl Debug for Context {
@@ -105,12 +122,13 @@ impl Debug for Context {
 
 impl Context {
     /// A context for `client` with `settings`, watching `scope` (one namespace) or, with
-    /// `None`, every namespace.
+    /// `None`, every namespace, reading `stores`.
     pub fn new(
         client: Client,
         settings: Settings,
         metrics: Arc<Metrics>,
         scope: Option<String>,
+        stores: reflectors::Stores,
     ) -> Self {
         let reporter =
             Reporter { controller: FIELD_MANAGER.into(), instance: settings.instance.clone() };
@@ -125,7 +143,28 @@ impl Context {
             auth_secrets: RefIndex::default(),
             name_locks: ownership::NameLocks::default(),
             scope,
+            stores,
         }
+    }
+
+    /// Forgets what the indexes and the error backoff hold about `obj`, which was deleted.
+    pub(crate) fn forget<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+        let ns = obj.namespace().unwrap_or_default();
+        let name = obj.name_any();
+        self.backoff.reset(&Self::backoff_key(obj));
+        match K::kind(&()).as_ref() {
+            "VirtualMCPServer" => self.vmcp_refs.remove(&ns, &name),
+            "MCPGroup" => self.group_members.remove(&ns, &name),
+            "MCPExternalAuthConfig" => self.auth_secrets.remove(&ns, &name),
+            _ => {}
+        }
+    }
+
+    /// The controller settings: bounded concurrency and a debounce.
+    pub(crate) fn controller_config(&self) -> controller::Config {
+        controller::Config::default()
+            .concurrency(self.settings.concurrency)
+            .debounce(self.settings.debounce)
     }
 
     /// The API of `K` the controllers watch: every namespace, or the context's one.
@@ -182,8 +221,8 @@ impl Context {
         format!("{}/{}/{}", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
     }
 
-    /// Forgets the failures of `obj` after a successful reconcile.
-    /// Runs one reconcile of `obj` with its latency recorded, and records the outcome: on
+    /// Runs one reconcile of `obj` in a `reconcile` span (controller, namespace, name), once
+    /// every store holds its first list, with its latency recorded, and records the outcome: on
     /// success the error backoff is reset; on failure the failure is counted and shown on the
     /// object as a Warning Event (never only in the log).
     pub(crate) async fn reconciled<K: Resource<DynamicType = ()>>(
@@ -192,6 +231,22 @@ impl Context {
         obj: &K,
         run: impl Future<Output = Result<Action, Error>>,
     ) -> Result<Action, Error> {
+        let span = tracing::info_span!(
+            "reconcile",
+            controller,
+            namespace = obj.namespace().unwrap_or_default(),
+            name = obj.name_any(),
+        );
+        self.reconciled_in_span(controller, obj, run).instrument(span).await
+    }
+
+    async fn reconciled_in_span<K: Resource<DynamicType = ()>>(
+        &self,
+        controller: &'static str,
+        obj: &K,
+        run: impl Future<Output = Result<Action, Error>>,
+    ) -> Result<Action, Error> {
+        self.stores.ready().await?;
         let _timer = self.metrics.reconcile(controller);
         match run.await {
             Ok(action) => {
@@ -242,60 +297,6 @@ pub fn backoff_delay(attempt: u32, base: Duration, max: Duration, jitter: f64) -
     let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(max);
     let half = exp / 2;
     half + half.mul_f64(jitter.clamp(0.0, 1.0))
-}
-
-/// Failures per object since its last success.
-#[derive(Debug, Default)]
-struct Backoff(Mutex<HashMap<String, u32>>);
-
-impl Backoff {
-    fn fail(&self, key: &str) -> u32 {
-        let mut m = self.0.lock();
-        let n = m.entry(key.to_owned()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    }
-
-    fn reset(&self, key: &str) {
-        self.0.lock().remove(key);
-    }
-}
-
-/// Kinds an object can reference.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum RefKind {
-    Group,
-    Server,
-    Entry,
-    AuthConfig,
-    Secret,
-}
-
-/// Which objects each object referenced at its last reconcile, so that a change to a
-/// referenced object (or a server leaving a group) maps back to the objects it affects.
-#[derive(Debug, Default)]
-pub(crate) struct RefIndex(RwLock<HashMap<Referrer, References>>);
-
-/// `(namespace, name)` of a referring object.
-type Referrer = (String, String);
-/// What an object references.
-type References = BTreeSet<(RefKind, String)>;
-
-impl RefIndex {
-    /// Records what `referrer` in `ns` references now.
-    pub(crate) fn set(&self, ns: &str, referrer: &str, refs: BTreeSet<(RefKind, String)>) {
-        let mut m = self.0.write();
-        m.insert((ns.to_owned(), referrer.to_owned()), refs);
-    }
-
-    /// The referrers in `ns` that referenced `(kind, name)`.
-    pub(crate) fn referrers(&self, ns: &str, kind: RefKind, name: &str) -> Vec<String> {
-        let m = self.0.read();
-        m.iter()
-            .filter(|((n, _), refs)| n == ns && refs.contains(&(kind, name.to_owned())))
-            .map(|((_, r), _)| r.clone())
-            .collect()
-    }
 }
 
 /// Server-side apply of `obj` with the operator's field manager, forced.
@@ -386,27 +387,34 @@ pub async fn run_controllers_with(
         "starting controllers"
     );
     let sets = scopes.into_iter().map(|scope| {
-        let ctx = Arc::new(Context::new(client.clone(), settings.clone(), metrics.clone(), scope));
+        let mut watches = reflectors::Watches::new();
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            settings.clone(),
+            metrics.clone(),
+            scope,
+            watches.stores(),
+        ));
         let signal = signal.clone();
+        // Every controller subscribes before the watches start, so none misses an event.
+        let controllers = futures::future::join4(
+            virtual_server::run(ctx.clone(), &mut watches, signal.clone()),
+            mcp_server::run(ctx.clone(), &mut watches, signal.clone()),
+            group::run(ctx.clone(), &mut watches, signal.clone()),
+            auth_config::run(ctx.clone(), &mut watches, signal),
+        );
         async move {
-            futures::join!(
-                virtual_server::run(ctx.clone(), signal.clone()),
-                mcp_server::run(ctx.clone(), signal.clone()),
-                group::run(ctx.clone(), signal.clone()),
-                auth_config::run(ctx, signal),
-            );
+            // The watches run until the controllers have stopped (they never end by themselves).
+            futures::future::select(Box::pin(controllers), Box::pin(watches.run(ctx))).await;
         }
     });
     futures::future::join_all(sets).await;
     tracing::info!("controllers stopped");
 }
 
-/// The watcher label selector of children of one component.
-pub(crate) fn managed_selector(component: &str) -> String {
-    format!(
-        "app.kubernetes.io/managed-by={},app.kubernetes.io/component={component}",
-        crate::resources::MANAGED_BY
-    )
+/// The watcher label selector of every child the operator creates.
+pub(crate) fn managed_selector() -> String {
+    format!("app.kubernetes.io/managed-by={}", crate::resources::MANAGED_BY)
 }
 
 /// Namespace of `obj` or an error naming it.
@@ -423,6 +431,8 @@ pub(crate) fn namespace<K: Resource<DynamicType = ()>>(obj: &K) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parking_lot::Mutex;
+    use std::collections::BTreeSet;
 
     #[test]
     fn backoff_grows_caps_and_jitters() {
@@ -440,32 +450,72 @@ mod tests {
         }
     }
 
-    #[test]
-    fn backoff_counts_and_resets() {
-        let b = Backoff::default();
-        assert_eq!(b.fail("a"), 1);
-        assert_eq!(b.fail("a"), 2);
-        assert_eq!(b.fail("b"), 1);
-        b.reset("a");
-        assert_eq!(b.fail("a"), 1);
+    fn context(stores: reflectors::Stores) -> Context {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        Context::new(client, Settings::default(), Arc::new(Metrics::new()), None, stores)
     }
 
-    #[test]
-    fn ref_index_maps_back() {
-        let i = RefIndex::default();
-        i.set(
-            "ns",
-            "gw1",
-            BTreeSet::from([(RefKind::Secret, "s".into()), (RefKind::Group, "g".into())]),
+    #[tokio::test]
+    async fn deleted_objects_are_pruned_from_the_indexes_and_the_backoff() {
+        use crate::resources::fixtures;
+        use kube::runtime::watcher::Event;
+        let ctx = context(reflectors::Watches::new().stores());
+        let (vmcp, group) = (fixtures::vmcp(), fixtures::group());
+        let ns = fixtures::NS;
+        let refs = || BTreeSet::from([(RefKind::Server, "time".to_owned())]);
+        ctx.vmcp_refs.set(ns, &vmcp.name_any(), refs());
+        ctx.vmcp_refs.set(ns, "other", refs());
+        ctx.group_members.set(ns, &group.name_any(), refs());
+        ctx.backoff.fail(&Context::backoff_key(&vmcp));
+        ctx.backoff.fail(&Context::backoff_key(&group));
+
+        // A deletion seen by the shared watch prunes the deleted object only.
+        let mut vmcps = reflectors::Watches::new().vmcps;
+        let _trigger = vmcps.touched();
+        let events = futures::stream::iter(vec![Ok(Event::Delete(vmcp.clone()))]);
+        vmcps.run("VirtualMCPServer", events, |o| ctx.forget(o)).await;
+        assert_eq!(ctx.vmcp_refs.referrers(ns, RefKind::Server, "time"), ["other"]);
+        assert_eq!((ctx.group_members.len(), ctx.backoff.len()), (1, 1));
+
+        ctx.forget(&group);
+        assert_eq!((ctx.group_members.len(), ctx.backoff.len()), (0, 0));
+        assert_eq!(ctx.vmcp_refs.len(), 1);
+    }
+
+    /// A log line written inside a reconcile names the controller and the object.
+    #[tokio::test]
+    async fn every_reconcile_runs_in_a_span_naming_the_object() {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let ctx = context(reflectors::Stores::listed_empty());
+        let vmcp = crate::resources::fixtures::vmcp();
+        let done = ctx
+            .reconciled("virtualmcpserver", &vmcp, async {
+                tracing::info!("inside");
+                Ok(Action::await_change())
+            })
+            .await;
+        assert!(done.is_ok());
+        let out = String::from_utf8(buf.0.lock().clone()).unwrap();
+        let line = out.lines().find(|l| l.contains("inside")).unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            line.contains(r#"reconcile{controller="virtualmcpserver" namespace="team-a" name="engineering-gateway"}"#),
+            "{line}"
         );
-        i.set("ns", "gw2", BTreeSet::from([(RefKind::Secret, "s".into())]));
-        i.set("other", "gw3", BTreeSet::from([(RefKind::Secret, "s".into())]));
-        let mut r = i.referrers("ns", RefKind::Secret, "s");
-        r.sort();
-        assert_eq!(r, ["gw1", "gw2"]);
-        assert_eq!(i.referrers("ns", RefKind::Group, "g"), ["gw1"]);
-        assert!(i.referrers("ns", RefKind::Server, "s").is_empty());
-        i.set("ns", "gw1", BTreeSet::new());
-        assert_eq!(i.referrers("ns", RefKind::Secret, "s"), ["gw2"]);
     }
 }

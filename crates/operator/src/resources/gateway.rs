@@ -26,8 +26,9 @@ use super::merge::overlay_pod_template;
 use super::workload::WorkloadDefaults;
 use super::{
     CONFIG_CHECKSUM_ANNOTATION, CONFIG_DIR, CONFIG_KEY, GATEWAY_METRICS_PORT, GATEWAY_PORT,
-    GROUP_LABEL, RenderError, SecretMount, check_service_name, child_meta, drop_all_capabilities,
-    labels, namespace_of, runtime_default_seccomp, selector_labels, sha256_hex,
+    GROUP_LABEL, MountSource, RenderError, SecretMount, check_service_name, child_meta,
+    drop_all_capabilities, labels, namespace_of, runtime_default_seccomp, selector_labels,
+    sha256_hex,
 };
 
 /// `app.kubernetes.io/name` of gateway objects.
@@ -96,9 +97,9 @@ pub struct GatewayChildren {
 /// - The configuration without `backends` and `aggregation`: the gateway reloads those from the
 ///   mounted ConfigMap in place, keeping sessions (`crates/gateway/src/config.rs`, `reload`);
 ///   any other change applies only after a restart.
-/// - Each mounted Secret's name and `resourceVersion` (`SecretMount::version`): the gateway reads
-///   secret files once, so a rotated Secret needs new pods. A new or dropped Secret mount
-///   changes the pod's volumes anyway.
+/// - Each mounted Secret's (or CA bundle ConfigMap's) name and `resourceVersion`
+///   (`SecretMount::version`): the gateway reads those files once, so a rotated Secret needs
+///   new pods. A new or dropped mount changes the pod's volumes anyway.
 pub fn rollout_checksum(
     config: &GatewayConfig,
     mounts: &[SecretMount],
@@ -110,7 +111,11 @@ pub fn rollout_checksum(
     };
     let mut text = render_config_yaml(&restart_only)?;
     for m in mounts {
-        text.push_str(&format!("\n# secret {} {}", m.secret, m.version.as_deref().unwrap_or("")));
+        let kind = match m.source {
+            MountSource::Secret => "secret",
+            MountSource::ConfigMap => "configmap",
+        };
+        text.push_str(&format!("\n# {kind} {} {}", m.secret, m.version.as_deref().unwrap_or("")));
     }
     Ok(sha256_hex(text.as_bytes()))
 }
@@ -229,20 +234,33 @@ pub fn deployment(
         VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
     ];
     for m in mounts {
-        volumes.push(Volume {
-            name: m.volume_name(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(m.secret.clone()),
-                items: Some(
-                    m.keys
-                        .iter()
-                        .map(|k| KeyToPath { key: k.clone(), path: k.clone(), mode: None })
-                        .collect(),
-                ),
-                default_mode: Some(0o440),
-                optional: None,
-            }),
-            ..Volume::default()
+        let items = Some(
+            m.keys
+                .iter()
+                .map(|k| KeyToPath { key: k.clone(), path: k.clone(), mode: None })
+                .collect(),
+        );
+        volumes.push(match m.source {
+            MountSource::Secret => Volume {
+                name: m.volume_name(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(m.secret.clone()),
+                    items,
+                    default_mode: Some(0o440),
+                    optional: None,
+                }),
+                ..Volume::default()
+            },
+            MountSource::ConfigMap => Volume {
+                name: m.volume_name(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: m.secret.clone(),
+                    items,
+                    default_mode: Some(0o444),
+                    optional: None,
+                }),
+                ..Volume::default()
+            },
         });
         volume_mounts.push(VolumeMount {
             name: m.volume_name(),

@@ -49,6 +49,8 @@ pub const CONFIG_KEY: &str = "config.yaml";
 pub const CONFIG_DIR: &str = "/etc/vmcp";
 /// Folder under which each referenced Secret is mounted (`<dir>/<secret>/<key>`).
 pub const SECRETS_DIR: &str = "/var/run/secrets/vmcp";
+/// Where referenced ConfigMaps (a CA bundle) are mounted in the gateway pod.
+pub const CONFIG_MAPS_DIR: &str = "/var/run/vmcp/configmaps";
 /// Pod template annotation whose change rolls the gateway pods (see
 /// [`gateway::rollout_checksum`]).
 pub const CONFIG_CHECKSUM_ANNOTATION: &str = "vmcp.dev/config-checksum";
@@ -160,15 +162,35 @@ fn list(errors: &[vmcp_types::config::FieldError]) -> String {
     errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
-/// A Secret the gateway pod mounts at `/var/run/secrets/vmcp/<secret>/`, projecting only the
-/// keys the configuration references. The operator never reads the values.
+/// What a [`SecretMount`] mounts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum MountSource {
+    /// A Secret, at `/var/run/secrets/vmcp/<name>/`.
+    #[default]
+    Secret,
+    /// A ConfigMap (data that is not secret: a CA bundle), at `/var/run/vmcp/configmaps/<name>/`.
+    ConfigMap,
+}
+
+impl MountSource {
+    fn is_secret(&self) -> bool {
+        *self == Self::Secret
+    }
+}
+
+/// A Secret (or, with `source`, a ConfigMap) the gateway pod mounts at
+/// `/var/run/secrets/vmcp/<secret>/`, projecting only the keys the configuration references.
+/// The operator never reads the values.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct SecretMount {
-    /// Name of the Secret (same namespace).
+    /// What is mounted (sorts Secrets first).
+    #[serde(skip_serializing_if = "MountSource::is_secret")]
+    pub source: MountSource,
+    /// Name of the Secret (or ConfigMap; same namespace).
     pub secret: String,
     /// Keys referenced by the configuration.
     pub keys: BTreeSet<String>,
-    /// The Secret's `resourceVersion`, when the controller has read it: part of the rollout
+    /// The object's `resourceVersion`, when the controller has read it: part of the rollout
     /// checksum, so that a rotated Secret rolls the gateway pods (the gateway reads secret files
     /// once).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -176,21 +198,33 @@ pub struct SecretMount {
 }
 
 impl SecretMount {
-    /// Folder the Secret is mounted at.
+    /// Folder the Secret (or ConfigMap) is mounted at.
     pub fn dir(&self) -> String {
-        secret_dir(&self.secret)
+        match self.source {
+            MountSource::Secret => secret_dir(&self.secret),
+            MountSource::ConfigMap => format!("{CONFIG_MAPS_DIR}/{}", self.secret),
+        }
     }
 
-    /// Name of the pod volume: `secret-<name>`, or a hash when the name is not a valid volume
-    /// name (too long or containing dots).
+    /// Name of the pod volume: `secret-<name>` (`configmap-<name>`), or a hash when the name is
+    /// not a valid volume name (too long or containing dots).
     pub fn volume_name(&self) -> String {
-        let plain = format!("secret-{}", self.secret);
+        let prefix = match self.source {
+            MountSource::Secret => "secret",
+            MountSource::ConfigMap => "configmap",
+        };
+        let plain = format!("{prefix}-{}", self.secret);
         if plain.len() <= 63 && !plain.contains('.') {
             plain
         } else {
-            format!("secret-{}", &sha256_hex(self.secret.as_bytes())[..16])
+            format!("{prefix}-{}", &sha256_hex(self.secret.as_bytes())[..16])
         }
     }
+}
+
+/// Path of one ConfigMap key in the gateway pod.
+pub fn config_map_file(config_map: &str, key: &str) -> String {
+    format!("{CONFIG_MAPS_DIR}/{config_map}/{key}")
 }
 
 /// Folder a Secret is mounted at in the gateway pod.

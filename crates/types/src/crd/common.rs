@@ -22,6 +22,17 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
+/// A key in a ConfigMap of the same namespace, for data that is not secret (a CA bundle).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ConfigMapKeyRef {
+    /// Name of the ConfigMap.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key within the ConfigMap.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
 /// Schema for `conditions`: a list-map keyed by `type`, as the Kubernetes API conventions ask,
 /// so that server-side apply merges conditions by type.
 pub fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::conditions_schema;
 
-/// A logical group of `MCPServer`s. Servers join a group through their `groupRef`.
+/// A logical group of MCP servers: `MCPServer`s and `MCPServerEntry`s (remote servers) join a
+/// group through their `groupRef`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "vmcp.dev",
@@ -20,6 +21,7 @@ use super::common::conditions_schema;
     status = "MCPGroupStatus",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Servers", type_ = "integer", json_path = ".status.serverCount"),
+    printcolumn(name = "Entries", type_ = "integer", json_path = ".status.entryCount"),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -34,19 +36,37 @@ pub struct MCPGroupSpec {
     pub description: Option<String>,
 }
 
+/// Lifecycle phase of an `MCPGroup`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MCPGroupPhase {
+    /// Not reconciled yet.
+    #[default]
+    Pending,
+    /// Reconciled: the members are listed in the status.
+    Ready,
+    /// The group cannot be used.
+    Failed,
+}
+
 /// Observed state of an `MCPGroup`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MCPGroupStatus {
     /// `Pending`, `Ready` or `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<MCPGroupPhase>,
     /// Names of the `MCPServer`s that reference this group.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<String>,
-    /// Number of member servers.
+    /// Number of member `MCPServer`s (the `Servers` column).
     #[serde(default)]
     pub server_count: i32,
+    /// Names of the `MCPServerEntry`s (remote servers) that reference this group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<String>,
+    /// Number of member `MCPServerEntry`s (the `Entries` column).
+    #[serde(default)]
+    pub entry_count: i32,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

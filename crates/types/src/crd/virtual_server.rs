@@ -9,7 +9,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::auth_config::ExternalAuthType;
-use super::common::{LocalRef, SecretKeyRef, conditions_schema, preserve_unknown_object};
+use super::common::{
+    ConfigMapKeyRef, LocalRef, SecretKeyRef, conditions_schema, preserve_unknown_object,
+};
 
 /// How the gateway authenticates its clients.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -264,6 +266,8 @@ pub enum ServiceType {
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
+#[x_kube(validation = Rule::new("!has(self.caBundleRef) || !has(self.caBundleConfigMapRef)")
+    .message("set spec.caBundleRef (a Secret key) or spec.caBundleConfigMapRef (a ConfigMap key), not both"))]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMCPServerSpec {
     /// The `MCPGroup` whose servers this gateway aggregates.
@@ -307,9 +311,14 @@ pub struct VirtualMCPServerSpec {
     /// A key of a Secret (same namespace) holding PEM CA certificates that the gateway trusts,
     /// besides the public web roots, for every outgoing https connection: the OIDC provider,
     /// token endpoints and backends (`MCPServerEntry` URLs) of a private PKI. Mounted into the
-    /// gateway pod; a rotated bundle rolls the pods.
+    /// gateway pod; a rotated bundle rolls the pods. Set this or `caBundleConfigMapRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle_ref: Option<SecretKeyRef>,
+    /// The same as `caBundleRef` for a bundle kept in a ConfigMap key (same namespace), where
+    /// CA certificates usually live since they are not secret. Mounted into the gateway pod; a
+    /// changed bundle rolls the pods. Set this or `caBundleRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_config_map_ref: Option<ConfigMapKeyRef>,
     /// A partial PodTemplateSpec merged over the generated pod template (kept as given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserve_unknown_object")]

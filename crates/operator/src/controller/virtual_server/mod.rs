@@ -2,9 +2,10 @@
 //! and applies the gateway's children; reports phase, URL, backends and conditions.
 //!
 //! Reconcile steps:
-//! 1. Read the `MCPGroup` (metadata), the namespace's `MCPServer`s and `MCPServerEntry`s
-//!    (remote servers) in the group, the referenced
-//!    `MCPExternalAuthConfig`s, and whether each referenced Secret exists (metadata only).
+//! 1. Read from the shared stores ([`super::reflectors`], no API call): the `MCPGroup`, the
+//!    namespace's `MCPServer`s and `MCPServerEntry`s (remote servers) in the group, the
+//!    referenced `MCPExternalAuthConfig`s, and whether each referenced Secret exists (metadata
+//!    only).
 //! 2. Render ([`crate::resources::render_gateway_config`]); backends with unresolvable
 //!    credentials are left out and reported.
 //! 3. Apply ConfigMap, ServiceAccount, Service, Deployment and (replicas > 1) the PDB with
@@ -23,32 +24,32 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, ListParams};
-use kube::core::PartialObjectMeta;
+use kube::api::DeleteParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
 use vmcp_types::crd::{
-    MCPExternalAuthConfig, MCPGroup, MCPServer, MCPServerEntry, SessionStorageProvider,
-    VirtualMCPServer, VirtualMCPServerStatus,
+    MCPExternalAuthConfig, MCPServer, MCPServerEntry, SessionStorageProvider, VirtualMCPServer,
+    VirtualMCPServerStatus,
 };
 
 use super::mcp_server::NOT_READY_RECHECK;
 use super::ownership::{self, CONFLICT_RECHECK, NAME_CONFLICT, NameConflict, claim};
+use super::reflectors::{Stores, Watches};
 use super::{
     Context, Error, RefKind, ShutdownSignal, apply, apply_status, error_policy, log_result,
-    managed_selector, namespace,
+    namespace,
 };
 use crate::pod_health::{PodProblem, pod_problem, pod_selector};
 use crate::resources::gateway::{
-    GATEWAY_COMPONENT, GatewayChildren, config_map_name, gateway_children, gateway_name,
-    gateway_url, replicas,
+    GatewayChildren, config_map_name, gateway_children, gateway_name, gateway_url, replicas,
 };
 use crate::resources::gateway_config::referenced_auth_configs;
-use crate::resources::{RenderError, RenderInput, Rendered, render_gateway_config};
+use crate::resources::{
+    MountSource, Problem, ProblemKind, RenderError, RenderInput, Rendered, render_gateway_config,
+};
 use crate::status::{self, Status, transitioned_to};
 
 mod desired_status;
@@ -65,7 +66,7 @@ use watches::{
 const CONTROLLER: &str = "virtualmcpserver";
 
 /// Condition: the gateway serves with every backend.
-pub const READY: &str = "Ready";
+pub use crate::status::READY;
 /// Condition: `spec.groupRef` names an existing `MCPGroup`.
 pub const GROUP_REF_VALIDATED: &str = "GroupRefValidated";
 /// Condition: every backend's credential (auth config, Secrets) resolved.
@@ -75,38 +76,42 @@ pub const BACKENDS_DISCOVERED: &str = "BackendsDiscovered";
 /// Condition: `True` when more than one replica runs without Redis session storage.
 pub const SESSION_STORAGE_WARNING: &str = "SessionStorageWarning";
 
-/// Runs the controller until `shutdown`.
-pub(crate) async fn run(ctx: Arc<Context>, shutdown: ShutdownSignal) {
-    let children = watcher::Config::default().labels(&managed_selector(GATEWAY_COMPONENT));
-    let controller = Controller::new(ctx.watch_api::<VirtualMCPServer>(), Default::default());
-    let store = controller.store();
-    let (st1, st2, st3, st4) = (store.clone(), store.clone(), store.clone(), store);
-    let (c1, c2, c3, c4) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
-    controller
-        .owns(ctx.watch_api::<PartialObjectMeta<ConfigMap>>(), children.clone())
-        .owns(ctx.watch_api::<PartialObjectMeta<Deployment>>(), children.clone())
-        .owns(ctx.watch_api::<PartialObjectMeta<Service>>(), children.clone())
-        .owns(ctx.watch_api::<PartialObjectMeta<ServiceAccount>>(), children.clone())
-        .owns(ctx.watch_api::<PartialObjectMeta<PodDisruptionBudget>>(), children)
-        .watches(ctx.watch_api::<MCPServer>(), Default::default(), move |s| {
+/// Subscribes to the shared watches; the returned future runs the controller until `shutdown`.
+pub(crate) fn run(
+    ctx: Arc<Context>,
+    w: &mut Watches,
+    shutdown: ShutdownSignal,
+) -> impl Future<Output = ()> + Send + use<> {
+    let store = w.vmcps.store();
+    let (st1, st2, st3, st4) = (store.clone(), store.clone(), store.clone(), store.clone());
+    let (c1, c2, c3, c4, c5) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
+    let controller = Controller::for_shared_stream(w.vmcps.applied(), store)
+        .with_config(ctx.controller_config())
+        .owns_shared_stream(w.config_maps.touched())
+        .owns_shared_stream(w.deployments.touched())
+        .owns_shared_stream(w.services.touched())
+        .owns_shared_stream(w.service_accounts.touched())
+        .owns_shared_stream(w.pdbs.touched())
+        .watches_shared_stream(w.servers.touched(), move |s| {
             gateways_for_server(&st1.state(), &c1.vmcp_refs, &s)
         })
-        .watches(ctx.watch_api::<MCPServerEntry>(), Default::default(), move |e| {
+        .watches_shared_stream(w.entries.touched(), move |e| {
             gateways_for_entry(&st4.state(), &c4.vmcp_refs, &e)
         })
-        .watches(ctx.watch_api::<MCPGroup>(), Default::default(), move |g| {
-            gateways_for_group(&st2.state(), &g)
-        })
-        .watches(ctx.watch_api::<MCPExternalAuthConfig>(), Default::default(), move |a| {
+        .watches_shared_stream(w.groups.touched(), move |g| gateways_for_group(&st2.state(), &g))
+        .watches_shared_stream(w.auth_configs.touched(), move |a| {
             gateways_for_auth_config(&st3.state(), &c2.vmcp_refs, &a)
         })
-        .watches(ctx.watch_api::<PartialObjectMeta<Secret>>(), Default::default(), move |s| {
-            referrers(&c3.vmcp_refs, RefKind::Secret, &s)
+        .watches_shared_stream(w.secrets.touched(), move |s| {
+            referrers(&c3.vmcp_refs, RefKind::Secret, &*s)
         })
-        .graceful_shutdown_on(shutdown)
+        .watches_shared_stream(w.config_maps.touched(), move |m| {
+            referrers(&c5.vmcp_refs, RefKind::ConfigMap, &*m)
+        })
+        .graceful_shutdown_on(shutdown);
+    controller
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move { log_result(CONTROLLER, r) })
-        .await;
 }
 
 /// Reconciles one `VirtualMCPServer` (see the module documentation).
@@ -131,24 +136,14 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
     let effective = ctx.settings.defaults.apply(vmcp);
     let v = effective.as_ref();
     let group = v.spec.group_ref.name.clone();
-    let group_found =
-        !group.is_empty() && ctx.api::<MCPGroup>(&ns).get_metadata_opt(&group).await?.is_some();
-    let members: Vec<MCPServer> = ctx
-        .api::<MCPServer>(&ns)
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|s| s.spec.group_ref.as_ref().is_some_and(|g| g.name == group))
-        .collect();
-    let entries: Vec<MCPServerEntry> = ctx
-        .api::<MCPServerEntry>(&ns)
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| e.spec.group_ref.name == group)
-        .collect();
+    let stores = &ctx.stores;
+    let group_found = !group.is_empty() && Stores::get(&stores.groups, &ns, &group).is_some();
+    let members = Stores::in_namespace(&stores.servers, &ns, |s: &MCPServer| {
+        s.spec.group_ref.as_ref().is_some_and(|g| g.name == group)
+    });
+    let entries = Stores::in_namespace(&stores.entries, &ns, |e: &MCPServerEntry| {
+        e.spec.group_ref.name == group
+    });
     let mut refs = BTreeSet::from([(RefKind::Group, group.clone())]);
     refs.extend(members.iter().map(|m| (RefKind::Server, m.name_any())));
     refs.extend(entries.iter().map(|e| (RefKind::Entry, e.name_any())));
@@ -156,7 +151,7 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
     let mut change = Change::default();
     let mut rendered_backends = 0;
     let outcome = if group_found {
-        match render(v, &members, &entries, ctx, &ns, &mut refs).await? {
+        match render(v, &members, &entries, ctx, &ns, &mut refs) {
             Err(e) => Outcome::RenderFailed(e.to_string()),
             Ok((r, children)) => match apply_children(v, &children, ctx, &ns).await? {
                 Err(conflicts) => Outcome::NameConflict(ownership::describe(&conflicts)),
@@ -176,7 +171,8 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
     } else {
         Outcome::GroupNotFound
     };
-    ctx.vmcp_refs.set(&ns, &name, refs);
+    ctx.vmcp_refs
+        .set_unless_gone(&ns, &name, refs, || Stores::get(&ctx.stores.vmcps, &ns, &name).is_some());
 
     let conflicted = matches!(outcome, Outcome::NameConflict(_));
     let not_available = matches!(
@@ -220,28 +216,23 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
 /// Renders the configuration and the children. Secrets are checked by metadata only; backends
 /// needing a missing one are re-rendered out, and the others' `resourceVersion`s go into the
 /// rollout checksum.
-async fn render(
+fn render(
     v: &VirtualMCPServer,
     members: &[MCPServer],
     entries: &[MCPServerEntry],
     ctx: &Context,
     ns: &str,
     refs: &mut BTreeSet<(RefKind, String)>,
-) -> Result<Result<(Rendered, GatewayChildren), RenderError>, Error> {
+) -> Result<(Rendered, GatewayChildren), RenderError> {
     let wanted = referenced_auth_configs(v, members, entries);
     refs.extend(wanted.iter().map(|n| (RefKind::AuthConfig, n.clone())));
-    let auth_configs: BTreeMap<String, MCPExternalAuthConfig> = if wanted.is_empty() {
-        BTreeMap::new()
-    } else {
-        ctx.api::<MCPExternalAuthConfig>(ns)
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter(|a| wanted.contains(&a.name_any()))
-            .map(|a| (a.name_any(), a))
-            .collect()
-    };
+    let auth_configs: BTreeMap<String, MCPExternalAuthConfig> =
+        Stores::in_namespace(&ctx.stores.auth_configs, ns, |a: &MCPExternalAuthConfig| {
+            wanted.contains(&a.name_any())
+        })
+        .into_iter()
+        .map(|a| (a.name_any(), a))
+        .collect();
     let none = BTreeSet::new();
     let input = RenderInput {
         vmcp: v,
@@ -250,44 +241,59 @@ async fn render(
         auth_configs: &auth_configs,
         missing_secrets: &none,
     };
-    let first = match render_gateway_config(&input) {
-        Ok(r) => r,
-        Err(e) => return Ok(Err(e)),
-    };
-    let secrets = ctx.api::<Secret>(ns);
+    let first = render_gateway_config(&input)?;
     let mut missing = BTreeSet::new();
+    let mut missing_config_maps = Vec::new();
     let mut versions = BTreeMap::new();
     for m in &first.secret_mounts {
-        refs.insert((RefKind::Secret, m.secret.clone()));
-        match secrets.get_metadata_opt(&m.secret).await? {
-            None => {
+        let found = match m.source {
+            MountSource::Secret => {
+                refs.insert((RefKind::Secret, m.secret.clone()));
+                Stores::get(&ctx.stores.secrets, ns, &m.secret).map(|o| o.metadata.clone())
+            }
+            MountSource::ConfigMap => {
+                refs.insert((RefKind::ConfigMap, m.secret.clone()));
+                Stores::get(&ctx.stores.config_maps, ns, &m.secret).map(|o| o.metadata.clone())
+            }
+        };
+        match found {
+            None if m.source == MountSource::Secret => {
                 missing.insert(m.secret.clone());
             }
+            None => missing_config_maps.push(m.clone()),
             Some(meta) => {
-                versions.insert(m.secret.clone(), meta.metadata.resource_version);
+                versions.insert((m.source, m.secret.clone()), meta.resource_version);
             }
         }
     }
     let mut rendered = if missing.is_empty() {
         first
     } else {
-        match render_gateway_config(&RenderInput { missing_secrets: &missing, ..input }) {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
-        }
+        render_gateway_config(&RenderInput { missing_secrets: &missing, ..input })?
     };
-    // A rotated Secret (new resourceVersion) changes the rollout checksum: new pods read it.
-    for m in &mut rendered.secret_mounts {
-        m.version = versions.get(&m.secret).cloned().flatten();
+    for m in missing_config_maps {
+        let keys = m.keys.iter().cloned().collect::<Vec<_>>().join("', '");
+        rendered.problems.push(Problem {
+            kind: ProblemKind::Auth,
+            message: format!(
+                "ConfigMap '{}' (key '{keys}') referenced by spec.caBundleConfigMapRef not found",
+                m.secret
+            ),
+        });
     }
-    Ok(gateway_children(
+    // A rotated Secret or CA bundle (new resourceVersion) changes the rollout checksum: new
+    // pods read it.
+    for m in &mut rendered.secret_mounts {
+        m.version = versions.get(&(m.source, m.secret.clone())).cloned().flatten();
+    }
+    let children = gateway_children(
         v,
         &rendered.config,
         &rendered.secret_mounts,
         &ctx.settings.gateway_image,
         &ctx.settings.workloads,
-    )
-    .map(|children| (rendered, children)))
+    )?;
+    Ok((rendered, children))
 }
 
 /// Applies every child; returns the available gateway pods, why the others are not (read

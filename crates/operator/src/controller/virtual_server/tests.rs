@@ -1,5 +1,8 @@
 use std::collections::BTreeSet;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::reflector::ObjectRef;
 use vmcp_types::crd::{DiscoveredBackend, VirtualMCPServerPhase};

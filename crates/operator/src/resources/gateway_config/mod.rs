@@ -2,7 +2,8 @@
 //!
 //! Secret values are never read or copied: every credential becomes a [`SecretSource`] with a
 //! `file` under `/var/run/secrets/vmcp/<secret>/<key>`, and the Secret is listed in the
-//! returned [`SecretMount`]s so the Deployment mounts it there.
+//! returned [`SecretMount`]s so the Deployment mounts it there (a CA bundle ConfigMap likewise,
+//! under `/var/run/vmcp/configmaps/<name>/<key>`).
 //!
 //! A backend whose credential cannot be resolved (auth config missing or invalid, Secret known
 //! to be missing, name unusable) is left out of the configuration and reported as a
@@ -17,12 +18,15 @@ use vmcp_types::config::{
     self as cfg, BackendConfig, BackendTransport, GatewayConfig, LogFormat, SecretSource,
 };
 use vmcp_types::crd::{
-    DiscoveredBackend, MCPExternalAuthConfig, MCPServer, MCPServerEntry, MCPServerPhase,
-    SecretKeyRef, SessionStorageProvider, VirtualMCPServer,
+    ConfigMapKeyRef, DiscoveredBackend, MCPExternalAuthConfig, MCPServer, MCPServerEntry,
+    MCPServerPhase, SecretKeyRef, SessionStorageProvider, VirtualMCPServer,
 };
 
 use super::mcp_server::{server_transport_is_sse, server_url};
-use super::{GATEWAY_METRICS_PORT, RenderError, SecretMount, namespace_of, secret_file};
+use super::{
+    GATEWAY_METRICS_PORT, MountSource, RenderError, SecretMount, config_map_file, namespace_of,
+    secret_file,
+};
 
 mod defaults;
 mod outgoing;
@@ -105,20 +109,25 @@ pub fn gateway_config(
     Ok((r.config, r.secret_mounts, r.backends))
 }
 
-/// Collects Secret mounts while rendering.
+/// Collects Secret (and ConfigMap) mounts while rendering.
 #[derive(Default)]
-struct Mounts(BTreeMap<String, BTreeSet<String>>);
+struct Mounts(BTreeMap<(MountSource, String), BTreeSet<String>>);
 
 impl Mounts {
     fn file(&mut self, r: &SecretKeyRef) -> SecretSource {
-        self.0.entry(r.name.clone()).or_default().insert(r.key.clone());
+        self.0.entry((MountSource::Secret, r.name.clone())).or_default().insert(r.key.clone());
         SecretSource { env: None, file: Some(PathBuf::from(secret_file(&r.name, &r.key))) }
+    }
+
+    fn config_map_file(&mut self, r: &ConfigMapKeyRef) -> PathBuf {
+        self.0.entry((MountSource::ConfigMap, r.name.clone())).or_default().insert(r.key.clone());
+        PathBuf::from(config_map_file(&r.name, &r.key))
     }
 
     fn into_vec(self) -> Vec<SecretMount> {
         self.0
             .into_iter()
-            .map(|(secret, keys)| SecretMount { secret, keys, version: None })
+            .map(|((source, secret), keys)| SecretMount { source, secret, keys, version: None })
             .collect()
     }
 }
@@ -162,7 +171,7 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
         let name_conflict = server
             .status
             .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::status::READY))
             .filter(|c| c.reason == "NameConflict");
         let outcome = if let Some(c) = name_conflict {
             // Its Service name belongs to another object: never send traffic (and backend
@@ -190,7 +199,7 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
                     let why = server
                         .status
                         .as_ref()
-                        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                        .and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::status::READY))
                         .map(|c| c.message.clone())
                         .unwrap_or_default();
                     let message = format!("MCPServer '{name}' failed: {why}");
@@ -235,8 +244,9 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
         .as_ref()
         .filter(|s| s.provider == SessionStorageProvider::Redis)
         .and_then(|s| s.password_ref.as_ref());
-    let ca_files: Vec<PathBuf> =
+    let mut ca_files: Vec<PathBuf> =
         spec.ca_bundle_ref.iter().filter_map(|r| mounts.file(r).file).collect();
+    ca_files.extend(spec.ca_bundle_config_map_ref.iter().map(|r| mounts.config_map_file(r)));
     let referenced = [
         (redis_secret, "spec.sessionStorage.passwordRef"),
         (spec.ca_bundle_ref.as_ref(), "spec.caBundleRef"),

@@ -615,3 +615,51 @@ fn ca_bundle_is_mounted_and_trusted() {
         gateway_config(&fixtures::vmcp(), &fixtures::servers(), &fixtures::auth_configs()).unwrap();
     assert!(config.outbound.ca_files.is_empty());
 }
+
+#[test]
+fn ca_bundle_from_a_config_map_is_mounted_and_trusted() {
+    use crate::resources::gateway::gateway_children;
+    use crate::resources::{MountSource, WorkloadDefaults};
+    use vmcp_types::crd::ConfigMapKeyRef;
+    let mut vmcp = fixtures::vmcp();
+    vmcp.spec.ca_bundle_config_map_ref =
+        Some(ConfigMapKeyRef { name: "corp-ca".into(), key: "ca.crt".into() });
+    let (config, mut mounts, _) =
+        gateway_config(&vmcp, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
+    assert_eq!(
+        config.outbound.ca_files,
+        [std::path::PathBuf::from("/var/run/vmcp/configmaps/corp-ca/ca.crt")]
+    );
+    let m = mounts.iter().find(|m| m.secret == "corp-ca").unwrap();
+    assert_eq!(m.source, MountSource::ConfigMap);
+    // Secrets first, then the ConfigMap; a Secret of the same name stays a Secret.
+    assert_eq!(mounts.last(), Some(m));
+    assert!(mounts[..mounts.len() - 1].iter().all(|m| m.source == MountSource::Secret));
+
+    let pod = |mounts: &[SecretMount]| {
+        let c =
+            gateway_children(&vmcp, &config, mounts, "img", &WorkloadDefaults::default()).unwrap();
+        c.deployment.spec.unwrap().template
+    };
+    let template = pod(&mounts);
+    let spec = template.spec.clone().unwrap();
+    let volume = spec.volumes.unwrap().into_iter().find(|v| v.name == "configmap-corp-ca").unwrap();
+    let paths: Vec<_> = spec.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| m.name == "configmap-corp-ca")
+        .map(|m| m.mount_path.clone())
+        .collect();
+    assert_eq!(paths, ["/var/run/vmcp/configmaps/corp-ca"]);
+    insta::assert_yaml_snapshot!("ca_bundle_config_map_volume", volume);
+
+    // A changed bundle (new resourceVersion) rolls the pods.
+    let checksum = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        t.metadata.as_ref().unwrap().annotations.as_ref().unwrap()["vmcp.dev/config-checksum"]
+            .clone()
+    };
+    let before = checksum(&template);
+    mounts.last_mut().unwrap().version = Some("42".into());
+    assert_ne!(checksum(&pod(&mounts)), before);
+}
