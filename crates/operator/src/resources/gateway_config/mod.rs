@@ -21,6 +21,7 @@ use vmcp_types::crd::{
     SecretKeyRef, SessionStorageProvider, VirtualMCPServer,
 };
 
+use super::bridge_token::bridge_token_ref;
 use super::mcp_server::{server_transport_is_sse, server_url};
 use super::{GATEWAY_METRICS_PORT, RenderError, SecretMount, namespace_of, secret_file};
 
@@ -33,7 +34,7 @@ mod tests;
 
 pub use defaults::{DefaultRedis, Defaults};
 pub use outgoing::{auth_secrets, external_type_name, referenced_auth_configs, validate_auth_spec};
-use outgoing::{outgoing_type_name, resolve_auth};
+use outgoing::{bridge_auth, outgoing_type_name, resolve_auth};
 pub use sections::parse_duration;
 use sections::{aggregation, duration, incoming, session_storage};
 
@@ -172,7 +173,15 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
                 message: format!("MCPServer '{name}' left out: {}", c.message),
             })
         } else if is_valid_backend_name(&name) {
-            resolve_auth(input, server.spec.external_auth_config_ref.as_ref(), &name, &mut mounts)
+            match bridge_token_ref(server) {
+                Some(token) => bridge_auth(input, &name, &token, &mut mounts),
+                None => resolve_auth(
+                    input,
+                    server.spec.external_auth_config_ref.as_ref(),
+                    &name,
+                    &mut mounts,
+                ),
+            }
         } else {
             Err(Problem {
                 kind: ProblemKind::Backend,
