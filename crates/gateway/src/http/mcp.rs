@@ -10,7 +10,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::Value;
-use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+use tokio_stream::wrappers::ReceiverStream;
 
 use super::AppState;
 use super::error::{EdgeError, json_response};
@@ -174,14 +174,14 @@ fn sse_call(
     method: String,
     params: Option<Value>,
 ) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Value>(crate::backend::PROGRESS_QUEUE);
     let progress = tx.clone();
     tokio::spawn(async move {
         let caller = Caller { manager: &state.manager, session: &session, identity: &identity };
         let resp = methods::handle_request(caller, &id, &method, params, Some(progress)).await;
-        let _ = tx.send(resp);
+        let _ = tx.send(resp).await;
     });
-    let stream = UnboundedReceiverStream::new(rx)
+    let stream = ReceiverStream::new(rx)
         .map(|v| Ok::<_, Infallible>(Event::default().event("message").data(v.to_string())));
     Sse::new(stream).into_response()
 }
