@@ -278,6 +278,7 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
         ..GatewayConfig::default()
     };
     config.http.allowed_origins.clone_from(&spec.allowed_origins);
+    config.outbound.allowed_token_urls.clone_from(&spec.allowed_token_urls);
     config.outbound.ca_files = ca_files;
     let errors = config.validate();
     if !errors.is_empty() {

@@ -648,3 +648,16 @@ fn stdio_members_authenticate_with_their_bridge_token() {
     let p = r.problems.iter().find(|p| p.kind == ProblemKind::Auth).unwrap();
     assert!(p.message.contains("'time-bridge-token'") && p.message.contains("'time'"), "{p:?}");
 }
+
+/// L13: the gateway's owner (not an auth config) lists extra token endpoints.
+#[test]
+fn allowed_token_urls_come_from_the_gateway_spec() {
+    let mut vmcp = fixtures::vmcp();
+    vmcp.spec.allowed_token_urls = vec!["http://keycloak.auth.svc:8080/realms/vmcp/token".into()];
+    let (config, _, _) =
+        gateway_config(&vmcp, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
+    assert_eq!(config.outbound.allowed_token_urls, vmcp.spec.allowed_token_urls);
+    let (plain, _, _) =
+        gateway_config(&fixtures::vmcp(), &fixtures::servers(), &fixtures::auth_configs()).unwrap();
+    assert!(plain.outbound.allowed_token_urls.is_empty());
+}
