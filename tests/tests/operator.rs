@@ -66,10 +66,13 @@ async fn examples_yield_the_expected_children_and_status() {
     let _stop = run_operator(client.clone(), &ns);
 
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let cm = eventually("the gateway ConfigMap", Duration::from_secs(60), || async {
-        cms.get_opt("engineering-gateway-vmcp-config").await.unwrap()
-    })
-    .await;
+    // The stdio member `notes` joins once its bridge token Secret exists.
+    let cm =
+        eventually("the gateway ConfigMap with both members", Duration::from_secs(60), || async {
+            let cm = cms.get_opt("engineering-gateway-vmcp-config").await.unwrap()?;
+            cm.data.as_ref()?.get("config.yaml")?.contains("name: notes").then_some(cm)
+        })
+        .await;
     let owner = &cm.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
         (owner.kind.as_str(), owner.name.as_str(), owner.controller),
@@ -1743,15 +1746,21 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
     assert_eq!(auth.auth_type, vmcp_types::config::OutgoingAuthType::BearerToken, "{text}");
     let file = auth.bearer_token.as_ref().unwrap().token.file.clone().unwrap();
     assert_eq!(file.to_str().unwrap(), "/var/run/secrets/vmcp/s-bridge-token/token");
-    let gw_pod = pod_of(deps.get("gw-vmcp").await.unwrap());
-    assert!(
-        gw_pod.volumes.iter().flatten().any(|v| v
-            .secret
-            .as_ref()
-            .is_some_and(|s| s.secret_name.as_deref() == Some("s-bridge-token"))),
-        "the gateway pod mounts the token: {:?}",
-        gw_pod.volumes
-    );
+    // The ConfigMap is applied first; the Deployment mounting the token follows.
+    eventually("the gateway pod mounting the token", Duration::from_secs(30), || async {
+        let gw_pod = pod_of(deps.get_opt("gw-vmcp").await.unwrap()?);
+        gw_pod
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| {
+                v.secret
+                    .as_ref()
+                    .is_some_and(|s| s.secret_name.as_deref() == Some("s-bridge-token"))
+            })
+            .then_some(())
+    })
+    .await;
 
     // A reconcile that changes the server's Deployment keeps the token.
     let rv = secret.metadata.resource_version.clone();

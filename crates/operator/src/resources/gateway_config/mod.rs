@@ -172,9 +172,20 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
                 kind: ProblemKind::Backend,
                 message: format!("MCPServer '{name}' left out: {}", c.message),
             })
+        } else if let Some(token) =
+            bridge_token_ref(server).filter(|t| input.missing_secrets.contains(&t.name))
+        {
+            // Not an error: the server's own reconcile creates it (moments after the server).
+            entry.status = Some("pending".into());
+            entry.message = Some(format!(
+                "waiting for the bridge token Secret '{}' of stdio MCPServer '{name}'",
+                token.name
+            ));
+            discovered.push(entry);
+            continue;
         } else if is_valid_backend_name(&name) {
             match bridge_token_ref(server) {
-                Some(token) => bridge_auth(input, &name, &token, &mut mounts),
+                Some(token) => bridge_auth(&token, &mut mounts),
                 None => resolve_auth(
                     input,
                     server.spec.external_auth_config_ref.as_ref(),

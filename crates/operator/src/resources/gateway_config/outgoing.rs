@@ -133,18 +133,9 @@ pub(super) fn resolve_auth(
 /// The credential of a `stdio` member: its bridge token (the bridge admits nothing else, and
 /// passes no header on to the stdio process, so no other outgoing auth applies to it).
 pub(super) fn bridge_auth(
-    input: &RenderInput<'_>,
-    name: &str,
     token: &SecretKeyRef,
     mounts: &mut Mounts,
 ) -> Result<OutgoingAuthConfig, Problem> {
-    if input.missing_secrets.contains(&token.name) {
-        return Err(auth_problem(format!(
-            "Secret '{}' (the bridge token of stdio MCPServer '{name}') not found; the \
-             MCPServer's reconcile creates it",
-            token.name
-        )));
-    }
     Ok(OutgoingAuthConfig {
         auth_type: OutgoingAuthType::BearerToken,
         bearer_token: Some(BearerTokenAuth { token: mounts.file(token) }),
