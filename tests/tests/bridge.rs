@@ -127,3 +127,79 @@ async fn idle_stdio_sessions_are_reaped_and_their_number_is_capped() {
     assert_eq!(r.status(), 404);
     assert_eq!(initialize().await.unwrap().status(), 200, "room for new sessions again");
 }
+
+/// M8: a bridge started with `--auth-token-file` refuses `/mcp` requests without that bearer
+/// token (no child process is started for them), keeps `/healthz` open, and the gateway,
+/// configured with the token as the backend's `bearerToken`, works through it.
+#[tokio::test(flavor = "multi_thread")]
+async fn bridge_admits_only_callers_with_its_token() {
+    ensure_installed();
+    let root = repo_root();
+    let port = vmcp_e2e::ports::free_port().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("bridge-token");
+    std::fs::write(&token_file, "b7f3c1d9e2a84f6b\n").unwrap();
+    let mut cmd = std::process::Command::new(gateway_binary());
+    cmd.args(["bridge", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--auth-token-file")
+        .arg(&token_file)
+        .arg("--")
+        .arg(root.join(".cache/peers/venv/bin/python"))
+        .arg(root.join("tests/peers/python/backend.py"))
+        .args(["--name", "std", "--transport", "stdio"]);
+    let mut bridge = Peer::spawn("bridge", cmd, dir.path().join("bridge.log")).unwrap();
+    bridge
+        .wait_ready(Duration::from_secs(20), || async move {
+            reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await
+        .unwrap();
+    let pid = bridge.pid().unwrap();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let http = reqwest::Client::new();
+    let initialize = |auth: Option<&'static str>| {
+        let mut rb = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "auth-test", "version": "1"}}})
+                .to_string(),
+            );
+        if let Some(a) = auth {
+            rb = rb.header("authorization", a);
+        }
+        rb.send()
+    };
+    for auth in [None, Some("Bearer wrong-token"), Some("Bearer b7f3c1d9e2a84f6"), Some("Basic x")]
+    {
+        let r = initialize(auth).await.unwrap();
+        assert_eq!(r.status(), 401, "{auth:?} admitted");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    }
+    let r = http.get(&url).header("accept", "text/event-stream").send().await.unwrap();
+    assert_eq!(r.status(), 401, "the GET stream needs the token too");
+    let r = http.delete(&url).header("mcp-session-id", "00").send().await.unwrap();
+    assert_eq!(r.status(), 401, "DELETE needs the token too");
+    assert_eq!(children(pid), 0, "a refused caller never starts a process");
+    let r = initialize(Some("Bearer b7f3c1d9e2a84f6b")).await.unwrap();
+    assert_eq!(r.status(), 200, "the right token is admitted");
+    assert_eq!(children(pid), 1);
+
+    // The gateway sends the token as the backend's bearerToken, as the operator wires it.
+    let gw = Gateway::start(&format!(
+        "backends:\n  - name: std\n    url: http://127.0.0.1:{port}/mcp\n    auth:\n      type: bearerToken\n      bearerToken:\n        token:\n          file: {}\n",
+        token_file.display()
+    ))
+    .await;
+    let mut c = Client::start(Sdk::TypeScript, &gw.url(), &[]).await;
+    c.ok(json!({"op": "initialize"})).await;
+    let r =
+        c.ok(json!({"op": "call_tool", "name": "std_echo", "arguments": {"text": "authed"}})).await;
+    assert_eq!(r["text"], "std:echo:authed");
+    c.exit().await;
+}

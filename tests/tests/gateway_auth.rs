@@ -300,3 +300,87 @@ async fn cached_exchange_outlives_the_provider_until_it_expires() {
     );
     c.exit().await;
 }
+
+/// L13: a `tokenUrl` that is not the issuer's discovered token endpoint never receives a
+/// user's token: the call fails with an error naming the backend, the other backend works,
+/// and nothing connects to that URL. Listing it in `outbound.allowedTokenUrls` opts in.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_url_other_than_the_issuers_gets_no_token_unless_allowed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let idp = OidcProvider::start().await.unwrap();
+    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
+    // A "token endpoint" that collects whatever reaches it.
+    let collector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collected = format!("http://{}/token", collector.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = collector.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            drop(sock);
+        }
+    });
+    let token = idp.password_token("alice", "alice-pw", None).await.unwrap();
+    let config = gateway_config(idp.issuer(), &collected, &a, &h, "http://127.0.0.1:4483/mcp");
+    let gw = Gateway::start_with_env(&config, ENV).await;
+    let mut c =
+        Client::start(Sdk::Python, &gw.url(), &[format!("Authorization: Bearer {token}")]).await;
+    c.ok(json!({"op": "initialize"})).await;
+    let r = c.cmd(json!({"op": "call_tool", "name": "a_whoami", "arguments": {}})).await;
+    assert_eq!(r["ok"], false, "{r}");
+    let e = r["error"].as_str().unwrap();
+    assert!(e.contains("backend 'a'") && e.contains("not allowed"), "{e}");
+    assert!(e.contains(&idp.token_url()), "names the allowed endpoint: {e}");
+    let r = c.ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": "ok"}})).await;
+    assert_eq!(r["text"], "h:echo:ok");
+    c.exit().await;
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "the user's token went to {collected}");
+
+    // Opted in by the gateway's own configuration: the exchange is attempted there.
+    let allowed = format!("{config}outbound:\n  allowedTokenUrls: [\"{collected}\"]\n");
+    let gw = Gateway::start_with_env(&allowed, ENV).await;
+    let mut c =
+        Client::start(Sdk::Python, &gw.url(), &[format!("Authorization: Bearer {token}")]).await;
+    c.ok(json!({"op": "initialize"})).await;
+    let r = c.cmd(json!({"op": "call_tool", "name": "a_whoami", "arguments": {}})).await;
+    assert_eq!(r["ok"], false, "the collector is no token endpoint: {r}");
+    assert!(connections.load(Ordering::SeqCst) >= 1, "the allowed URL was not used");
+    c.exit().await;
+}
+
+/// L6: a Keycloak ID token (payload `typ: ID`) whose `aud` is the configured audience (the
+/// client id) is refused like any non-access token; it used to open a session.
+#[tokio::test(flavor = "multi_thread")]
+async fn keycloak_id_token_is_not_an_access_token() {
+    let kc = Keycloak::shared().await.unwrap();
+    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
+    let form = [
+        ("grant_type", "password"),
+        ("client_id", "vmcp-cli"),
+        ("username", "alice"),
+        ("password", "alice-pw"),
+        ("scope", "openid"),
+    ];
+    let (status, body) = kc.token_request(&form).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let id_token = body["id_token"].as_str().unwrap().to_owned();
+    let c = claims(&id_token);
+    assert_eq!(c["typ"], "ID", "{c}");
+    assert!(
+        c["aud"] == "vmcp-cli"
+            || c["aud"].as_array().is_some_and(|a| a.contains(&json!("vmcp-cli"))),
+        "{c}"
+    );
+    // A gateway whose audience is that client id, as many deployments configure it.
+    let config = gateway_config(&kc.issuer(), &kc.token_url(), &a, &h, "http://127.0.0.1:4483/mcp")
+        .replace("    audience: vmcp-gateway\n", "    audience: vmcp-cli\n");
+    assert!(config.contains("audience: vmcp-cli"), "{config}");
+    let gw = Gateway::start_with_env(&config, ENV).await;
+    let r = post_init(&gw.url(), Some(&id_token)).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "an ID token opened a session");
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+}

@@ -443,3 +443,23 @@ async fn private_ca_backend_is_trusted_only_when_configured() {
     let (_, v) = json_of(m.post_json(Some(&sid), &call).send().await.unwrap()).await;
     assert!(v.get("error").is_some() || v["result"]["isError"] == true, "untrusted CA: {v}");
 }
+
+/// L14: with `allowLoopbackOrigins: false` (the default of a gateway that does not listen on
+/// loopback), a page on any local port is a foreign origin; a listed one still works, and
+/// clients that send no `Origin` are unaffected.
+#[tokio::test(flavor = "multi_thread")]
+async fn loopback_origins_are_refused_unless_allowed() {
+    let gw = Gateway::start(
+        "http:\n  allowLoopbackOrigins: false\n  allowedOrigins: [\"http://localhost:6274\"]\nbackends: []\n",
+    )
+    .await;
+    let m = Mcp { http: reqwest::Client::new(), url: gw.url() };
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}).to_string();
+    for origin in ["http://localhost:9999", "http://127.0.0.1:8000", "http://[::1]:3000"] {
+        let r = m.post(None, &init).header("origin", origin).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{origin}");
+    }
+    let r = m.post(None, &init).header("origin", "http://localhost:6274").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "a listed origin");
+    assert_eq!(m.post(None, &init).send().await.unwrap().status(), StatusCode::OK, "no Origin");
+}

@@ -76,9 +76,17 @@ impl App {
         let http =
             crate::outbound::http_client_trusting(&extra_cas).map_err(AppError::HttpClient)?;
         let metrics = Arc::new(Metrics::new());
+        let exchange = ExchangeOptions {
+            token_url_issuer: match cfg.incoming_auth.auth_type {
+                IncomingAuthType::Oidc => cfg.incoming_auth.oidc.as_ref().map(|o| o.issuer.clone()),
+                IncomingAuthType::Anonymous => None,
+            },
+            allowed_token_urls: cfg.outbound.allowed_token_urls.clone(),
+            ..ExchangeOptions::default()
+        };
         let factory: Arc<dyn CredentialFactory> = Arc::new(TokenExchangeFactory::with_options(
             http.clone(),
-            ExchangeOptions::default(),
+            exchange,
             metrics.token_exchange.clone(),
         ));
         let backends = build_backends(&cfg, factory.as_ref())?;
@@ -112,6 +120,7 @@ impl App {
             auth: Arc::new(authenticator(&cfg, &http)?),
             http: Arc::new(HttpSettings {
                 allowed_origins: cfg.http.allowed_origins.clone(),
+                allow_loopback_origins: cfg.allows_loopback_origins(),
                 resource_url: cfg.resource_url.as_deref().and_then(|u| url::Url::parse(u).ok()),
                 max_body_bytes: cfg.http.max_body_bytes,
                 metrics_on_main: cfg.telemetry.metrics_listen.is_none(),

@@ -4,7 +4,8 @@
 //! without a request or an open GET stream, or when the bridge stops; at most
 //! [`BridgeLimits::max_sessions`] at once: M8). Requests are
 //! written to its stdin, responses matched by id from its stdout, and everything else it sends
-//! goes to the session's GET stream.
+//! goes to the session's GET stream. With `--auth-token-file`, only callers presenting that
+//! token reach `/mcp` ([`crate::bridge_auth`]).
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::jsonrpc::{self, Message, PARSE_ERROR, RpcError};
 use crate::session::outbox::Outbox;
 
+use crate::bridge_auth::{BridgeToken, require_token};
 use crate::http::EdgeError;
 use crate::http::error::json_response;
 use crate::protocol::{Method, SESSION_HEADER};
@@ -305,15 +307,17 @@ async fn delete(State(st): State<BridgeState>, headers: HeaderMap) -> Result<Res
 }
 
 /// The bridge's router (`/mcp`, `/healthz`); starts the idle reaper (call inside a runtime).
-pub fn router(command: BridgeCommand, limits: BridgeLimits) -> Router {
+/// With a `token`, `/mcp` admits only callers presenting it ([`crate::bridge_auth`]).
+pub fn router(command: BridgeCommand, limits: BridgeLimits, token: Option<BridgeToken>) -> Router {
     let state = BridgeState {
         command: Arc::new(command),
         limits,
         sessions: Arc::new(Mutex::new(HashMap::new())),
     };
     state.spawn_reaper();
-    Router::new()
-        .route("/mcp", get(get_stream).post(post).delete(delete))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(state)
+    let mut mcp = Router::new().route("/mcp", get(get_stream).post(post).delete(delete));
+    if let Some(token) = token {
+        mcp = mcp.route_layer(axum::middleware::from_fn_with_state(token, require_token));
+    }
+    mcp.route("/healthz", get(|| async { "ok" })).with_state(state)
 }

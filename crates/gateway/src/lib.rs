@@ -10,6 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod backend;
 pub mod bridge;
+pub mod bridge_auth;
 pub mod bridge_install;
 pub mod config;
 pub mod health;

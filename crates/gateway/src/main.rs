@@ -42,6 +42,11 @@ enum Command {
         /// Sessions (child processes) at once; `initialize` beyond it gets 503.
         #[arg(long, default_value_t = 256)]
         max_sessions: usize,
+        /// Admit only requests to /mcp with `Authorization: Bearer <token in this file>`
+        /// (401 otherwise; /healthz stays open). The operator sets it for every stdio
+        /// MCPServer. Without it the bridge admits any caller.
+        #[arg(long, env = "VMCP_BRIDGE_AUTH_TOKEN_FILE")]
+        auth_token_file: Option<PathBuf>,
         /// The stdio server command and its arguments (after `--`).
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -58,16 +63,22 @@ async fn run_bridge(
     host: String,
     port: u16,
     limits: vmcp_gateway::bridge::BridgeLimits,
+    token: Option<vmcp_gateway::bridge_auth::BridgeToken>,
     mut command: Vec<String>,
 ) -> anyhow::Result<()> {
     let program = command.remove(0);
     let listener = tokio::net::TcpListener::bind((host.as_str(), port))
         .await
         .with_context(|| format!("listening on {host}:{port}"))?;
-    tracing::info!(addr = %listener.local_addr()?, program, "stdio bridge listening; MCP endpoint at /mcp");
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, program, authenticated = token.is_some(), "stdio bridge listening; MCP endpoint at /mcp");
+    if token.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the bridge admits any caller that reaches it; pass --auth-token-file");
+    }
     let router = vmcp_gateway::bridge::router(
         vmcp_gateway::bridge::BridgeCommand { program, args: command },
         limits,
+        token,
     );
     axum::serve(vmcp_gateway::app::no_delay(listener), router)
         .with_graceful_shutdown(shutdown_signal())
@@ -101,13 +112,25 @@ fn main() -> anyhow::Result<()> {
         println!("installed {}", installed.display());
         return Ok(());
     }
-    if let Some(Command::Bridge { port, host, idle_timeout, max_sessions, command }) = cli.command {
+    if let Some(Command::Bridge {
+        port,
+        host,
+        idle_timeout,
+        max_sessions,
+        auth_token_file,
+        command,
+    }) = cli.command
+    {
         let limits = vmcp_gateway::bridge::BridgeLimits { idle_timeout, max_sessions };
+        let token = auth_token_file
+            .as_deref()
+            .map(vmcp_gateway::bridge_auth::BridgeToken::from_file)
+            .transpose()?;
         let _flush_logs = init_tracing("info", cli.log_format.as_deref() == Some("json"))?;
         return tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(run_bridge(host, port, limits, command));
+            .block_on(run_bridge(host, port, limits, token, command));
     }
     let Some(config_path) = cli.config.clone() else {
         eprintln!("vmcp-gateway: --config FILE is required (or use the `bridge` subcommand)");

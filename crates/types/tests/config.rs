@@ -181,3 +181,23 @@ fn metrics_listen_is_a_socket_address_on_another_port() {
         assert!(e.contains("telemetry.metricsListen") && e.contains(why), "{value}: {e}");
     }
 }
+
+/// L14: loopback origins are allowed by default only for a gateway that listens on loopback.
+#[test]
+fn loopback_origins_default_to_the_listen_address() {
+    for (listen, allowed) in [
+        ("127.0.0.1:4483", true),
+        ("[::1]:4483", true),
+        ("0.0.0.0:4483", false),
+        ("10.0.0.5:4483", false),
+        ("[::]:4483", false),
+    ] {
+        let c = from_yaml_str(&format!("listen: \"{listen}\"\n")).unwrap();
+        assert_eq!(c.allows_loopback_origins(), allowed, "{listen}");
+    }
+    let c = from_yaml_str("listen: 0.0.0.0:4483\nhttp:\n  allowLoopbackOrigins: true\n").unwrap();
+    assert!(c.allows_loopback_origins());
+    let c =
+        from_yaml_str("listen: 127.0.0.1:4483\nhttp:\n  allowLoopbackOrigins: false\n").unwrap();
+    assert!(!c.allows_loopback_origins());
+}

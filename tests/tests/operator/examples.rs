@@ -11,10 +11,13 @@ async fn examples_yield_the_expected_children_and_status() {
     let _stop = run_operator(client.clone(), &ns);
 
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    let cm = eventually("the gateway ConfigMap", Duration::from_secs(60), || async {
-        cms.get_opt("engineering-gateway-vmcp-config").await.unwrap()
-    })
-    .await;
+    // The stdio member `notes` joins once its bridge token Secret exists.
+    let cm =
+        eventually("the gateway ConfigMap with both members", Duration::from_secs(60), || async {
+            let cm = cms.get_opt("engineering-gateway-vmcp-config").await.unwrap()?;
+            cm.data.as_ref()?.get("config.yaml")?.contains("name: notes").then_some(cm)
+        })
+        .await;
     let owner = &cm.metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!(
         (owner.kind.as_str(), owner.name.as_str(), owner.controller),

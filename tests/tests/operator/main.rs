@@ -3,6 +3,7 @@
 //! real gateway binary against official-SDK backends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bridge_token;
 mod chart;
 mod conditions;
 mod examples;

@@ -25,6 +25,20 @@ pub enum OutgoingAuthError {
         "this backend needs the caller's token for token exchange, but the request is anonymous"
     )]
     NoToken,
+    /// A backend's `tokenUrl` is neither the issuer's discovered token endpoint nor listed in
+    /// `outbound.allowedTokenUrls` (L13): no token was sent.
+    #[error(
+        "backend '{backend}': tokenExchange.tokenUrl {token_url} is not allowed ({reason}); only \
+         the incoming issuer's token endpoint or one listed in outbound.allowedTokenUrls is used"
+    )]
+    TokenUrlNotAllowed {
+        /// The backend.
+        backend: String,
+        /// Its configured token URL.
+        token_url: String,
+        /// Why it is not allowed.
+        reason: String,
+    },
     /// The authorization server refused or failed the exchange.
     #[error("token exchange failed: {error}{}", .description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Exchange {

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use super::streamable::response_result;
 use super::{
-    BackendDef, BackendError, BackendEvent, Headers, ProgressSink, apply_headers, route_incoming,
+    BackendDef, BackendError, EventSink, Headers, ProgressSink, apply_headers, route_incoming,
 };
 use crate::{jsonrpc, sse};
 
@@ -38,7 +38,7 @@ impl SseConn {
         def: Arc<BackendDef>,
         http: reqwest::Client,
         headers: &Headers,
-        events: mpsc::UnboundedSender<BackendEvent>,
+        events: EventSink,
     ) -> Result<Self, BackendError> {
         // One deadline for the GET and the `endpoint` event: this runs under the slot's
         // connect lock, so a backend that accepts and never answers must not hold it (M5).
@@ -70,7 +70,13 @@ impl SseConn {
                 let mut parser = sse::Parser::default();
                 let mut stream = resp.bytes_stream();
                 'read: while let Some(Ok(chunk)) = stream.next().await {
-                    let Ok(evs) = parser.feed(&chunk) else { break };
+                    let evs = match parser.feed(&chunk) {
+                        Ok(evs) => evs,
+                        Err(e) => {
+                            tracing::warn!(backend = %name, error = %e, "backend stream refused; closed");
+                            break;
+                        }
+                    };
                     for ev in evs {
                         if ev.event == "endpoint" {
                             let url = endpoint_url(&base, &ev.data);

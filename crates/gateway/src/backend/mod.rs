@@ -48,7 +48,7 @@ pub struct BackendEvent {
 #[derive(Debug, Clone)]
 pub struct ClientLink {
     /// Backend messages that are not responses.
-    pub events: mpsc::UnboundedSender<BackendEvent>,
+    pub events: EventSink,
     /// The `capabilities` sent in the backend's `initialize`.
     pub capabilities: Value,
     /// Counts the backend GET streams open (`backend_streams_open`).
@@ -88,8 +88,21 @@ impl Reply {
     }
 }
 
-/// Where a call's progress notifications go (the client's response stream).
-pub type ProgressSink = mpsc::UnboundedSender<Value>;
+/// Where a call's progress notifications go (the client's response stream). Bounded (L10): a
+/// backend cannot queue more than [`PROGRESS_QUEUE`] of them for a client that reads slowly;
+/// beyond that progress notifications are dropped (the response itself always arrives).
+pub type ProgressSink = mpsc::Sender<Value>;
+
+/// Capacity of a call's [`ProgressSink`].
+pub const PROGRESS_QUEUE: usize = 64;
+
+/// Where a session's backend messages that are not responses go ([`ClientLink::events`]).
+/// Bounded (L10): beyond [`EVENT_QUEUE`] waiting messages, notifications are dropped and
+/// requests to the client are answered with an error at once.
+pub type EventSink = mpsc::Sender<BackendEvent>;
+
+/// Capacity of a session's [`EventSink`].
+pub const EVENT_QUEUE: usize = 256;
 
 /// One configured backend.
 #[derive(Debug)]
@@ -267,7 +280,9 @@ impl Connection {
         }
     }
 
-    /// Follows `nextCursor` pages of a list method and returns the items under `key`.
+    /// Follows `nextCursor` pages of a list method and returns the items under `key`. At most
+    /// [`MAX_LIST_PAGES`] pages (L10: this runs under the member's connect lock): a backend
+    /// whose cursor never ends, or repeats, fails the list instead of holding the lock.
     pub async fn list_all(
         &self,
         method: &str,
@@ -276,7 +291,7 @@ impl Connection {
     ) -> Result<Vec<Value>, BackendError> {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
-        for _ in 0..1000 {
+        for _ in 0..MAX_LIST_PAGES {
             let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
             let id = self.next_id();
             let page = self.request(id, method, params, headers, None).await?;
@@ -284,13 +299,21 @@ impl Connection {
                 items.extend(a.iter().cloned());
             }
             match page.get("nextCursor").and_then(Value::as_str) {
+                Some(c) if cursor.as_deref() == Some(c) => {
+                    return Err(BackendError::Protocol(format!(
+                        "{method}: the backend repeated its nextCursor"
+                    )));
+                }
                 Some(c) if !c.is_empty() => cursor = Some(c.to_owned()),
                 _ => return Ok(items),
             }
         }
-        Ok(items)
+        Err(BackendError::Protocol(format!("{method}: more than {MAX_LIST_PAGES} pages")))
     }
 }
+
+/// Most pages [`Connection::list_all`] follows.
+pub const MAX_LIST_PAGES: usize = 100;
 
 /// Request ids start at 1 on every connection.
 fn new_ids() -> AtomicU64 {
@@ -313,7 +336,7 @@ fn route_incoming(
     backend: &Arc<str>,
     msg: Value,
     progress: Option<&ProgressSink>,
-    events: &mpsc::UnboundedSender<BackendEvent>,
+    events: &EventSink,
 ) -> Option<Reply> {
     let method = msg.get("method").and_then(Value::as_str).unwrap_or_default();
     let has_id = msg.get("id").is_some();
@@ -330,20 +353,131 @@ fn route_incoming(
             call_stream: progress.cloned(),
         };
         // If the session is gone the sender is dropped and the answer says so.
-        let _ = events.send(event);
+        if let Err(mpsc::error::TrySendError::Full(_)) = events.try_send(event) {
+            tracing::warn!(backend = %backend, "session event queue full; the backend's request to the client is refused");
+            let error = crate::jsonrpc::RpcError::new(
+                crate::jsonrpc::INTERNAL_ERROR,
+                "the gateway has too many messages of this session waiting; retry later",
+            );
+            return Some(Reply::Now(crate::jsonrpc::error(Some(&id), &error)));
+        }
         return Some(Reply::Relayed { id, answer });
     }
     if method == crate::protocol::notification::PROGRESS
         && let Some(p) = progress
     {
-        let _ = p.send(msg);
+        if let Err(mpsc::error::TrySendError::Full(_)) = p.try_send(msg) {
+            tracing::debug!(backend = %backend, "progress queue of a call full; notification dropped");
+        }
         return None;
     }
-    let _ = events.send(BackendEvent {
-        backend: backend.clone(),
-        message: msg,
-        reply: None,
-        call_stream: None,
-    });
+    let event =
+        BackendEvent { backend: backend.clone(), message: msg, reply: None, call_stream: None };
+    if let Err(mpsc::error::TrySendError::Full(_)) = events.try_send(event) {
+        tracing::warn!(backend = %backend, "session event queue full; notification dropped");
+    }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A Streamable HTTP backend whose `tools/list` never stops paging (a new cursor each
+    /// time, or the same one with `repeat`); counts the pages served.
+    async fn endless_pages(repeat: bool) -> (url::Url, Arc<AtomicUsize>) {
+        let served = Arc::new(AtomicUsize::new(0));
+        let n = served.clone();
+        let app = axum::Router::new().route(
+            "/mcp",
+            axum::routing::post(move |axum::Json(req): axum::Json<Value>| {
+                let page = n.fetch_add(1, Ordering::SeqCst);
+                let cursor = if repeat { "same".to_owned() } else { format!("c{page}") };
+                async move {
+                    axum::Json(json!({"jsonrpc": "2.0", "id": req["id"], "result": {
+                        "tools": [{"name": format!("t{page}"), "inputSchema": {}}],
+                        "nextCursor": cursor}}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap()));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (url.unwrap(), served)
+    }
+
+    async fn resumed(url: url::Url) -> Connection {
+        let config = BackendConfig {
+            name: "pager".into(),
+            url: url.to_string(),
+            transport: BackendTransport::StreamableHttp,
+            timeout: Duration::from_secs(5),
+            auth: Default::default(),
+        };
+        let def = Arc::new(BackendDef {
+            name: Arc::from("pager"),
+            url,
+            transport: BackendTransport::StreamableHttp,
+            timeout: Duration::from_secs(5),
+            credentials: Arc::new(crate::auth::outgoing::Unauthenticated),
+            config,
+            catalog: Default::default(),
+        });
+        let (events, _rx) = mpsc::channel(8);
+        let link = ClientLink { events, capabilities: json!({}), streams: Default::default() };
+        let (conn, _) =
+            Connection::open(def, reqwest::Client::new(), &Vec::new(), Some("s-1".into()), &link)
+                .await
+                .unwrap();
+        conn
+    }
+
+    /// L10: a backend that pages forever used to be asked for 1 000 pages under the member's
+    /// connect lock, and its list was then used as if complete.
+    #[tokio::test]
+    async fn endless_or_repeated_cursors_fail_the_list_within_the_page_cap() {
+        let (url, served) = endless_pages(false).await;
+        let e = resumed(url).await.list_all("tools/list", "tools", &Vec::new()).await.unwrap_err();
+        assert!(e.to_string().contains("more than 100 pages"), "{e}");
+        assert_eq!(served.load(Ordering::SeqCst), MAX_LIST_PAGES);
+        let (url, served) = endless_pages(true).await;
+        let e = resumed(url).await.list_all("tools/list", "tools", &Vec::new()).await.unwrap_err();
+        assert!(e.to_string().contains("repeated"), "{e}");
+        assert_eq!(served.load(Ordering::SeqCst), 2);
+    }
+
+    /// L10: the queues a backend fills are bounded; when full, progress and notifications are
+    /// dropped (never blocking the backend's stream) and a request to the client is answered
+    /// with an error at once instead of waiting forever.
+    #[tokio::test]
+    async fn full_queues_drop_notifications_and_refuse_requests() {
+        let backend: Arc<str> = Arc::from("a");
+        let (events, mut rx) = mpsc::channel(EVENT_QUEUE);
+        let (progress, mut prx) = mpsc::channel(PROGRESS_QUEUE);
+        let note = |i: usize| json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"i": i}});
+        let prog = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}});
+        for i in 0..EVENT_QUEUE * 4 {
+            assert!(route_incoming(&backend, note(i), Some(&progress), &events).is_none());
+            assert!(route_incoming(&backend, prog.clone(), Some(&progress), &events).is_none());
+        }
+        assert_eq!(rx.len(), EVENT_QUEUE);
+        assert_eq!(prx.len(), PROGRESS_QUEUE);
+        let ask =
+            json!({"jsonrpc": "2.0", "id": 7, "method": "sampling/createMessage", "params": {}});
+        let Some(Reply::Now(answer)) = route_incoming(&backend, ask.clone(), None, &events) else {
+            panic!("a request to a full queue must be answered at once");
+        };
+        assert_eq!(answer["id"], 7);
+        assert!(answer["error"]["message"].as_str().unwrap().contains("too many"), "{answer}");
+        // Room again: the request is relayed.
+        rx.recv().await.unwrap();
+        prx.recv().await.unwrap();
+        assert!(matches!(
+            route_incoming(&backend, ask, None, &events),
+            Some(Reply::Relayed { .. })
+        ));
+    }
 }

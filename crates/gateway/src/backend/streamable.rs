@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::{
-    BackendDef, BackendError, BackendEvent, Headers, ProgressSink, apply_headers, route_incoming,
+    BackendDef, BackendError, EventSink, Headers, ProgressSink, apply_headers, route_incoming,
 };
 use crate::jsonrpc;
 use crate::protocol::{SESSION_HEADER, VERSION_HEADER};
@@ -33,7 +32,7 @@ pub struct StreamableConn {
     session_id: Mutex<Option<String>>,
     protocol_version: Mutex<String>,
     pub(super) ids: AtomicU64,
-    events: mpsc::UnboundedSender<BackendEvent>,
+    events: EventSink,
     stream: Mutex<Option<AbortHandle>>,
     /// The backend answered the GET with 400/405: it offers no stream; never retry.
     no_stream: Arc<std::sync::atomic::AtomicBool>,
@@ -51,7 +50,7 @@ impl StreamableConn {
     pub(super) fn new(
         def: Arc<BackendDef>,
         http: reqwest::Client,
-        events: mpsc::UnboundedSender<BackendEvent>,
+        events: EventSink,
         streams: prometheus_client::metrics::gauge::Gauge,
     ) -> Self {
         Self {
@@ -284,7 +283,13 @@ impl StreamableConn {
                         let mut parser = sse::Parser::default();
                         let mut stream = resp.bytes_stream();
                         while let Some(Ok(chunk)) = stream.next().await {
-                            let Ok(evs) = parser.feed(&chunk) else { break };
+                            let evs = match parser.feed(&chunk) {
+                                Ok(evs) => evs,
+                                Err(e) => {
+                                    tracing::warn!(backend = %name, error = %e, "backend stream refused; closed");
+                                    break;
+                                }
+                            };
                             for ev in evs {
                                 let Ok(msg) = serde_json::from_str::<Value>(&ev.data) else {
                                     continue;

@@ -85,7 +85,7 @@ pub fn call_stream(
     let reader = Streams::reader(log.clone(), None, shared(&state, &session));
     let call_session = session.clone();
     tokio::spawn(async move {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Value>(crate::backend::PROGRESS_QUEUE);
         let session = call_session;
         let caller = Caller { manager: &state.manager, session: &session, identity: &identity };
         let call = methods::handle_request(caller, &id, &method, params, Some(tx));

@@ -38,6 +38,8 @@ pub struct AppState {
 pub struct HttpSettings {
     /// Origins allowed besides loopback and the resource URL's origin (`*` allows all).
     pub allowed_origins: Vec<String>,
+    /// Allow loopback origins (`http.allowLoopbackOrigins`, resolved against `listen`: L14).
+    pub allow_loopback_origins: bool,
     /// The public MCP endpoint URL, if configured.
     pub resource_url: Option<url::Url>,
     /// Body size limit in bytes.

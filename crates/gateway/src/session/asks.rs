@@ -96,7 +96,7 @@ pub(crate) async fn relay(session: &Session, event: BackendEvent, timeout: Durat
     }
     let (id, answer) = session.asks.register();
     message["id"] = Value::String(id.clone());
-    let on_call_stream = call_stream.is_some_and(|s| s.send(message.clone()).is_ok());
+    let on_call_stream = call_stream.is_some_and(|s| s.try_send(message.clone()).is_ok());
     if !on_call_stream {
         session.outbox.send(message);
     }

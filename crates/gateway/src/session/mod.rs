@@ -237,7 +237,7 @@ impl Session {
     /// client capabilities to declare. The first call starts the task that dispatches events.
     pub fn link(&self) -> &ClientLink {
         self.link.get_or_init(|| {
-            let (events, rx) = mpsc::unbounded_channel();
+            let (events, rx) = mpsc::channel(crate::backend::EVENT_QUEUE);
             let task =
                 tokio::spawn(manager::dispatch_events(self.manager.clone(), self.me.clone(), rx));
             *self.dispatcher.lock() = Some(task.abort_handle());

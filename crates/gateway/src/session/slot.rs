@@ -332,7 +332,7 @@ impl Slot {
         http: &reqwest::Client,
     ) -> Result<(), BackendError> {
         let slot = Self::new(def, None);
-        let (events, _rx) = mpsc::unbounded_channel();
+        let (events, _rx) = mpsc::channel(8);
         let link =
             ClientLink { events, capabilities: serde_json::json!({}), streams: Default::default() };
         slot.connect(&Identity::Anonymous, http, &link).await?;
@@ -353,7 +353,7 @@ impl Slot {
             return;
         }
         let Ok(headers) = def.credentials.headers(identity).await else { return };
-        let (events, _rx) = mpsc::unbounded_channel();
+        let (events, _rx) = mpsc::channel(8);
         let link =
             ClientLink { events, capabilities: serde_json::json!({}), streams: Default::default() };
         if let Ok((conn, _)) =
@@ -399,7 +399,7 @@ mod tests {
 
     /// A resumed Streamable HTTP connection (no I/O).
     async fn resumed(slot: &Slot, hint: &str) -> Arc<Connection> {
-        let (events, _rx) = mpsc::unbounded_channel();
+        let (events, _rx) = mpsc::channel(8);
         let link =
             ClientLink { events, capabilities: serde_json::json!({}), streams: Default::default() };
         let (conn, _) = Connection::open(

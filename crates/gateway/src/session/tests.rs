@@ -412,3 +412,45 @@ async fn a_delete_during_a_restore_is_not_undone_by_it() {
     assert!(matches!(m.get(S, &Identity::Anonymous).await, Err(SessionError::NotFound)));
     assert_eq!(m.local_count(), 0, "the ended session is not cached");
 }
+
+/// L7: a reload reconciles local sessions concurrently. A joining backend that accepts and
+/// never answers holds each session's reconcile for the whole init timeout (300 ms): 20
+/// sessions one after another took 6 s.
+#[tokio::test]
+async fn a_reload_reconciles_sessions_concurrently() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let store = Arc::new(MemoryStore::new());
+    let m = SessionManager::new(
+        store.clone(),
+        BackendSet::new(vec![def("a", false)], AggregationConfig::default()),
+        SessionSettings {
+            ttl: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            init_timeout: Duration::from_millis(300),
+        },
+        reqwest::Client::new(),
+        Arc::new(Metrics::new()),
+    );
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(m.create(&Identity::Anonymous, &json!({})).await.unwrap().0.id.clone());
+    }
+    let start = std::time::Instant::now();
+    m.apply_backends(BackendSet::new(
+        vec![def("a", false), def_at("b", false, &hang)],
+        AggregationConfig::default(),
+    ))
+    .await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(3), "20 sessions reconciled in {took:?}");
+    for id in ids {
+        assert_eq!(store.load(&id).await.unwrap().unwrap().members, ["a", "b"], "{id}");
+    }
+}

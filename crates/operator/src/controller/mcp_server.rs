@@ -1,4 +1,5 @@
-//! `MCPServer` controller: applies the server's Deployment and Service and reports phase
+//! `MCPServer` controller: applies the server's Deployment and Service (for a `stdio` server
+//! after creating its bridge token Secret once: [`crate::resources::bridge_token`]) and reports phase
 //! (`Pending`, `Running`, `Failed`), URL, ready pods and conditions (`Ready`,
 //! `GroupRefValidated` when `groupRef` is set). Nothing is applied when the server's name is
 //! held by a Deployment or Service it does not control ([`super::ownership`]): `Ready` is then
@@ -14,11 +15,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::DeleteParams;
+use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -30,10 +31,13 @@ use super::{
     Context, Error, ShutdownSignal, apply, apply_status, error_policy, log_result, namespace,
 };
 use crate::pod_health::{PodProblem, pod_problem, pod_selector};
-use crate::resources::check_service_name;
+use crate::resources::bridge_token::{
+    bridge_token_secret, bridge_token_secret_name, new_bridge_token, roll_on_new_bridge_token,
+};
 use crate::resources::mcp_server::{
     server_deployment, server_network_policy, server_service, server_url,
 };
+use crate::resources::{FIELD_MANAGER, check_service_name};
 use crate::status::{self, NewCondition, Status, remove_condition, set_condition, transitioned_to};
 
 const CONTROLLER: &str = "mcpserver";
@@ -211,14 +215,29 @@ async fn reconcile_inner(server: &MCPServer, ctx: &Context) -> Result<Action, Er
         Ok((deployment, service, policy)) => {
             let dep_api = ctx.api::<Deployment>(&ns);
             let svc_api = ctx.api::<Service>(&ns);
-            let _locked = ctx.name_locks.lock(&ns, &[&name]).await;
+            let token = bridge_token_secret_name(server);
+            let secret_api = ctx.api::<Secret>(&ns);
+            let names: Vec<&str> = std::iter::once(name.as_str()).chain(token.as_deref()).collect();
+            let _locked = ctx.name_locks.lock(&ns, &names).await;
             let uid = ownership::uid(server);
             let mut conflicts = Vec::new();
             let prior = claim(&dep_api, &name, &uid, &mut conflicts).await?;
             let prior_svc = claim(&svc_api, &name, &uid, &mut conflicts).await?;
             let np_api = ctx.api::<NetworkPolicy>(&ns);
             let prior_np = claim(&np_api, &name, &uid, &mut conflicts).await?;
+            let prior_token = match &token {
+                Some(t) => Some(claim(&secret_api, t, &uid, &mut conflicts).await?),
+                None => None,
+            };
             if conflicts.is_empty() {
+                let mut deployment = deployment;
+                if let Some(prior) = prior_token {
+                    let token_uid = match prior {
+                        Some(meta) => meta.metadata.uid,
+                        None => create_bridge_token(&secret_api, server).await?,
+                    };
+                    roll_on_new_bridge_token(&mut deployment, token_uid);
+                }
                 // The policy first: the pods never run unprotected when it is enabled.
                 match &policy {
                     Some(p) => {
@@ -325,6 +344,23 @@ async fn reconcile_inner(server: &MCPServer, ctx: &Context) -> Result<Action, Er
     } else {
         ctx.resync()
     })
+}
+
+/// Creates the bridge token Secret of a `stdio` server that has none yet. Created once and
+/// never applied again, so a reconcile does not rotate the token the running bridge and
+/// gateway share. Returns the new Secret's uid.
+async fn create_bridge_token(
+    api: &kube::Api<Secret>,
+    server: &MCPServer,
+) -> Result<Option<String>, Error> {
+    let Some(secret) = bridge_token_secret(server, &new_bridge_token())? else { return Ok(None) };
+    let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+    match api.create(&pp, &secret).await {
+        Ok(created) => Ok(created.metadata.uid),
+        // Created meanwhile by another writer: the next reconcile reads it.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Applies the Service, then the Deployment; an error names the kind that failed.

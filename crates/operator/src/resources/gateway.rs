@@ -474,8 +474,13 @@ mod tests {
     #[test]
     fn membership_and_aggregation_do_not_roll_the_pods() {
         let v = fixtures::vmcp();
-        let all = fixtures::servers();
+        // Members whose credentials need no Secret of their own. A stdio member's bridge
+        // token is mounted, so its arrival or departure does roll the pods (like a member
+        // whose auth config names a Secret).
+        let mut all = fixtures::servers();
+        all[1].spec.transport = vmcp_types::crd::McpTransport::StreamableHttp;
         let base = checksum(&v, &all);
+        assert_ne!(checksum(&v, &fixtures::servers()), base, "a stdio member's token is mounted");
         // A member leaves the group, or a member's port changes: the ConfigMap changes, the
         // pods reload it in place.
         assert_eq!(checksum(&v, &all[..1]), base);

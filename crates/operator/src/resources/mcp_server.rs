@@ -4,7 +4,8 @@
 //! bridge: an init container runs `vmcp-gateway install-bridge /vmcp-bin` from the gateway image,
 //! which copies the (statically linked) binary into an emptyDir without needing a shell or `cp`
 //! in either image, and the server container runs `vmcp-gateway bridge --port <port> -- <command>
-//! <args>`, which serves the stdio server as Streamable HTTP at `/mcp`.
+//! <args>`, which serves the stdio server as Streamable HTTP at `/mcp` to callers presenting
+//! the server's bridge token ([`super::bridge_token`]).
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use vmcp_types::crd::{MCPServer, McpTransport};
 
+use super::bridge_token::{bridge_token_secret_name, bridge_token_volume};
 use super::gateway::GATEWAY_APP;
 use super::merge::overlay_pod_template;
 use super::workload::WorkloadDefaults;
@@ -138,13 +140,21 @@ pub fn server_deployment(
             }),
             ..Container::default()
         });
-        let mut args =
-            vec!["bridge".to_owned(), "--port".into(), target_port.to_string(), "--".into()];
+        let mut args = vec!["bridge".to_owned(), "--port".into(), target_port.to_string()];
+        let mut mounts = vec![mount];
+        if let Some(secret) = bridge_token_secret_name(s) {
+            // Only the gateway, which has the same token, may use the bridge (M8).
+            let (volume, token_mount, path) = bridge_token_volume(&secret);
+            args.extend(["--auth-token-file".to_owned(), path]);
+            mounts.push(token_mount);
+            volumes.push(volume);
+        }
+        args.push("--".into());
         args.extend(s.spec.command.iter().cloned());
         args.extend(s.spec.args.iter().cloned());
         container.command = Some(vec![bridge]);
         container.args = Some(args);
-        container.volume_mounts = Some(vec![mount]);
+        container.volume_mounts = Some(mounts);
         volumes.push(Volume {
             name: BRIDGE_VOLUME.into(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -291,8 +301,29 @@ mod tests {
         assert_eq!(c.command.as_deref().unwrap(), ["/vmcp-bin/vmcp-gateway"]);
         assert_eq!(
             c.args.as_deref().unwrap(),
-            ["bridge", "--port", "8080", "--", "mcp-server-time", "--local-timezone", "UTC"]
+            [
+                "bridge",
+                "--port",
+                "8080",
+                "--auth-token-file",
+                "/var/run/secrets/vmcp-bridge/token",
+                "--",
+                "mcp-server-time",
+                "--local-timezone",
+                "UTC"
+            ]
         );
+        // The token comes read-only from the server's own token Secret.
+        let token = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find_map(|v| v.secret.as_ref())
+            .and_then(|s| s.secret_name.as_deref());
+        assert_eq!(token, Some("time-bridge-token"));
+        let m = c.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "vmcp-bridge-token");
+        assert_eq!(m.unwrap().read_only, Some(true));
         assert_eq!(c.image.as_deref(), Some("ghcr.io/example/mcp-time:0.6.2"));
     }
 

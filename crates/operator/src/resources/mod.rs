@@ -9,11 +9,13 @@
 //! - [`gateway`]: the gateway's ConfigMap, Deployment, Service, ServiceAccount and
 //!   PodDisruptionBudget.
 //! - [`mcp_server`]: an `MCPServer`'s Deployment and Service.
+//! - [`bridge_token`]: the token Secret a `stdio` server's bridge and the gateway share.
 //! - [`merge`]: the `podTemplateSpec` overlay merge.
 //! - [`workload`]: installation-wide pod settings (security contexts, pull secrets).
 //!
 //! [`GatewayConfig`]: vmcp_types::config::GatewayConfig
 
+pub mod bridge_token;
 pub mod gateway;
 pub mod gateway_config;
 pub mod mcp_server;

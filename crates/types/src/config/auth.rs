@@ -167,7 +167,8 @@ pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_tok
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenExchangeAuth {
-    /// Token endpoint URL of the authorization server.
+    /// Token endpoint URL of the authorization server: the incoming issuer's discovered
+    /// `token_endpoint`, or one listed in `outbound.allowedTokenUrls` (L13).
     pub token_url: String,
     /// The gateway's client id at the authorization server.
     pub client_id: String,

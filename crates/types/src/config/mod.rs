@@ -73,6 +73,21 @@ pub struct OutboundConfig {
     /// restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ca_files: Vec<std::path::PathBuf>,
+    /// Token endpoints a `tokenExchange` backend may send users' tokens to besides the one the
+    /// incoming OIDC issuer publishes in its discovery document (`token_endpoint`), which is
+    /// the only one allowed by default. Read at start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_token_urls: Vec<String>,
+}
+
+impl GatewayConfig {
+    /// Are loopback origins allowed: `http.allowLoopbackOrigins`, by default only when
+    /// `listen` is a loopback address (`127.0.0.0/8`, `::1`)?
+    pub fn allows_loopback_origins(&self) -> bool {
+        self.http.allow_loopback_origins.unwrap_or_else(|| {
+            self.listen.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
+        })
+    }
 }
 
 impl OutboundConfig {
@@ -110,10 +125,17 @@ pub struct HttpConfig {
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// Origins allowed in the `Origin` header besides the gateway's own (`resourceUrl`) and
-    /// loopback origins; a request with any other `Origin` gets 403. Requests without `Origin`
-    /// (non-browser clients) are allowed. `*` allows every origin.
+    /// loopback origins (see `allowLoopbackOrigins`); a request with any other `Origin` gets
+    /// 403. Requests without `Origin` (non-browser clients) are allowed. `*` allows every
+    /// origin.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_origins: Vec<String>,
+    /// Allow any `http://localhost:*`, `127.0.0.1` or `[::1]` origin (a page on any local
+    /// port). Default: allowed when `listen` is a loopback address (a gateway on a developer's
+    /// machine, used from local tools such as the MCP Inspector), refused otherwise (L14: a
+    /// deployed gateway does not trust whatever runs on its users' machines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_loopback_origins: Option<bool>,
     /// Deadline for initializing backends when a client session starts (default `5s`). Backends
     /// not ready by then are left out of the session and retried in the background.
     #[serde(default = "default_init_timeout", with = "humantime_serde")]
@@ -140,6 +162,7 @@ impl Default for HttpConfig {
         Self {
             max_body_bytes: default_max_body_bytes(),
             allowed_origins: Vec::new(),
+            allow_loopback_origins: None,
             init_timeout: default_init_timeout(),
             shutdown_grace: default_shutdown_grace(),
         }

@@ -300,10 +300,17 @@ pub struct VirtualMCPServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Browser origins allowed in the `Origin` header besides the gateway's own
-    /// (`incomingAuth.oidc.resourceUrl`) and loopback origins, e.g. `https://app.example.com`;
-    /// `*` allows every origin. Requests with any other `Origin` get 403.
+    /// (`incomingAuth.oidc.resourceUrl`), e.g. `https://app.example.com`; `*` allows every
+    /// origin. Requests with any other `Origin` get 403, loopback ones (a page on any port of
+    /// the user's machine) included unless listed here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_origins: Vec<String>,
+    /// Token endpoints that `tokenExchange` backends of this gateway may send users' tokens to
+    /// besides the `token_endpoint` the incoming OIDC issuer publishes in its discovery
+    /// document, the only one allowed by default (e.g. the issuer's in-cluster address). Set
+    /// by the gateway's owner here, never by an `MCPExternalAuthConfig`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_token_urls: Vec<String>,
     /// Timeout of one request to a backend, e.g. `30s` or `2m` (default `30s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]

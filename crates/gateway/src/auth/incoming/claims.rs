@@ -74,11 +74,52 @@ pub(crate) fn check(
 /// The claim checks a validated JWT goes through after its signature is verified: `iss` equal
 /// to `issuer`, `exp` present and not past (with `leeway`), `nbf` not in the future, `aud`
 /// containing `audience`, a non-empty `sub`. Returns the subject and the expiry.
+///
+/// A payload `typ` that marks another kind of token (Keycloak's `ID`, `Refresh`, `Offline`,
+/// `Logout`) is refused (L6): an ID token whose `aud` is the gateway's client id would
+/// otherwise pass as an access token. Access tokens carry `typ: Bearer` there, or no `typ`.
 pub fn check_jwt_claims(
     claims: &Map<String, Value>,
     issuer: &str,
     audience: &str,
     leeway: Duration,
 ) -> Result<(String, Option<SystemTime>), IncomingAuthError> {
+    if let Some(Value::String(t)) = claims.get("typ")
+        && NOT_ACCESS_TOKENS.iter().any(|k| t.eq_ignore_ascii_case(k))
+    {
+        return Err(IncomingAuthError::Malformed(
+            "the token is an ID, refresh or logout token, not an access token",
+        ));
+    }
     check(claims, Expect { issuer, audience, leeway, require_iss_exp: true })
+}
+
+/// Payload `typ` values of tokens that are not access tokens.
+const NOT_ACCESS_TOKENS: [&str; 4] = ["ID", "Refresh", "Offline", "Logout"];
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn claims(typ: Option<&str>) -> Map<String, Value> {
+        let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 300;
+        let mut c =
+            serde_json::json!({"iss": "https://idp", "aud": "gw", "sub": "alice", "exp": exp});
+        if let Some(t) = typ {
+            c["typ"] = t.into();
+        }
+        c.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn id_and_refresh_tokens_are_not_access_tokens() {
+        let ok = |t| check_jwt_claims(&claims(t), "https://idp", "gw", Duration::ZERO);
+        assert!(ok(None).is_ok());
+        assert!(ok(Some("Bearer")).is_ok());
+        for t in ["ID", "id", "Refresh", "Offline", "Logout"] {
+            let e = ok(Some(t)).unwrap_err();
+            assert!(e.to_string().contains("not an access token"), "{t}: {e}");
+        }
+    }
 }

@@ -16,6 +16,9 @@ const MAX_DOC: usize = 1 << 20;
 pub(crate) struct Discovery {
     pub(crate) issuer: String,
     pub(crate) jwks_uri: String,
+    /// Where token exchange may send users' tokens (L13).
+    #[serde(default)]
+    pub(crate) token_endpoint: Option<String>,
 }
 
 /// `<issuer>/.well-known/openid-configuration`.

@@ -11,7 +11,7 @@
 
 mod bearer;
 mod claims;
-mod discovery;
+pub(crate) mod discovery;
 mod error;
 mod introspection;
 mod jwks;

@@ -13,6 +13,7 @@
 //! not hammered. The cache is bounded: expired entries go first, then the soonest to expire.
 
 mod cache;
+mod endpoint;
 mod request;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use super::Identity;
 use super::outgoing::{CredentialFactory, CredentialSource, OutgoingAuthError, read_secret};
 use crate::metrics::ExchangeMetrics;
 use cache::{Cache, Key, Lookup, grant_of, token_hash};
+use endpoint::TokenUrlPolicy;
 pub(crate) use request::basic_auth;
 
 /// `grant_type` of RFC 8693.
@@ -47,6 +49,11 @@ pub struct ExchangeOptions {
     /// Lifetime assumed when the response has neither `expires_in` nor a JWT `exp`
     /// (default 60 s).
     pub default_lifetime: Duration,
+    /// The incoming OIDC issuer: its discovered `token_endpoint` is a token URL users' tokens
+    /// may go to (L13). `None` (and no `allowed_token_urls`): nothing is checked.
+    pub token_url_issuer: Option<String>,
+    /// Token URLs allowed besides the discovered one (`outbound.allowedTokenUrls`).
+    pub allowed_token_urls: Vec<String>,
 }
 
 impl Default for ExchangeOptions {
@@ -57,6 +64,8 @@ impl Default for ExchangeOptions {
             timeout: Duration::from_secs(10),
             skew: Duration::from_secs(30),
             default_lifetime: Duration::from_secs(60),
+            token_url_issuer: None,
+            allowed_token_urls: Vec::new(),
         }
     }
 }
@@ -65,6 +74,7 @@ impl Default for ExchangeOptions {
 pub struct TokenExchangeFactory {
     http: reqwest::Client,
     cache: Arc<Cache>,
+    policy: Arc<TokenUrlPolicy>,
     options: ExchangeOptions,
 }
 
@@ -90,7 +100,13 @@ impl TokenExchangeFactory {
         metrics: ExchangeMetrics,
     ) -> Self {
         let cache = Arc::new(Cache::new(options.max_entries, options.negative_ttl, metrics));
-        Self { http, cache, options }
+        let policy = Arc::new(TokenUrlPolicy::new(
+            options.token_url_issuer.clone(),
+            &options.allowed_token_urls,
+            http.clone(),
+            options.timeout,
+        ));
+        Self { http, cache, policy, options }
     }
 
     /// The counters every source of this factory updates.
@@ -159,6 +175,7 @@ impl TokenExchangeFactory {
             bearer,
             http: self.http.clone(),
             cache: self.cache.clone(),
+            policy: self.policy.clone(),
             options: self.options.clone(),
         })
     }
@@ -192,6 +209,7 @@ pub struct TokenExchangeSource {
     bearer: bool,
     http: reqwest::Client,
     cache: Arc<Cache>,
+    policy: Arc<TokenUrlPolicy>,
     options: ExchangeOptions,
 }
 
@@ -229,6 +247,8 @@ impl CredentialSource for TokenExchangeSource {
         };
         let result = flight
             .get_or_init(|| async {
+                // Users' tokens go only to an allowed token endpoint (L13).
+                self.policy.check(&self.backend, &self.token_url).await?;
                 // Never cached beyond the subject token's own expiry (M2).
                 let mut issued = self.exchange(&user.token).await?;
                 if let Some(exp) = user.expires_at {

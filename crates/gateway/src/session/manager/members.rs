@@ -163,7 +163,7 @@ impl SessionManager {
 pub(in crate::session) async fn dispatch_events(
     manager: Weak<SessionManager>,
     session: Weak<Session>,
-    mut rx: mpsc::UnboundedReceiver<BackendEvent>,
+    mut rx: mpsc::Receiver<BackendEvent>,
 ) {
     while let Some(event) = rx.recv().await {
         let (Some(m), Some(s)) = (manager.upgrade(), session.upgrade()) else { return };

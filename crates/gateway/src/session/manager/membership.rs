@@ -10,6 +10,9 @@ use crate::session::Session;
 use crate::session::slot::{Slot, SlotStatus};
 use crate::session::store::CasOutcome;
 
+/// Sessions [`SessionManager::apply_backends`] reconciles at once.
+pub const RECONCILE_CONCURRENCY: usize = 64;
+
 impl SessionManager {
     /// Termination notices may have been missed: until [`Self::verify_cached`] succeeds,
     /// cached sessions are checked against the store on every request.
@@ -48,13 +51,18 @@ impl SessionManager {
 
     /// Replaces the backend set after a config reload and adjusts every local session in place
     /// (I4): new backends join, removed ones leave, the generation is bumped with CAS, and the
-    /// client is told its lists changed. No session is closed.
+    /// client is told its lists changed. No session is closed. Up to
+    /// [`RECONCILE_CONCURRENCY`] sessions at once (L7: each may wait up to the init timeout
+    /// for joining backends, so one after another a reload could take hours).
     pub async fn apply_backends(self: &Arc<Self>, set: BackendSet) {
+        use futures::StreamExt;
         *self.backends.write() = Arc::new(set);
         let sessions: Vec<Arc<Session>> = self.local.read().values().cloned().collect();
-        for s in sessions {
-            self.reconcile_membership(&s).await;
-        }
+        futures::stream::iter(sessions)
+            .for_each_concurrent(RECONCILE_CONCURRENCY, |s| async move {
+                self.reconcile_membership(&s).await;
+            })
+            .await;
     }
 
     /// Aligns a session's members with the configured backends, writing the new membership

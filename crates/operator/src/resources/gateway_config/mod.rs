@@ -22,6 +22,7 @@ use vmcp_types::crd::{
     MCPServerPhase, SecretKeyRef, SessionStorageProvider, VirtualMCPServer,
 };
 
+use super::bridge_token::bridge_token_ref;
 use super::mcp_server::{server_transport_is_sse, server_url};
 use super::{
     GATEWAY_METRICS_PORT, MountSource, RenderError, SecretMount, config_map_file, namespace_of,
@@ -37,7 +38,7 @@ mod tests;
 
 pub use defaults::{DefaultRedis, Defaults};
 pub use outgoing::{auth_secrets, external_type_name, referenced_auth_configs, validate_auth_spec};
-use outgoing::{outgoing_type_name, resolve_auth};
+use outgoing::{bridge_auth, outgoing_type_name, resolve_auth};
 pub use sections::parse_duration;
 use sections::{aggregation, duration, incoming, session_storage};
 
@@ -180,8 +181,27 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
                 kind: ProblemKind::Backend,
                 message: format!("MCPServer '{name}' left out: {}", c.message),
             })
+        } else if let Some(token) =
+            bridge_token_ref(server).filter(|t| input.missing_secrets.contains(&t.name))
+        {
+            // Not an error: the server's own reconcile creates it (moments after the server).
+            entry.status = Some("pending".into());
+            entry.message = Some(format!(
+                "waiting for the bridge token Secret '{}' of stdio MCPServer '{name}'",
+                token.name
+            ));
+            discovered.push(entry);
+            continue;
         } else if is_valid_backend_name(&name) {
-            resolve_auth(input, server.spec.external_auth_config_ref.as_ref(), &name, &mut mounts)
+            match bridge_token_ref(server) {
+                Some(token) => bridge_auth(&token, &mut mounts),
+                None => resolve_auth(
+                    input,
+                    server.spec.external_auth_config_ref.as_ref(),
+                    &name,
+                    &mut mounts,
+                ),
+            }
         } else {
             Err(Problem {
                 kind: ProblemKind::Backend,
@@ -279,6 +299,7 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
         ..GatewayConfig::default()
     };
     config.http.allowed_origins.clone_from(&spec.allowed_origins);
+    config.outbound.allowed_token_urls.clone_from(&spec.allowed_token_urls);
     config.outbound.ca_files = ca_files;
     let errors = config.validate();
     if !errors.is_empty() {

@@ -130,6 +130,19 @@ pub(super) fn resolve_auth(
     Ok(outgoing_from_spec(&ac.spec, mounts))
 }
 
+/// The credential of a `stdio` member: its bridge token (the bridge admits nothing else, and
+/// passes no header on to the stdio process, so no other outgoing auth applies to it).
+pub(super) fn bridge_auth(
+    token: &SecretKeyRef,
+    mounts: &mut Mounts,
+) -> Result<OutgoingAuthConfig, Problem> {
+    Ok(OutgoingAuthConfig {
+        auth_type: OutgoingAuthType::BearerToken,
+        bearer_token: Some(BearerTokenAuth { token: mounts.file(token) }),
+        ..OutgoingAuthConfig::default()
+    })
+}
+
 fn auth_problem(message: String) -> Problem {
     Problem { kind: ProblemKind::Auth, message }
 }

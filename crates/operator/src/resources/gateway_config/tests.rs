@@ -100,8 +100,8 @@ fn token_exchange_mapping() {
     assert_eq!(te.scopes, ["openid"]);
     assert_eq!(te.subject_token_type, cfg::ACCESS_TOKEN_TYPE);
     assert_eq!(te.external_token_header_name, None);
-    // The server without a reference is unauthenticated.
-    assert_eq!(r.config.backends[1].auth, OutgoingAuthConfig::default());
+    // The stdio server without a reference authenticates to its bridge with the bridge token.
+    assert_eq!(r.config.backends[1].auth.auth_type, OutgoingAuthType::BearerToken);
 }
 
 #[test]
@@ -115,6 +115,7 @@ fn secret_mounts_and_paths() {
     assert_eq!(
         mounts,
         [
+            ("time-bridge-token".to_owned(), vec!["token".to_owned()]),
             ("vmcp-gateway-oidc-client".to_owned(), vec!["client-secret".to_owned()]),
             ("vmcp-redis".to_owned(), vec!["password".to_owned()]),
         ]
@@ -192,8 +193,10 @@ fn inline_header_injection_and_bearer_token() {
             ),
         ),
     ]);
-    let (config, mounts, discovered) =
-        gateway_config(&vmcp, &fixtures::servers(), &configs).unwrap();
+    // Both served over HTTP (a stdio server's credential is its bridge token instead).
+    let mut servers = fixtures::servers();
+    servers[1].spec.transport = vmcp_types::crd::McpTransport::StreamableHttp;
+    let (config, mounts, discovered) = gateway_config(&vmcp, &servers, &configs).unwrap();
     let h = config.backends[0].auth.header_injection.as_ref().unwrap();
     assert_eq!(h.header_name, "X-API-Key");
     assert_eq!(h.value.file.as_deref(), Some(std::path::Path::new("/var/run/secrets/vmcp/api/k")));
@@ -662,4 +665,51 @@ fn ca_bundle_from_a_config_map_is_mounted_and_trusted() {
     let before = checksum(&template);
     mounts.last_mut().unwrap().version = Some("42".into());
     assert_ne!(checksum(&pod(&mounts)), before);
+}
+
+/// M8: a stdio member's credential is its bridge token (the Secret the MCPServer owns), whatever
+/// outgoing auth the gateway names for it; until that Secret exists the member is left out
+/// (pending).
+#[test]
+fn stdio_members_authenticate_with_their_bridge_token() {
+    let r = render_example();
+    let time = r.config.backends.iter().find(|b| b.name == "time").unwrap();
+    assert_eq!(time.auth.auth_type, OutgoingAuthType::BearerToken);
+    let file = time.auth.bearer_token.as_ref().unwrap().token.file.clone().unwrap();
+    assert_eq!(file, std::path::PathBuf::from("/var/run/secrets/vmcp/time-bridge-token/token"));
+    assert!(r.secret_mounts.iter().any(|m| m.secret == "time-bridge-token"), "mounted");
+    let github = r.config.backends.iter().find(|b| b.name == "github-tools").unwrap();
+    assert_ne!(github.auth.bearer_token.as_ref().map(|b| b.token.file.clone()), Some(Some(file)));
+
+    let (vmcp, servers, auth) = (fixtures::vmcp(), fixtures::servers(), fixtures::auth_configs());
+    let missing = BTreeSet::from(["time-bridge-token".to_owned()]);
+    let r = render_gateway_config(&RenderInput {
+        vmcp: &vmcp,
+        members: &servers,
+        entries: &[],
+        auth_configs: &auth,
+        missing_secrets: &missing,
+    })
+    .unwrap();
+    let names: Vec<_> = r.config.backends.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["github-tools"]);
+    assert!(!r.secret_mounts.iter().any(|m| m.secret == "time-bridge-token"), "not mounted");
+    // Pending, not a problem: the server's reconcile creates the Secret moments later.
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    let time = r.backends.iter().find(|b| b.name == "time").unwrap();
+    assert_eq!(time.status.as_deref(), Some("pending"));
+    assert!(time.message.as_deref().unwrap().contains("'time-bridge-token'"), "{time:?}");
+}
+
+/// L13: the gateway's owner (not an auth config) lists extra token endpoints.
+#[test]
+fn allowed_token_urls_come_from_the_gateway_spec() {
+    let mut vmcp = fixtures::vmcp();
+    vmcp.spec.allowed_token_urls = vec!["http://keycloak.auth.svc:8080/realms/vmcp/token".into()];
+    let (config, _, _) =
+        gateway_config(&vmcp, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
+    assert_eq!(config.outbound.allowed_token_urls, vmcp.spec.allowed_token_urls);
+    let (plain, _, _) =
+        gateway_config(&fixtures::vmcp(), &fixtures::servers(), &fixtures::auth_configs()).unwrap();
+    assert!(plain.outbound.allowed_token_urls.is_empty());
 }
