@@ -67,8 +67,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn meta(body: &Value) -> Option<&Map<String, Value>> {
-    body.get("params")?.get("_meta")?.as_object()
+fn meta(params: Option<&Value>) -> Option<&Map<String, Value>> {
+    params?.get("_meta")?.as_object()
 }
 
 /// Does this POST take the stateless path? When its `MCP-Protocol-Version` header names a
@@ -83,7 +83,7 @@ pub fn applies(headers: &HeaderMap, body: &Value) -> bool {
         .any(|v| v.to_str().is_ok_and(|v| MODERN_VERSIONS.contains(&v)));
     modern_header
         || (headers.get(SESSION_HEADER).is_none()
-            && meta(body).is_some_and(|m| m.contains_key(META_PROTOCOL_VERSION)))
+            && meta(body.get("params")).is_some_and(|m| m.contains_key(META_PROTOCOL_VERSION)))
 }
 
 /// What a valid envelope declares.
@@ -120,17 +120,20 @@ pub fn decode_header_value(v: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// The validation ladder of one request body (an object with `id` and `method`); the first
-/// failing rung wins: a repeated routing header, then the required `_meta` fields
-/// (`-32602`), then the mirrored headers against the body (`-32020`), then the version
-/// (`-32022`).
-pub fn check(headers: &HeaderMap, body: &Value) -> Result<Envelope, RpcError> {
+/// The validation ladder of one request (its `method` and `params`); the first failing rung
+/// wins: a repeated routing header, then the required `_meta` fields (`-32602`), then the
+/// mirrored headers against the body (`-32020`), then the version (`-32022`).
+pub fn check(
+    headers: &HeaderMap,
+    method: &str,
+    params: Option<&Value>,
+) -> Result<Envelope, RpcError> {
     for name in [VERSION_HEADER, METHOD_HEADER, NAME_HEADER] {
         if headers.get_all(name).iter().count() > 1 {
             return Err(mismatch(format!("the {name} header appears more than once")));
         }
     }
-    let Some(meta) = meta(body) else {
+    let Some(meta) = meta(params) else {
         return Err(RpcError::new(
             INVALID_PARAMS,
             format!(
@@ -154,7 +157,6 @@ pub fn check(headers: &HeaderMap, body: &Value) -> Result<Envelope, RpcError> {
             "the {VERSION_HEADER} header does not match params._meta['{META_PROTOCOL_VERSION}']"
         )));
     }
-    let method = body.get("method").and_then(Value::as_str).unwrap_or_default();
     if header(headers, METHOD_HEADER) != Some(method) {
         return Err(mismatch(format!("the {METHOD_HEADER} header does not match the method")));
     }
@@ -164,7 +166,7 @@ pub fn check(headers: &HeaderMap, body: &Value) -> Result<Envelope, RpcError> {
         _ => None,
     };
     if let Some(key) = name_key
-        && let Some(expected) = body["params"].get(key).and_then(Value::as_str)
+        && let Some(expected) = params.and_then(|p| p.get(key)).and_then(Value::as_str)
         && header(headers, NAME_HEADER).and_then(decode_header_value).as_deref() != Some(expected)
     {
         return Err(mismatch(format!(
@@ -273,6 +275,10 @@ mod tests {
         h
     }
 
+    fn check_body(h: &HeaderMap, body: &Value) -> Result<Envelope, RpcError> {
+        check(h, body["method"].as_str().unwrap_or_default(), body.get("params"))
+    }
+
     fn call(name: &str) -> Value {
         json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
             "name": name, "arguments": {},
@@ -303,14 +309,14 @@ mod tests {
 
     #[test]
     fn a_valid_envelope_passes() {
-        let env = check(&headers(GOOD), &call("a_echo")).unwrap();
+        let env = check_body(&headers(GOOD), &call("a_echo")).unwrap();
         assert_eq!(env.version, "2026-07-28");
         assert_eq!(env.client_capabilities, json!({}));
     }
 
     #[test]
     fn the_ladder_reports_the_first_failure() {
-        let code = |h: &[(&str, &str)], b: &Value| check(&headers(h), b).unwrap_err().code;
+        let code = |h: &[(&str, &str)], b: &Value| check_body(&headers(h), b).unwrap_err().code;
         // Missing _meta fields: invalid params.
         let mut b = call("a_echo");
         b["params"]["_meta"].as_object_mut().unwrap().remove(META_CLIENT_CAPABILITIES);
@@ -333,7 +339,7 @@ mod tests {
         b["params"]["_meta"][META_PROTOCOL_VERSION] = json!("2099-01-01");
         let mut h = GOOD.to_vec();
         h[0] = ("mcp-protocol-version", "2099-01-01");
-        let e = check(&headers(&h), &b).unwrap_err();
+        let e = check_body(&headers(&h), &b).unwrap_err();
         assert_eq!(e.code, UNSUPPORTED_PROTOCOL_VERSION);
         let data = e.data.unwrap();
         assert_eq!(data["requested"], "2099-01-01");
@@ -349,9 +355,9 @@ mod tests {
         let name = "Hello, 世界";
         let mut h = GOOD.to_vec();
         h[2] = ("mcp-name", "=?base64?SGVsbG8sIOS4lueVjA==?=");
-        assert!(check(&headers(&h), &call(name)).is_ok());
+        assert!(check_body(&headers(&h), &call(name)).is_ok());
         h[2] = ("mcp-name", "=?base64?SGVsbG8=?=");
-        assert_eq!(check(&headers(&h), &call(name)).unwrap_err().code, HEADER_MISMATCH);
+        assert_eq!(check_body(&headers(&h), &call(name)).unwrap_err().code, HEADER_MISMATCH);
     }
 
     #[test]

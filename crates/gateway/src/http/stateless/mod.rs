@@ -71,15 +71,14 @@ pub(super) async fn post(
     if !body.is_object() {
         return Err(not_single());
     }
-    let (id, method, params) = match jsonrpc::classify(body.clone()) {
+    let reported_id = body.get("id").filter(|i| i.is_string() || i.is_number()).cloned();
+    let (id, method, params) = match jsonrpc::classify(body) {
         Ok(Message::Request { id, method, params }) => (id, method, params),
         Ok(Message::Notification { .. }) => return accept_notification(headers),
         Ok(Message::Response { .. }) => return Err(not_single()),
-        Err(e) => {
-            return Err(refuse(body.get("id").filter(|i| i.is_string() || i.is_number()), e));
-        }
+        Err(e) => return Err(refuse(reported_id.as_ref(), e)),
     };
-    envelope::check(headers, &body).map_err(|e| refuse(Some(&id), e))?;
+    envelope::check(headers, &method, params.as_ref()).map_err(|e| refuse(Some(&id), e))?;
     if method == envelope::DISCOVER {
         tracing::info!(target: "audit", subject = identity.subject(), method = envelope::DISCOVER, outcome = "ok", "request");
         return Ok(json_response(
