@@ -149,6 +149,12 @@ async fn python_client_default_mode_is_stateless_and_older_clients_keep_sessions
     let r = c.ok(json!({"op": "call_tool_progress", "name": "alpha_slow", "arguments": {"steps": 3, "delay_ms": 20}})).await;
     assert_eq!(r["text"], "alpha:slow:done");
     assert_eq!(r["progress"].as_array().unwrap().len(), 3, "{r}");
+    // A tool whose argument the SDK mirrors into `Mcp-Param-Region` (x-mcp-header): the
+    // gateway checks the header against the body and the call goes through.
+    let r = c
+        .ok(json!({"op": "call_tool", "name": "alpha_regional", "arguments": {"region": "eu-west"}}))
+        .await;
+    assert_eq!(r["text"], "alpha:regional:eu-west");
     // An unknown tool: the client gets the error, nothing hangs.
     let r = c.cmd(json!({"op": "call_tool", "name": "no_such_tool", "arguments": {}})).await;
     assert_eq!(r["ok"], false, "{r}");
@@ -320,6 +326,42 @@ async fn discover_shape_envelope_errors_and_mismatched_headers() {
         assert_eq!(
             (s, v["result"]["content"][0]["text"].clone()),
             (StatusCode::OK, json!("alpha:echo:x")),
+            "{v}"
+        );
+    }
+
+    // Mcp-Param-* headers of an x-mcp-header argument: equal passes, different or missing
+    // or without the argument is a mismatch.
+    let regional = request(
+        json!(12),
+        "tools/call",
+        json!({"name": "alpha_regional", "arguments": {"region": "eu-west"}}),
+    );
+    let (s, v) = json_of(
+        modern(&http, &url, &regional, |h| {
+            h.insert("mcp-param-region", "eu-west".parse().unwrap());
+        })
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["result"]["content"][0]["text"].clone()),
+        (StatusCode::OK, json!("alpha:regional:eu-west")),
+        "{v}"
+    );
+    let mut no_arg = regional.clone();
+    no_arg["params"]["arguments"] = json!({});
+    for (body, tweak) in [
+        (&regional, set("mcp-param-region", "us-east")),
+        (&regional, unset("mcp-param-region")),
+        (&no_arg, set("mcp-param-region", "eu-west")),
+    ] {
+        let (s, v) = json_of(modern(&http, &url, body, |h| tweak(h)).send().await.unwrap()).await;
+        assert_eq!(
+            (s, v["error"]["code"].clone()),
+            (StatusCode::BAD_REQUEST, json!(-32020)),
             "{v}"
         );
     }
