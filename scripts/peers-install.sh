@@ -2,7 +2,8 @@
 # Install the official-SDK test peers (tests/peers/): a Python venv at .cache/peers/venv with the
 # exact pins of tests/peers/python/requirements.txt, a second one at .cache/peers/venv-mcp1 with
 # the old SDK of tests/peers/python-mcp1/requirements.txt, and tests/peers/ts/node_modules from
-# package-lock.json (npm ci). Idempotent: stamps keyed by the pin files and tool versions make a
+# package-lock.json (npm ci), and the TypeScript SDK v2 client of tests/peers/ts-v2 under
+# .cache/peers/ts-v2-<key> (linked as its node_modules). Idempotent: stamps keyed by the pin files and tool versions make a
 # repeat run a no-op (the old-SDK venv has its own stamp, so adding or changing it never
 # reinstalls the others). Progress goes to stderr; on success stdout gets exactly "peers ready".
 #
@@ -83,6 +84,32 @@ if [[ "${PEERS_FORCE:-0}" == 1 || ! -f "$STAMP_MCP1" || "$(cat "$STAMP_MCP1")" !
         || die "the venv-mcp1 cannot import the mcp 1.x SDK"
     key_mcp1 >"$STAMP_MCP1"
 fi
+
+# The TypeScript SDK v2 client (tests/peers/ts-v2: `@modelcontextprotocol/client`, the first
+# TypeScript SDK with MCP 2026-07-28), installed once per content key under .cache (so worktrees
+# and checkouts with the same pins share it, and other pins never overwrite it) and linked in
+# as tests/peers/ts-v2/node_modules.
+TS2_DIR="$ROOT/tests/peers/ts-v2"
+key_ts2() {
+    { sha256sum <"$TS2_DIR/package.json"; sha256sum <"$TS2_DIR/package-lock.json"; node --version; } |
+        sha256sum | cut -c1-16
+}
+TS2_HOME="$CACHE/ts-v2-$(key_ts2)"
+if [[ "${PEERS_FORCE:-0}" == 1 || ! -f "$TS2_HOME/.installed" ]]; then
+    command -v npm >/dev/null || die "npm not found"
+    log "npm ci for tests/peers/ts-v2 into ${TS2_HOME#"$ROOT"/}"
+    rm -rf "$TS2_HOME"
+    mkdir -p "$TS2_HOME"
+    cp "$TS2_DIR/package.json" "$TS2_DIR/package-lock.json" "$TS2_HOME/"
+    (cd "$TS2_HOME" && npm ci --no-audit --no-fund --loglevel=error 1>&2)
+    touch "$TS2_HOME/.installed"
+fi
+if [[ "$(readlink "$TS2_DIR/node_modules" 2>/dev/null)" != "$TS2_HOME/node_modules" ]]; then
+    rm -rf "$TS2_DIR/node_modules"
+    ln -s "$TS2_HOME/node_modules" "$TS2_DIR/node_modules"
+fi
+(cd "$TS2_DIR" && node -e "import('@modelcontextprotocol/client')") ||
+    die "node cannot import @modelcontextprotocol/client (tests/peers/ts-v2)"
 
 installed() {
     [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(key)" ]] &&

@@ -25,6 +25,9 @@ pub enum Sdk {
     /// An old `mcp` 1.x release (`tests/peers/python-mcp1`): negotiates 2025-06-18 at most and
     /// answers 400 to a newer `MCP-Protocol-Version`. Backend only (no client driver).
     PythonMcp1,
+    /// `@modelcontextprotocol/client` 2.x from npm (`tests/peers/ts-v2`), the TypeScript SDK
+    /// that speaks MCP 2026-07-28. Client driver only (no backend).
+    TypeScriptV2,
 }
 
 /// Installs the pinned SDK peers once per test process (`scripts/peers-install.sh`).
@@ -57,6 +60,12 @@ fn program(sdk: Sdk, script: &str) -> Command {
             assert_eq!(script, "backend", "the mcp 1.x peer is a backend only");
             let mut c = Command::new(root.join(".cache/peers/venv-mcp1/bin/python"));
             c.arg(root.join("tests/peers/python-mcp1/backend.py"));
+            c
+        }
+        Sdk::TypeScriptV2 => {
+            assert_eq!(script, "client", "the TypeScript SDK v2 peer is a client driver only");
+            let mut c = Command::new("node");
+            c.arg(root.join("tests/peers/ts-v2/client.mjs"));
             c
         }
     }

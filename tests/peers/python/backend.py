@@ -24,7 +24,7 @@ import os
 import socket
 import sys
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import uvicorn
@@ -32,7 +32,7 @@ from mcp.server import NotificationOptions
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, SamplingMessage, TextContent
 from mcp.server.streamable_http import EventMessage, EventStore
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class MemoryEventStore(EventStore):
@@ -254,6 +254,13 @@ def build_server(backend: str) -> MCPServer:
         await ctx.close_sse_stream()
         await anyio.sleep(delay_ms / 1000)
         return f"{backend}:polled"
+
+    @mcp.tool(
+        description="Echo the region; its argument is mirrored in the Mcp-Param-Region header (2026-07-28).",
+        structured_output=False,
+    )
+    def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+        return f"{backend}:regional:{region}"
 
     @mcp.tool(name=f"{backend}_only", description=f"A tool only {backend} has.", structured_output=False)
     def only() -> str:

@@ -7,9 +7,12 @@ Reads one JSON command per line on stdin and writes exactly one JSON result line
 stdout: {"ok": true, "result": ...} or {"ok": false, "error": "...", "status": <HTTP status|null>}.
 See tests/peers/README.md for the commands. Logs go to stderr.
 
-It uses the low-level `ClientSession` (always the `initialize` handshake) over the SDK's
-`streamable_http_client`, with an httpx2 client of our own (the SDK's documented way to set
-headers). Two things the SDK makes hard are handled through that client:
+`initialize` uses the low-level `ClientSession` (always the `initialize` handshake); `connect`
+uses the SDK's high-level `Client` in its default mode (`mode="auto"`: it probes
+`server/discover` and speaks the stateless 2026-07-28 revision when the server offers it, else
+falls back to `initialize`). Both run over the SDK's `streamable_http_client`, with an httpx2
+client of our own (the SDK's documented way to set headers). Two things the SDK makes hard are
+handled through that client:
 
 * Header changes (`set_header`, e.g. a refreshed token): the httpx2 client's default headers are
   mutable and merged into every request the transport makes, so the next request carries the new
@@ -31,6 +34,7 @@ from typing import Any
 
 import anyio
 import httpx2
+from mcp.client.client import Client
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -58,6 +62,8 @@ class _SurvivingTransport(httpx2.AsyncBaseTransport):
                 SYNTHETIC_STATUS, headers={SYNTHETIC_HEADER: "1"}, content=message.encode(), request=request
             )
         self._driver.note_response(request.method, response.status_code, response.headers)
+        if request.method == "POST":
+            self._driver.note_post(request, response)
         return response
 
     async def aclose(self) -> None:
@@ -81,6 +87,10 @@ class Driver:
             trust_env=False,
         )
         self.session: ClientSession | None = None
+        # The high-level `Client` after `connect` (None after `initialize`).
+        self.client: Client | None = None
+        # Every POST of this connection: {"method" (JSON-RPC), "mcpMethod" (header), "status"}.
+        self.posts: list[dict[str, Any]] = []
         self.session_id: str | None = None
         self.sampling_reply: str | None = None
         self.elicit_reply: dict[str, Any] | None = None
@@ -112,6 +122,15 @@ class Driver:
         elif method == "GET":
             self.get_status = status
             self._get_seen.set()
+
+    def note_post(self, request: httpx2.Request, response: httpx2.Response) -> None:
+        try:
+            method = json.loads(request.content).get("method")
+        except (ValueError, AttributeError, TypeError):
+            method = None
+        self.posts.append(
+            {"method": method, "mcpMethod": request.headers.get("mcp-method"), "status": response.status_code}
+        )
 
     def note_transport_error(self, method: str, message: str) -> None:
         if method == "POST":
@@ -161,6 +180,34 @@ class Driver:
             self.session = None
             closed.set()
 
+    async def _run_client(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """The high-level `Client` in its default mode (the SDK's `mode="auto"`)."""
+        close = anyio.Event()
+        closed = anyio.Event()
+        self._close, self._closed = close, closed
+        started = False
+        try:
+            transport = streamable_http_client(self.url, http_client=self.http, terminate_on_close=True)
+            async with Client(
+                transport,
+                message_handler=self.on_message,
+                client_info=Implementation(name="vmcp-peer-python-client", version="1.0.0"),
+            ) as client:
+                self.client = client
+                self.session = client.session
+                started = True
+                task_status.started()
+                await close.wait()
+        except Exception as exc:  # noqa: BLE001 - reported on the next command
+            if not started:
+                raise
+            self._conn_error = f"connection ended: {exc!r}"
+            print(f"[client] {self._conn_error}", file=sys.stderr)
+        finally:
+            self.client = None
+            self.session = None
+            closed.set()
+
     def _callbacks(self) -> dict[str, Any]:
         """Sampling / elicitation handlers when `initialize` asked for them (the client then
         declares those capabilities); each records the request it got in `self.asked`."""
@@ -188,6 +235,7 @@ class Driver:
     async def connect(self, tg: anyio.abc.TaskGroup) -> None:
         await self.disconnect()
         self.session_id = None
+        self.posts = []
         self._conn_error = None
         await tg.start(self._run_connection)
 
@@ -204,6 +252,12 @@ class Driver:
             raise CommandError(self._conn_error or "not connected: send initialize first")
         return self.session
 
+    def api(self) -> Any:
+        """What MCP calls go through: the `Client` after `connect`, else the `ClientSession`."""
+        if self.client is not None:
+            return self.client
+        return self.need_session()
+
     # -- commands ------------------------------------------------------------------------------
     async def run(self, cmd: dict[str, Any], tg: anyio.abc.TaskGroup) -> Any:
         op = cmd.get("op")
@@ -212,7 +266,7 @@ class Driver:
             raise CommandError(f"unknown op: {json.dumps(op)}")
         self.post_error_status = None
         self.transport_error = None
-        if op == "initialize":
+        if op in ("initialize", "connect"):
             return await handler(cmd, tg)
         return await handler(cmd)
 
@@ -239,6 +293,34 @@ class Driver:
         out["getStreamStatus"] = self.get_status
         return out
 
+    async def op_connect(self, cmd: dict[str, Any], tg: anyio.abc.TaskGroup) -> Any:
+        """Connects with the SDK's `Client` in its default mode; reports what it negotiated and
+        the POSTs it took (the `server/discover` probe, or the fallback `initialize`)."""
+        await self.disconnect()
+        self.session_id = None
+        self._conn_error = None
+        self.posts = []
+        try:
+            await tg.start(self._run_client)
+        except BaseException as exc:
+            self._conn_error = f"not connected: connect failed ({self.transport_error or exc})"
+            raise
+        client = self.client
+        if client is None:
+            raise CommandError(self._conn_error or "not connected")
+        info = client.server_info
+        return {
+            "protocolVersion": client.protocol_version,
+            "serverInfo": info.model_dump(by_alias=True, mode="json", exclude_none=True) if info else None,
+            "capabilities": client.server_capabilities.model_dump(by_alias=True, mode="json", exclude_none=True),
+            "sessionId": self.session_id,
+            "posts": list(self.posts),
+        }
+
+    async def op_posts(self, cmd: dict[str, Any]) -> Any:
+        """The POSTs of this connection so far."""
+        return list(self.posts)
+
     async def op_asked(self, cmd: dict[str, Any]) -> Any:
         """The sampling / elicitation requests this client was asked so far."""
         return self.asked
@@ -247,11 +329,11 @@ class Driver:
         return {"sessionId": self.session_id}
 
     async def op_list_tools(self, cmd: dict[str, Any]) -> Any:
-        result = await self.need_session().list_tools()
+        result = await self.api().list_tools()
         return [{"name": t.name, "description": t.description} for t in result.tools]
 
     async def op_call_tool(self, cmd: dict[str, Any]) -> Any:
-        result = await self.need_session().call_tool(cmd["name"], cmd.get("arguments") or {})
+        result = await self.api().call_tool(cmd["name"], cmd.get("arguments") or {})
         return _tool_result(result)
 
     async def op_call_tool_progress(self, cmd: dict[str, Any]) -> Any:
@@ -260,7 +342,7 @@ class Driver:
         async def on_progress(value: float, total: float | None, message: str | None) -> None:
             progress.append({"progress": _num(value), "total": _num(total), "message": message})
 
-        result = await self.need_session().call_tool(
+        result = await self.api().call_tool(
             cmd["name"], cmd.get("arguments") or {}, progress_callback=on_progress
         )
         out = _tool_result(result)
@@ -268,20 +350,20 @@ class Driver:
         return out
 
     async def op_list_resources(self, cmd: dict[str, Any]) -> Any:
-        result = await self.need_session().list_resources()
+        result = await self.api().list_resources()
         return [r.model_dump(by_alias=True, mode="json", exclude_none=True) for r in result.resources]
 
     async def op_read_resource(self, cmd: dict[str, Any]) -> Any:
-        result = await self.need_session().read_resource(cmd["uri"])
+        result = await self.api().read_resource(cmd["uri"])
         contents = [c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in result.contents]
         return {"contents": contents, "text": "\n".join(c["text"] for c in contents if "text" in c)}
 
     async def op_list_prompts(self, cmd: dict[str, Any]) -> Any:
-        result = await self.need_session().list_prompts()
+        result = await self.api().list_prompts()
         return [p.model_dump(by_alias=True, mode="json", exclude_none=True) for p in result.prompts]
 
     async def op_get_prompt(self, cmd: dict[str, Any]) -> Any:
-        result = await self.need_session().get_prompt(cmd["name"], cmd.get("arguments") or {})
+        result = await self.api().get_prompt(cmd["name"], cmd.get("arguments") or {})
         messages = []
         for m in result.messages:
             content = m.content.model_dump(by_alias=True, mode="json", exclude_none=True)

@@ -1,4 +1,5 @@
-//! `/mcp`: Streamable HTTP (MCP 2025-03-26, 2025-06-18, 2025-11-25) on the client side.
+//! `/mcp`: Streamable HTTP (MCP 2025-03-26, 2025-06-18, 2025-11-25) on the client side;
+//! requests of the stateless revision (2026-07-28) are handed to [`super::stateless`].
 //! Handlers return `Result<Response, EdgeError>`; refusals are mapped in [`super::error`].
 
 use std::sync::Arc;
@@ -87,6 +88,10 @@ pub async fn post(
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         EdgeError::bad_request(None, RpcError::new(PARSE_ERROR, format!("parse error: {e}")))
     })?;
+    if super::stateless::applies(&headers, &value) {
+        // MCP 2026-07-28: no session; the request carries its own envelope.
+        return super::stateless::post(&state, &headers, identity, value).await;
+    }
     if let Value::Array(items) = value {
         return post_batch(&state, &headers, &identity, items).await;
     }

@@ -9,6 +9,7 @@ mod identity;
 mod mcp;
 mod ops;
 mod origin;
+pub mod stateless;
 
 pub(crate) use error::EdgeError;
 pub use identity::Authenticator;

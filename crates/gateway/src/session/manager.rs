@@ -21,6 +21,7 @@ use crate::metrics::{Metrics, StoreOp};
 mod members;
 mod membership;
 mod restore;
+pub mod stateless;
 
 pub(super) use members::dispatch_events;
 use restore::member;
@@ -91,6 +92,8 @@ pub struct SessionManager {
     /// Termination notices may have been missed and the cached sessions are not checked yet:
     /// until they are, every cached hit is checked against the store (I5).
     feed_unverified: std::sync::atomic::AtomicBool,
+    /// Backend contexts of stateless (2026-07-28) clients, by binding.
+    stateless: stateless::StatelessContexts,
 }
 
 /// Tells whether the feed of terminations from other replicas (Redis pub/sub) is live.
@@ -142,6 +145,7 @@ impl SessionManager {
             epoch: Instant::now(),
             termination_feed: RwLock::new(None),
             feed_unverified: std::sync::atomic::AtomicBool::new(false),
+            stateless: Default::default(),
         })
     }
 

@@ -84,7 +84,10 @@ impl SessionManager {
                 .get_or_create(&BackendLabel { backend: slot.def.name.to_string() })
                 .inc();
         }
-        if let Some(hint) = connected.new_hint {
+        // A stateless client's context has no record to hold hints.
+        if let Some(hint) = connected.new_hint
+            && !session.is_stateless_context()
+        {
             let store = self.store.clone();
             let (id, name) = (session.id.clone(), slot.def.name.clone());
             if let Err(e) =

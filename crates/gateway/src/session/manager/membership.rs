@@ -170,6 +170,7 @@ impl SessionManager {
                     tracing::debug!(session = %id, "idle: dropping local connections");
                     me.forget(&id);
                 }
+                me.sweep_stateless_contexts();
                 // A client that only listens on its GET stream keeps its record alive (M1):
                 // the TTL refresh is coalesced like a request's.
                 let listening: Vec<Arc<Session>> =
