@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all test lint fmt fmt-check clippy unit deps crds run bench dev-cluster cluster k8s-bin clean-cache fuzz fuzz-smoke images
+.PHONY: all test lint fmt fmt-check clippy unit deps crds run bench dev-cluster cluster k8s-bin clean-cache fuzz fuzz-smoke images conformance
 
 all: test
 
@@ -38,6 +38,7 @@ clippy:
 ## deps: install/build the real peers the tests use (idempotent, cached under .cache/)
 deps:
 	scripts/peers-install.sh
+	scripts/conformance-install.sh >/dev/null
 	@[ -d tests/peers/oidc/node_modules ] || npm ci --prefix tests/peers/oidc --no-audit --no-fund --silent
 	scripts/keycloak-install.sh --warm >/dev/null
 	scripts/k8s-bin.sh --node >/dev/null
@@ -45,6 +46,10 @@ deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q redis-server || { apt-get update -q && apt-get install -y -q redis-server; }; \
 	  else sudo -n apt-get install -y -q redis-server; fi; }
 	$(CARGO) build -q -p vmcp-gateway -p vmcp-operator -p vmcp-example-backends
+
+## conformance: the official MCP conformance suite's server scenarios, directly against its reference server and through a gateway with that server as only backend ("N of M passed" for both; scripts/conformance.sh)
+conformance:
+	scripts/conformance.sh
 
 ## run: start two example backends and the gateway (anonymous, in-memory); Ctrl-C stops all
 run:
