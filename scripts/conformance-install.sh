@@ -10,7 +10,8 @@
 #
 # Layout of the folder: node (the Node 22 binary, a link), cli.js (the suite's CLI, a link),
 # everything-server.ts, node_modules/. Run the server with
-#   PORT=N <dir>/node <dir>/node_modules/tsx/dist/cli.mjs <dir>/everything-server.ts
+#   PORT=N <dir>/node --import file://<dir>/node_modules/tsx/dist/esm/index.mjs <dir>/everything-server.ts
+# (tsx as an import hook: one process, which a kill stops; tsx's CLI would start a second one).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -49,12 +49,11 @@ wait_port() {
 }
 
 SERVER_PORT="$(free_port)"
-# The server's child (tsx runs it in a second node process) is in its own process group, so the
-# whole group is stopped at the end.
-setsid env PORT="$SERVER_PORT" "$NODE" "$DIR/node_modules/tsx/dist/cli.mjs" "$DIR/everything-server.ts" \
-    >"$WORK/server.log" 2>&1 &
+# tsx as an import hook: one process (its CLI would start a second one).
+PORT="$SERVER_PORT" "$NODE" --import "file://$DIR/node_modules/tsx/dist/esm/index.mjs" \
+    "$DIR/everything-server.ts" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
-PIDS+=("-$SERVER_PID")
+PIDS+=("$SERVER_PID")
 wait_port "$SERVER_PORT" "$SERVER_PID" || { cat "$WORK/server.log" >&2; die "the everything server did not start"; }
 
 GATEWAY_PORT="$(free_port)"
