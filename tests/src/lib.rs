@@ -7,6 +7,7 @@
 
 pub mod balancer;
 pub mod cluster;
+pub mod conformance;
 pub mod example_backend;
 pub mod gateway;
 pub mod images;

@@ -38,6 +38,9 @@ pub struct StreamableConn {
     no_stream: Arc<std::sync::atomic::AtomicBool>,
     /// When the stream was last (re)opened, to reopen at most every [`REOPEN_EVERY`].
     opened_at: Mutex<Option<std::time::Instant>>,
+    /// The backend answered the GET stream's opening (false while it is in flight, and after
+    /// the stream ended).
+    stream_answered: Arc<tokio::sync::watch::Sender<bool>>,
     /// The backend accepted a request in this session (a resumed session id is unconfirmed
     /// until then).
     confirmed: std::sync::atomic::AtomicBool,
@@ -45,6 +48,10 @@ pub struct StreamableConn {
 
 /// Minimum time between two reopenings of an ended GET stream.
 const REOPEN_EVERY: Duration = Duration::from_secs(10);
+
+/// How long after opening the GET stream a request waits for the backend's answer (see
+/// [`StreamableConn::await_opening_stream`]).
+const STREAM_SETTLE: Duration = Duration::from_secs(1);
 
 impl StreamableConn {
     pub(super) fn new(
@@ -64,6 +71,7 @@ impl StreamableConn {
             stream: Mutex::new(None),
             no_stream: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             opened_at: Mutex::new(None),
+            stream_answered: Arc::new(tokio::sync::watch::Sender::new(false)),
             confirmed: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -154,6 +162,7 @@ impl StreamableConn {
         progress: Option<ProgressSink>,
     ) -> Result<Value, BackendError> {
         let body = jsonrpc::request(&Value::from(id), method, params);
+        self.await_opening_stream().await;
         let resp = self.post(&body, headers).await?;
         let is_sse = resp
             .headers()
@@ -174,6 +183,26 @@ impl StreamableConn {
                 .map_err(|e| BackendError::Protocol(format!("invalid JSON response: {e}")))?
         };
         response_result(response)
+    }
+
+    /// The client has just opened its GET stream, so this session's GET stream to the backend
+    /// is being opened (I8): a request waits until the backend answered it (at most
+    /// [`STREAM_SETTLE`] after the opening). Otherwise a backend that sends a server-to-client
+    /// request on its GET stream at the start of the call (sampling, elicitation) may find no
+    /// stream yet and drop it (the TypeScript SDK server does), and the call hangs until its
+    /// timeout. Costs nothing when the stream is up, refused or not wanted.
+    async fn await_opening_stream(&self) {
+        if *self.stream_answered.borrow()
+            || self.stream.lock().as_ref().is_none_or(|h| h.is_finished())
+        {
+            return;
+        }
+        let Some(left) = self.opened_at.lock().and_then(|t| STREAM_SETTLE.checked_sub(t.elapsed()))
+        else {
+            return;
+        };
+        let mut answered = self.stream_answered.subscribe();
+        let _ = tokio::time::timeout(left, answered.wait_for(|a| *a)).await;
     }
 
     /// Reads a POST's SSE stream until the response to `id`. A stream that ends first but
@@ -271,11 +300,16 @@ impl StreamableConn {
         let events = self.events.clone();
         let name = self.def.name.clone();
         let streams = self.streams.clone();
+        let answered = self.stream_answered.clone();
+        answered.send_replace(false);
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(500);
             loop {
                 let Some(req) = template.try_clone() else { return };
-                match http.execute(req).await {
+                let result = http.execute(req).await;
+                // Answered (connected, refused or failed): requests waiting for it go on.
+                answered.send_replace(true);
+                match result {
                     Ok(resp) if resp.status().is_success() => {
                         backoff = Duration::from_millis(500);
                         // Counted while the stream is read (also when the task is aborted).
@@ -311,6 +345,7 @@ impl StreamableConn {
                                 }
                             }
                         }
+                        answered.send_replace(false);
                     }
                     // No stream offered: never retry.
                     Ok(resp) if matches!(resp.status().as_u16(), 400 | 405) => {
@@ -374,6 +409,7 @@ impl StreamableConn {
         if let Some(h) = self.stream.lock().take() {
             h.abort();
         }
+        self.stream_answered.send_replace(false);
     }
 }
 
