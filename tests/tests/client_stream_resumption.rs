@@ -33,19 +33,24 @@ async fn slow_call_through_a_cut(c: &mut Client, lb: &Balancer) -> Value {
     r
 }
 
-/// One replica (in-memory sessions): the client resumes from the gateway's own log.
+/// One replica (in-memory sessions): the client resumes from the gateway's own log — the
+/// Python SDK client and the TypeScript one (which sees the priming event only with its
+/// explicit empty `data:` line).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cut_call_stream_is_resumed_on_the_same_replica() {
     let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
     let gw = Gateway::start(&backends(&a)).await;
     let lb = Balancer::start(vec![gw.port]).await;
-    let mut c = Client::start(Sdk::Python, &lb.url(), &[]).await;
-    c.ok(json!({"op": "initialize"})).await;
-    slow_call_through_a_cut(&mut c, &lb).await;
-    // The session goes on normally afterwards.
-    let r = c.ok(json!({"op": "call_tool", "name": "a_echo", "arguments": {"text": "x"}})).await;
-    assert_eq!(r["text"], "a:echo:x");
-    c.exit().await;
+    for sdk in [Sdk::Python, Sdk::TypeScript] {
+        let mut c = Client::start(sdk, &lb.url(), &[]).await;
+        c.ok(json!({"op": "initialize"})).await;
+        slow_call_through_a_cut(&mut c, &lb).await;
+        // The session goes on normally afterwards.
+        let r =
+            c.ok(json!({"op": "call_tool", "name": "a_echo", "arguments": {"text": "x"}})).await;
+        assert_eq!(r["text"], "a:echo:x", "{sdk:?}");
+        c.exit().await;
+    }
 }
 
 /// Two replicas behind a balancer without stickiness: the call runs on one replica, the
@@ -123,6 +128,7 @@ async fn event_ids_priming_and_replay_on_the_wire() {
     let events: Vec<&str> = body.split("\n\n").filter(|e| !e.trim().is_empty()).collect();
     assert!(events.len() >= 2, "{body}");
     assert!(events[0].contains("id: p") && events[0].contains("retry: 500"), "{body}");
+    assert!(events[0].lines().any(|l| l == "data: "), "an explicit empty data line: {body}");
     assert!(!events[0].contains("jsonrpc"), "priming event has no message: {body}");
     assert!(events[1].contains("id: p") && events[1].contains("a:echo:x"), "{body}");
 

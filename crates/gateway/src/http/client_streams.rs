@@ -7,7 +7,8 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::body::{Body, Bytes};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use serde_json::Value;
@@ -24,11 +25,45 @@ use crate::session::streams::{
     self, EventRef, RETRY, Reader, StoredReader, StreamKind, StreamLog, Streams,
 };
 
-type SseItem = Result<Event, Infallible>;
+type SseItem = Result<Bytes, Infallible>;
 
-fn sse_event(stream: &str, seq: u64, data: &str) -> Event {
-    let e = Event::default().id(format!("{stream}-{seq}"));
-    if data.is_empty() { e.retry(RETRY).data("") } else { e.event("message").data(data) }
+/// How often an idle GET stream carries a comment, so proxies keep it open.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// One SSE event as sent. A priming event is its id, `retry` and an explicit empty `data:`
+/// line: clients built on `eventsource-parser` (the TypeScript SDK) drop an event without a
+/// data line, and axum's `Event` writes none for empty data. Messages are compact JSON (no
+/// raw newlines), so one `data:` line holds each.
+fn sse_event(stream: &str, seq: u64, data: &str) -> Bytes {
+    if data.is_empty() {
+        format!("id: {stream}-{seq}\nretry: {}\ndata: \n\n", RETRY.as_millis()).into()
+    } else {
+        format!("id: {stream}-{seq}\nevent: message\ndata: {data}\n\n").into()
+    }
+}
+
+/// An SSE response from `events`; with `keep_alive`, a comment goes out every
+/// [`KEEP_ALIVE`] while the stream lasts.
+fn sse_response(
+    events: impl Stream<Item = SseItem> + Send + 'static,
+    keep_alive: bool,
+) -> Response {
+    let body = if keep_alive {
+        let start = tokio::time::Instant::now() + KEEP_ALIVE;
+        let ticks = tokio::time::interval_at(start, KEEP_ALIVE);
+        let merged =
+            futures::stream::unfold((Box::pin(events), ticks), |(mut events, mut ticks)| async {
+                tokio::select! {
+                    item = events.next() => item.map(|i| (i, (events, ticks))),
+                    _ = ticks.tick() => Some((Ok(Bytes::from_static(b":\n\n")), (events, ticks))),
+                }
+            });
+        Body::from_stream(merged)
+    } else {
+        Body::from_stream(events)
+    };
+    ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], body)
+        .into_response()
 }
 
 fn shared(state: &AppState, session: &Session) -> Option<(Arc<dyn SessionStore>, Arc<str>)> {
@@ -103,7 +138,7 @@ pub fn call_stream(
         log.push(response.to_string().into());
         log.finish();
     });
-    Sse::new(local_events(session, reader)).into_response()
+    sse_response(local_events(session, reader), false)
 }
 
 /// `GET /mcp` with `Last-Event-ID` of a POST stream: the rest of that call's stream.
@@ -114,7 +149,7 @@ pub async fn resume_call(
 ) -> Result<Response, EdgeError> {
     if let Some(log) = session.streams.get(&at.stream) {
         let reader = Streams::reader(log, Some(at.seq), shared(state, &session));
-        return Ok(Sse::new(local_events(session, reader)).into_response());
+        return Ok(sse_response(local_events(session, reader), false));
     }
     if let Some((store, sid)) = shared(state, &session)
         && let Some(r) = StoredReader::open(store, sid, at)
@@ -122,7 +157,7 @@ pub async fn resume_call(
             .map_err(|e| state.auth.session_error(e.into()))?
     {
         tracing::info!(session = %session.id, stream = %at.stream, after = at.seq, "resuming a client stream from the store (another replica ran the call)");
-        return Ok(Sse::new(stored_events(r, at.stream.clone())).into_response());
+        return Ok(sse_response(stored_events(r, at.stream.clone()), false));
     }
     Err(EdgeError::bad_request(
         None,
@@ -178,9 +213,7 @@ pub async fn session_stream(
     let opener = session.clone();
     tokio::spawn(async move { opener.open_backend_streams(&identity).await });
     let live = local_events(session, reader);
-    Ok(Sse::new(futures::stream::iter(replay).chain(live))
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(sse_response(futures::stream::iter(replay).chain(live), true))
 }
 
 /// Moves the session's server-initiated messages into its GET stream while the client reads
