@@ -181,15 +181,29 @@ async fn bridged_call(
     args.extend(init_cmd[1..].iter().map(String::as_str));
     stdout(&run_to_end(&args), "the install-bridge init container");
 
+    // The bridge admits only the gateway: the token Secret the operator mounts (M8) is a
+    // read-only folder with the file `token` here.
+    let token = "bridge-token-for-the-image-test";
+    let token_dir = empty_dir(dir.path(), "bridge-token");
+    std::fs::write(token_dir.join("token"), token).unwrap();
+    let token_mount = main
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path.contains("vmcp-bridge"))
+        .expect("the bridge token mount");
+    let token_volume = format!("{}:{}:ro", token_dir.display(), token_mount.mount_path);
     let entry = &main.command.as_ref().unwrap()[0];
-    let mut args = vec!["--user", user, "-v", &volume, "--entrypoint", entry];
+    let mut args = vec!["--user", user, "-v", &volume, "-v", &token_volume, "--entrypoint", entry];
     args.extend_from_slice(extra);
     args.push(main.image.as_deref().unwrap());
     args.extend(main.args.as_ref().unwrap().iter().map(String::as_str));
     let bridge = Container::start(&args);
     bridge.wait_http(port, "/healthz", START).await;
 
-    let mut c = Client::start(Sdk::TypeScript, &format!("http://127.0.0.1:{port}/mcp"), &[]).await;
+    let auth = format!("Authorization: Bearer {token}");
+    let mut c =
+        Client::start(Sdk::TypeScript, &format!("http://127.0.0.1:{port}/mcp"), &[auth]).await;
     c.ok(json!({"op": "initialize"})).await;
     let r = c.ok(json!({"op": "call_tool", "name": tool.0, "arguments": tool.1})).await;
     c.exit().await;
