@@ -123,13 +123,14 @@ impl App {
                 allow_loopback_origins: cfg.allows_loopback_origins(),
                 resource_url: cfg.resource_url.as_deref().and_then(|u| url::Url::parse(u).ok()),
                 max_body_bytes: cfg.http.max_body_bytes,
-                metrics_on_main: cfg.telemetry.metrics_listen.is_none(),
+                // `telemetry.metrics: false` serves `/metrics` nowhere.
+                metrics_on_main: cfg.telemetry.metrics && cfg.telemetry.metrics_listen.is_none(),
             }),
         };
         Ok(Self {
             state,
             grace: cfg.http.shutdown_grace,
-            metrics_listen: cfg.telemetry.metrics_listen.clone(),
+            metrics_listen: cfg.telemetry.metrics_listen.clone().filter(|_| cfg.telemetry.metrics),
         })
     }
 

@@ -56,3 +56,27 @@ async fn an_app_serves_sessions_and_stops_on_shutdown() {
     let stopped = tokio::time::timeout(Duration::from_secs(10), server).await;
     assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
 }
+
+/// `telemetry.metrics: false` turns `/metrics` off (it used to be served anyway); by default
+/// it is on.
+#[tokio::test]
+async fn metrics_can_be_turned_off() {
+    for (metrics, status) in [("true", 200), ("false", 404)] {
+        let cfg = from_yaml_str(&format!(
+            "listen: 127.0.0.1:0\nincomingAuth:\n  type: anonymous\nbackends: []\ntelemetry:\n  metrics: {metrics}\n"
+        ))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let app = App::build(dir.path().join("unused.yaml"), cfg).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let r = reqwest::get(&url).await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "telemetry.metrics: {metrics}");
+        stop.send(()).unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    }
+}
