@@ -81,22 +81,7 @@ async fn a_cut_call_stream_is_resumed_on_the_sibling_replica_from_redis() {
 }
 
 async fn sse_call(http: &reqwest::Client, url: &str, sid: &str, version: &str) -> String {
-    http.post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", version)
-        .header("mcp-session-id", sid)
-        .body(
-            json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
-                   "params": {"name": "a_echo", "arguments": {"text": "x"}}})
-            .to_string(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    sse_call_tool(http, url, sid, version, "a_echo", json!({"text": "x"})).await
 }
 
 async fn session(http: &reqwest::Client, url: &str, version: &str) -> String {
@@ -148,4 +133,105 @@ async fn event_ids_priming_and_replay_on_the_wire() {
     assert_eq!(resume("not-ours").await.unwrap().status(), 400);
     let gone = resume("p0123456789abcdef-0").await.unwrap();
     assert_eq!(gone.status(), 400, "a stream this gateway never had");
+}
+
+/// Reads SSE events from `resp` until `n` have arrived; each as (id, data).
+async fn read_events(resp: &mut reqwest::Response, n: usize) -> Vec<(String, String)> {
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while out.len() < n {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .expect("events in time")
+            .unwrap()
+            .expect("the stream stays open");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let field = |name: &str| {
+                event.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_default().to_owned()
+            };
+            if !event.starts_with(':') {
+                out.push((field("id: "), field("data: ")));
+            }
+        }
+    }
+    out
+}
+
+/// The session's GET stream survives its replica: its messages are kept in Redis as they are
+/// sent, so after the replica that held it stops, `GET` + `Last-Event-ID` on the sibling
+/// replays what the client missed (here a `tools/list_changed` it never read).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_get_stream_is_replayed_by_the_sibling_after_its_replica_stops() {
+    let redis = RedisServer::start().await.unwrap();
+    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let cfg = format!("{}{}", redis_store(&redis), backends(&a));
+    let mut gw_a = Gateway::start(&cfg).await;
+    let gw_b = Gateway::start(&cfg).await;
+    let http = reqwest::Client::new();
+    let sid = session(&http, &gw_a.url(), "2025-11-25").await;
+    let get = |url: String, last: Option<String>| {
+        let mut rb = http
+            .get(url)
+            .header("accept", "text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("mcp-session-id", &sid);
+        if let Some(l) = last {
+            rb = rb.header("last-event-id", l);
+        }
+        rb.send()
+    };
+    let mut stream = get(gw_a.url(), None).await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let priming = read_events(&mut stream, 1).await;
+    assert!(priming[0].0.starts_with('g') && priming[0].1.is_empty(), "{priming:?}");
+    // The backend announces a new tool; the gateway passes it to the GET stream.
+    let body = sse_call_tool(
+        &http,
+        &gw_a.url(),
+        &sid,
+        "2025-11-25",
+        "a_add_tool",
+        json!({"name": "late"}),
+    )
+    .await;
+    assert!(body.contains("added"), "{body}");
+    // The client never reads it: its replica stops.
+    let sent = read_events(&mut stream, 1).await;
+    assert!(sent[0].1.contains("notifications/tools/list_changed"), "{sent:?}");
+    drop(stream);
+    gw_a.stop("TERM");
+    let mut resumed = get(gw_b.url(), Some(priming[0].0.clone())).await.unwrap();
+    assert_eq!(resumed.status(), 200);
+    let replayed = read_events(&mut resumed, 1).await;
+    assert_eq!(replayed[0], sent[0], "the sibling replays the missed message with its id");
+}
+
+/// A `tools/call` as an SSE-accepting client of revision `version`; the whole body.
+async fn sse_call_tool(
+    http: &reqwest::Client,
+    url: &str,
+    sid: &str,
+    version: &str,
+    name: &str,
+    arguments: Value,
+) -> String {
+    http.post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", version)
+        .header("mcp-session-id", sid)
+        .body(
+            json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                   "params": {"name": name, "arguments": arguments}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
