@@ -118,3 +118,43 @@ async fn a_client_without_the_capability_gets_the_backend_an_error_at_once() {
     assert_eq!(asked, json!([]), "the client was not asked");
     c.exit().await;
 }
+
+/// Two replicas behind a balancer without stickiness: the backend call (and its request to the
+/// client) runs on one replica, the client's answer lands on the other, which relays it over
+/// Redis to the replica holding the call. On a gateway without the relay the answer was
+/// dropped and the backend waited out its timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_that_lands_on_the_other_replica_reaches_the_backend() {
+    let redis = vmcp_e2e::redis::RedisServer::start().await.unwrap();
+    let a = Backend::start(Sdk::Python, "asker", BackendOptions::default()).await;
+    let cfg = format!(
+        "sessionStorage:\n  provider: redis\n  redis:\n    url: {}\n    keyPrefix: 'vmcp:asks:'\n{}",
+        redis.url(),
+        config(&[&a])
+    );
+    let gw_a = Gateway::start(&cfg).await;
+    let gw_b = Gateway::start(&cfg).await;
+    let lb = vmcp_e2e::balancer::Balancer::start(vec![gw_a.port, gw_b.port]).await;
+    for client in [Sdk::Python, Sdk::TypeScript] {
+        let mut c = Client::start(client, &lb.url(), &[]).await;
+        c.ok(json!({"op": "initialize", "sampling_reply": "forty-two",
+            "elicit_reply": {"action": "accept", "content": {"name": "Ada"}}}))
+            .await;
+        // One request at a time through a round robin: each answer goes to the replica that
+        // did not receive the call. Twice, so each replica relays once.
+        for prompt in ["one?", "two?"] {
+            let started = Instant::now();
+            let r = c
+                .ok(json!({"op": "call_tool", "name": "asker_ask_model",
+                           "arguments": {"prompt": prompt}}))
+                .await;
+            assert_eq!(r["text"], "asker:model:forty-two", "{client:?}: {r}");
+            assert!(started.elapsed() < Duration::from_secs(8), "answered, not timed out");
+        }
+        let r = c
+            .ok(json!({"op": "call_tool", "name": "asker_ask_user", "arguments": {"question": "n?"}}))
+            .await;
+        assert_eq!(r["text"], "asker:user:accept:Ada", "{client:?}: {r}");
+        c.exit().await;
+    }
+}

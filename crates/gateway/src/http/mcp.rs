@@ -124,8 +124,8 @@ pub async fn post(
         }
         Message::Response { body, .. } => {
             // The client's answer to a backend's request (sampling, elicitation, roots).
-            if !session.asks.answer(body) {
-                tracing::debug!(session = %session.id, "a response that no backend request waits for (answered late, or on another replica)");
+            if !state.manager.deliver_answer(&session, body).await {
+                tracing::debug!(session = %session.id, "a response that no backend request waits for (answered late)");
             }
             StatusCode::ACCEPTED.into_response()
         }

@@ -9,10 +9,11 @@
 //! does not answer within the backend's timeout, gets the backend an error answer instead of
 //! a hang.
 //!
-//! The answer must reach the replica holding the backend call: a client answers on the same
-//! session, so a balancer with session affinity (or a single replica) keeps it there; an
-//! answer arriving on another replica is not known there and is dropped (the backend then
-//! gets the timeout error).
+//! The answer must reach the replica holding the backend call. An answer that arrives on
+//! another replica (a balancer without session affinity) is published on the replicas' Redis
+//! feed and taken by the replica whose session waits for it
+//! ([`super::SessionManager::deliver_answer`], [`super::termination`]); with the in-memory
+//! store there is only one replica.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;

@@ -94,6 +94,9 @@ pub struct SessionManager {
     feed_unverified: std::sync::atomic::AtomicBool,
     /// Backend contexts of stateless (2026-07-28) clients, by binding.
     stateless: stateless::StatelessContexts,
+    /// Where a client's answer goes when no backend request on this replica waits for it
+    /// (the replicas' Redis feed).
+    answer_relay: std::sync::OnceLock<Arc<super::redis::RedisStore>>,
 }
 
 /// Tells whether the feed of terminations from other replicas (Redis pub/sub) is live.
@@ -144,6 +147,7 @@ impl SessionManager {
             metrics,
             epoch: Instant::now(),
             termination_feed: RwLock::new(None),
+            answer_relay: std::sync::OnceLock::new(),
             feed_unverified: std::sync::atomic::AtomicBool::new(false),
             stateless: Default::default(),
         })
@@ -287,6 +291,36 @@ impl SessionManager {
     /// another replica still ends it here promptly (I5).
     pub fn set_termination_feed(&self, probe: TerminationFeedProbe) {
         *self.termination_feed.write() = Some(probe);
+    }
+
+    /// Relays client answers that no backend request here waits for through `redis` (and
+    /// takes the ones other replicas relay: [`super::termination::follow`]).
+    pub fn set_answer_relay(&self, redis: Arc<super::redis::RedisStore>) {
+        let _ = self.answer_relay.set(redis);
+    }
+
+    /// Delivers a client's answer to the backend request it belongs to: on this replica, or
+    /// through the relay on the replica holding the backend call. False when neither can.
+    pub async fn deliver_answer(&self, session: &Session, message: Value) -> bool {
+        if session.asks.answer(message.clone()) {
+            return true;
+        }
+        let Some(relay) = self.answer_relay.get() else { return false };
+        match relay.publish_answer(&session.id, &message.to_string()).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(session = %session.id, error = %e, "could not relay a client answer to the other replicas");
+                false
+            }
+        }
+    }
+
+    /// A relayed answer for a session cached on this replica.
+    pub(super) fn take_relayed_answer(&self, session: &str, message: Value) {
+        let local = self.local.read().get(session).cloned();
+        if let Some(s) = local {
+            s.asks.answer(message);
+        }
     }
 
     fn feed_down(&self) -> bool {

@@ -70,7 +70,8 @@ use self::codec::{HINT_PREFIX, decode, encode, encode_members, pairs, ttl_ms};
 pub use self::connection::COMMAND_TIMEOUT;
 use self::connection::{Durability, INIT_TIMEOUT, command_error};
 use self::feed::{
-    Feed, Liveness, Subscription, TERMINATIONS_CAPACITY, forward_terminations, keep_subscribed,
+    ANSWER, Feed, Liveness, Subscription, TERMINATIONS_CAPACITY, forward_terminations,
+    keep_subscribed,
 };
 use self::scripts::Scripts;
 use super::record::SessionRecord;
@@ -165,6 +166,7 @@ impl RedisStore {
         let scripts = Scripts::load(&client).await;
 
         let (tx, _) = broadcast::channel(TERMINATIONS_CAPACITY);
+        let (answers, _) = broadcast::channel(TERMINATIONS_CAPACITY);
         let healthy = Arc::new(AtomicBool::new(true));
         let restored = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let alive = Arc::new(Liveness::default());
@@ -173,6 +175,7 @@ impl RedisStore {
                 sub.clone(),
                 channel.clone(),
                 tx.clone(),
+                answers.clone(),
                 alive.clone(),
             )),
             tokio::spawn(keep_subscribed(
@@ -190,7 +193,7 @@ impl RedisStore {
             server,
             scripts,
             durability: Durability::of(cfg),
-            sub: Subscription { client: sub, healthy, restored, tx, tasks },
+            sub: Subscription { client: sub, healthy, restored, tx, answers, tasks },
         })
     }
 
@@ -215,6 +218,23 @@ impl RedisStore {
     /// expiry is never announced here.
     pub fn subscribe_terminations(&self) -> broadcast::Receiver<String> {
         self.sub.tx.subscribe()
+    }
+
+    /// Client answers to backend requests that reached another replica: `<session id>
+    /// <JSON-RPC response>`, as published by [`Self::publish_answer`] (best effort, like the
+    /// termination feed they share a channel with).
+    pub fn subscribe_answers(&self) -> broadcast::Receiver<String> {
+        self.sub.answers.subscribe()
+    }
+
+    /// Hands a client's answer that no backend request waits for on this replica to the
+    /// replica holding the backend call.
+    pub async fn publish_answer(&self, session: &str, message: &str) -> Result<(), StoreError> {
+        self.client
+            .publish::<i64, _, _>(self.channel.as_str(), format!("{ANSWER}{session} {message}"))
+            .await
+            .map(drop)
+            .map_err(|e| command_error("publish_answer", session, &e))
     }
 
     /// Is the termination subscription connected and subscribed right now?

@@ -2,7 +2,8 @@
 //! second. Ids published on Redis pub/sub are forgotten here; while the subscription is down,
 //! cached sessions are checked against the store on every request; and whenever ids may have
 //! been missed (the subscription came back, or this receiver lagged), every cached session is
-//! checked against the store once.
+//! checked against the store once. The same feed carries client answers to backend requests
+//! that reached a replica other than the one holding the call.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub fn follow(manager: &Arc<SessionManager>, redis: Arc<RedisStore>) {
     manager
         .set_termination_feed(TerminationFeedProbe(Arc::new(move || probe.subscription_healthy())));
     let mut rx = redis.subscribe_terminations();
+    manager.set_answer_relay(redis.clone());
+    let mut answers = redis.subscribe_answers();
     let weak = Arc::downgrade(manager);
     tokio::spawn(async move {
         let mut epoch = redis.feed_epoch();
@@ -43,6 +46,17 @@ pub fn follow(manager: &Arc<SessionManager>, redis: Arc<RedisStore>) {
                     }
                     Err(RecvError::Closed) => return,
                 },
+                a = answers.recv() => {
+                    // A client's answer that reached another replica (documented in asks.rs).
+                    if let Ok(a) = a
+                        && let Some((sid, json)) = a.split_once(' ')
+                        && let Ok(message) = serde_json::from_str(json)
+                    {
+                        let Some(m) = weak.upgrade() else { return };
+                        m.take_relayed_answer(sid, message);
+                    }
+                    false
+                }
                 _ = tick.tick() => {
                     let now = redis.feed_epoch();
                     std::mem::replace(&mut epoch, now) != now

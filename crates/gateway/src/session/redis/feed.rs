@@ -19,6 +19,9 @@ pub(super) const CANARY_EVERY: Duration = Duration::from_secs(1);
 const CANARY_STALE: Duration = Duration::from_secs(3);
 /// Liveness messages start with this (session ids are 32 hex digits, so never).
 const CANARY: &str = "alive:";
+/// Client answers to backend requests relayed between replicas start with this (see
+/// [`super::RedisStore::publish_answer`]).
+pub(super) const ANSWER: &str = "answer:";
 /// Buffer of termination ids per receiver.
 pub(super) const TERMINATIONS_CAPACITY: usize = 4096;
 
@@ -29,6 +32,8 @@ pub(super) struct Subscription {
     /// Times the subscription came back after being down (see [`RedisStore::feed_epoch`]).
     pub(super) restored: Arc<AtomicU64>,
     pub(super) tx: broadcast::Sender<String>,
+    /// Relayed client answers: `<session id> <JSON-RPC response>`.
+    pub(super) answers: broadcast::Sender<String>,
     pub(super) tasks: Vec<JoinHandle<()>>,
 }
 
@@ -57,11 +62,12 @@ impl Liveness {
 }
 
 /// Copies published ids from the subscriber connection to the broadcast channel (liveness
-/// messages only mark the subscription alive).
+/// messages only mark the subscription alive; relayed client answers go to `answers`).
 pub(super) async fn forward_terminations(
     sub: SubscriberClient,
     channel: String,
     tx: broadcast::Sender<String>,
+    answers: broadcast::Sender<String>,
     alive: Arc<Liveness>,
 ) {
     let mut rx = sub.message_rx();
@@ -73,6 +79,8 @@ pub(super) async fn forward_terminations(
                 {
                     if id.starts_with(CANARY) {
                         alive.seen();
+                    } else if let Some(answer) = id.strip_prefix(ANSWER) {
+                        let _ = answers.send(answer.to_owned());
                     } else {
                         let _ = tx.send(id);
                     }
