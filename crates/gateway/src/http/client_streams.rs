@@ -22,7 +22,7 @@ use crate::protocol;
 use crate::session::Session;
 use crate::session::store::{SessionStore, StoredEvent};
 use crate::session::streams::{
-    self, EventRef, RETRY, Reader, StoredReader, StreamKind, StreamLog, Streams,
+    self, EventRef, RETRY, Reader, Settled, StoredReader, StreamKind, StreamLog, Streams,
 };
 
 type SseItem = Result<Bytes, Infallible>;
@@ -105,10 +105,39 @@ fn stored_events(reader: StoredReader, stream: String) -> impl Stream<Item = Sse
     })
 }
 
+/// How long a call may take and still be answered whole: the stream's events in one body
+/// with a `Content-Length`, written at once. A call that is still running then, or that sends
+/// anything but its response first (progress, a request to the client), is streamed as it
+/// goes. A short call so costs one write and one read at each end instead of three (headers,
+/// event, end of chunks), which is most of what a forwarded call adds (issue 10).
+const WHOLE_WITHIN: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Waits at most [`WHOLE_WITHIN`] for `log` to be over with nothing but its response: its
+/// events then (None: stream it).
+async fn whole(log: &StreamLog) -> Option<Vec<streams::Event>> {
+    let deadline = tokio::time::sleep(WHOLE_WITHIN);
+    tokio::pin!(deadline);
+    loop {
+        let notified = log.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match log.settled() {
+            Settled::Finished(events) => return Some(events),
+            Settled::Streaming => return None,
+            Settled::Pending => {}
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = &mut deadline => return None,
+        }
+    }
+}
+
 /// A forwarded request answered as an SSE stream: the backend's progress notifications and
-/// requests for this call, then the response. A client disconnect does not cancel the call;
-/// the client can resume the stream with `GET` + `Last-Event-ID`.
-pub fn call_stream(
+/// requests for this call, then the response (whole, when it comes at once: [`WHOLE_WITHIN`]).
+/// A client disconnect does not cancel the call; the client can resume the stream with `GET`
+/// + `Last-Event-ID`.
+pub async fn call_stream(
     state: AppState,
     session: Arc<Session>,
     identity: Identity,
@@ -138,7 +167,18 @@ pub fn call_stream(
         log.push(response.to_string().into());
         log.finish();
     });
-    sse_response(local_events(session, reader), false)
+    let Some(events) = whole(&reader.log).await else {
+        return sse_response(local_events(session, reader), false);
+    };
+    let mut reader = reader;
+    reader.cursor = events.last().map(|e| e.seq);
+    session.streams.remove(&reader.log.id);
+    let mut body = Vec::new();
+    for e in &events {
+        body.extend_from_slice(&sse_event(&reader.log.id, e.seq, &e.data));
+    }
+    ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], body)
+        .into_response()
 }
 
 /// `GET /mcp` with `Last-Event-ID` of a POST stream: the rest of that call's stream.

@@ -133,6 +133,7 @@ pub async fn post(
             let forwarded = Method::parse(&method).is_some_and(Method::is_forwarded);
             if forwarded && accepts(&headers, "text/event-stream") {
                 super::client_streams::call_stream(state, session, identity, id, method, params)
+                    .await
             } else {
                 let caller =
                     Caller { manager: &state.manager, session: &session, identity: &identity };

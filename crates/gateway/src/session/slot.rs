@@ -266,13 +266,14 @@ impl Slot {
                 other => other,
             }
         }
-        let tools = list(conn, headers, "tools/list", "tools", has("tools")).await?;
-        let resources =
-            list(conn, headers, "resources/list", "resources", has("resources")).await?;
-        let templates =
-            list(conn, headers, "resources/templates/list", "resourceTemplates", has("resources"))
-                .await?;
-        let prompts = list(conn, headers, "prompts/list", "prompts", has("prompts")).await?;
+        // The four lists are independent: asked at once they cost one round trip, not four
+        // (a restore on a fresh replica waits for them before its first call).
+        let (tools, resources, templates, prompts) = futures::try_join!(
+            list(conn, headers, "tools/list", "tools", has("tools")),
+            list(conn, headers, "resources/list", "resources", has("resources")),
+            list(conn, headers, "resources/templates/list", "resourceTemplates", has("resources")),
+            list(conn, headers, "prompts/list", "prompts", has("prompts")),
+        )?;
         let caps = self.def.catalog.intern(BackendCapabilities {
             backend: self.def.name.clone(),
             tools,

@@ -120,6 +120,18 @@ pub enum Next {
     Wait,
 }
 
+/// A new POST stream, as seen by the handler deciding how to send it.
+#[derive(Debug, PartialEq)]
+pub enum Settled {
+    /// Nothing but a priming event yet.
+    Pending,
+    /// The call is over: every event of the stream, its response last.
+    Finished(Vec<Event>),
+    /// A message came before the end (progress, a request to the client), or the stream
+    /// was closed: it has to be streamed.
+    Streaming,
+}
+
 impl StreamLog {
     fn new(kind: StreamKind) -> Self {
         let id = format!("{}{:016x}", kind.tag(), rand::random::<u64>());
@@ -191,6 +203,21 @@ impl StreamLog {
     /// leaving); `enable` it before checking the state it waits for.
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.changed.notified()
+    }
+
+    /// Where a POST stream stands for a handler that may still send it whole (see
+    /// [`Settled`]).
+    pub fn settled(&self) -> Settled {
+        let st = self.state.lock();
+        if st.closed {
+            Settled::Streaming
+        } else if st.finished {
+            Settled::Finished(st.events.iter().cloned().collect())
+        } else if st.events.iter().any(|e| !e.data.is_empty()) {
+            Settled::Streaming
+        } else {
+            Settled::Pending
+        }
     }
 
     /// Events from `seq` on that are still in the window.

@@ -108,3 +108,29 @@ async fn closing_ends_readers_at_once() {
     assert_eq!(r.next().await, None);
     assert!(streams.get(&log.id).is_none());
 }
+
+#[test]
+fn a_stream_settles_whole_only_when_its_response_came_first() {
+    let quick = StreamLog::new(StreamKind::Post);
+    quick.push(data(""));
+    assert_eq!(quick.settled(), Settled::Pending, "a priming event alone is nothing yet");
+    quick.push(data(r#"{"id":1,"result":{}}"#));
+    assert_eq!(quick.settled(), Settled::Streaming, "not finished: more may come");
+    quick.finish();
+    match quick.settled() {
+        Settled::Finished(events) => assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![0, 1],
+            "every event, the priming one included"
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    let progress = StreamLog::new(StreamKind::Post);
+    progress.push(data(r#"{"method":"notifications/progress"}"#));
+    assert_eq!(progress.settled(), Settled::Streaming, "progress is sent as it comes");
+
+    let closed = StreamLog::new(StreamKind::Post);
+    closed.close();
+    assert_eq!(closed.settled(), Settled::Streaming);
+}
