@@ -121,9 +121,9 @@ async fn dispatch(
                 if let Some(conn) = slot.connection()
                     && let Ok(h) = slot.def.credentials.headers(identity).await
                 {
-                    let _ = conn
-                        .request(conn.next_id(), method.as_str(), params.clone(), &h, None)
-                        .await;
+                    let request =
+                        conn.request(conn.next_id(), method.as_str(), params.clone(), &h, None);
+                    let _ = Box::pin(request).await;
                 }
             }
             own(Ok(json!({})))
@@ -228,11 +228,13 @@ async fn forward(
     let params = params.unwrap_or_else(|| json!({}));
     let (backend, params) = match route(session, method, &params) {
         Ok(r) => r,
-        Err(e) => match unavailable_owner(manager, session, identity, method, &params).await {
-            Some(Ok(())) => route(session, method, &params).map_err(|e| (None, e))?,
-            Some(Err(owner_error)) => return Err(owner_error),
-            None => return Err((None, e)),
-        },
+        Err(e) => {
+            match Box::pin(unavailable_owner(manager, session, identity, method, &params)).await {
+                Some(Ok(())) => route(session, method, &params).map_err(|e| (None, e))?,
+                Some(Err(owner_error)) => return Err(owner_error),
+                None => return Err((None, e)),
+            }
+        }
     };
     let fail = |e: RpcError| (Some(backend.clone()), e);
     let slot = session.slot(&backend).ok_or_else(|| {
@@ -259,9 +261,16 @@ async fn forward(
         }
         let bid = conn.next_id();
         session.track(client_id, backend.clone(), bid);
-        let r = conn
-            .request(bid, method.as_str(), Some(params.clone()), &headers, progress.clone())
-            .await;
+        // Boxed: the backend request's future is most of this one's size, and a smaller
+        // call future is cheaper to start (see `client_streams::call_stream`).
+        let r = Box::pin(conn.request(
+            bid,
+            method.as_str(),
+            Some(params.clone()),
+            &headers,
+            progress.clone(),
+        ))
+        .await;
         session.untrack(client_id);
         match r {
             Ok(v) => return Ok((Some(backend), v)),

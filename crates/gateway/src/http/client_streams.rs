@@ -152,8 +152,10 @@ pub async fn call_stream(
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Value>(crate::backend::PROGRESS_QUEUE);
         let session = call_session;
         let caller = Caller { manager: &state.manager, session: &session, identity: &identity };
-        let call = methods::handle_request(caller, &id, &method, params, Some(tx));
-        tokio::pin!(call);
+        // On the heap: the call's future is large (the whole backend request), and a task's
+        // future is copied as it is spawned and started (`make bench` found a third of the
+        // gateway's instructions per call in those copies).
+        let mut call = Box::pin(methods::handle_request(caller, &id, &method, params, Some(tx)));
         let response = loop {
             tokio::select! {
                 biased;

@@ -73,6 +73,9 @@ async fn resolve(
 }
 
 /// POST /mcp: one JSON-RPC message (or a batch on 2025-03-26).
+/// The big futures of the rarer branches (a batch, `initialize`, the stateless revision, a
+/// JSON-only client) are boxed, so the future of a common call stays small: axum moves it
+/// as it starts it.
 pub async fn post(
     State(state): State<AppState>,
     uri: Uri,
@@ -90,10 +93,10 @@ pub async fn post(
     })?;
     if super::stateless::applies(&headers, &value) {
         // MCP 2026-07-28: no session; the request carries its own envelope.
-        return super::stateless::post(&state, &headers, identity, value).await;
+        return Box::pin(super::stateless::post(&state, &headers, identity, value)).await;
     }
     if let Value::Array(items) = value {
-        return post_batch(&state, &headers, &identity, items).await;
+        return Box::pin(post_batch(&state, &headers, &identity, items)).await;
     }
     let msg = jsonrpc::classify(value.clone()).map_err(|e| {
         EdgeError::bad_request(value.get("id").filter(|i| i.is_string() || i.is_number()), e)
@@ -101,7 +104,13 @@ pub async fn post(
     if let Message::Request { id, method, params } = &msg {
         let known = Method::parse(method);
         if known == Some(Method::Initialize) {
-            return initialize(&state, &identity, id, params.clone().unwrap_or(Value::Null)).await;
+            return Box::pin(initialize(
+                &state,
+                &identity,
+                id,
+                params.clone().unwrap_or(Value::Null),
+            ))
+            .await;
         }
         if known.is_none() && header_str(&headers, SESSION_HEADER).is_none() {
             // A probe such as `server/discover` before any session: method not found, so
@@ -137,7 +146,8 @@ pub async fn post(
             } else {
                 let caller =
                     Caller { manager: &state.manager, session: &session, identity: &identity };
-                let resp = methods::handle_request(caller, &id, &method, params, None).await;
+                let resp =
+                    Box::pin(methods::handle_request(caller, &id, &method, params, None)).await;
                 json_response(StatusCode::OK, &resp)
             }
         }

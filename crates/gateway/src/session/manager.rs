@@ -350,7 +350,9 @@ impl SessionManager {
                 s
             }
             Some(s) => s,
-            None => self.restore(id, identity).await?,
+            // Boxed: a restore's future is large and rare; every request's future would
+            // otherwise carry its size.
+            None => Box::pin(self.restore(id, identity)).await?,
         };
         if !session.binding.matches(&identity.binding()) {
             return Err(self.reject_foreign(id, identity));

@@ -177,11 +177,12 @@ impl Slot {
         if let Some(conn) = self.connection() {
             if self.is_stale() {
                 let headers = self.def.credentials.headers(identity).await?;
-                self.load_capabilities(&conn, &headers, None).await?;
+                Box::pin(self.load_capabilities(&conn, &headers, None)).await?;
             }
             return Ok(Connected { conn, new_hint: None, reinitialized: false });
         }
-        let result = self.connect(identity, http, link).await;
+        // Boxed: connecting is rare and its future large; every call's future passes here.
+        let result = Box::pin(self.connect(identity, http, link)).await;
         match &result {
             Ok(_) => self.set_status(SlotStatus::Available),
             Err(e) => self.fail(e),
