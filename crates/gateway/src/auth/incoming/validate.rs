@@ -14,13 +14,14 @@ use parking_lot::RwLock;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
 use secrecy::SecretString;
 use serde_json::{Map, Value};
+use tokio::time::Instant;
 use vmcp_types::config::OidcConfig;
 
 use super::IncomingAuthError;
@@ -29,6 +30,7 @@ use super::discovery::{discover, fetch_jwks};
 use super::introspection::Introspector;
 use super::jwks::KeySet;
 use crate::auth::UserIdentity;
+use crate::clock::Clock;
 
 /// Algorithms accepted when the configuration lists none.
 pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
@@ -99,6 +101,8 @@ struct Inner {
     configured_jwks: Option<String>,
     http: reqwest::Client,
     opts: ValidatorOptions,
+    /// Reads the time of refreshes, re-fetches and retries.
+    clock: Clock,
     introspector: Option<Introspector>,
     keys: RwLock<KeyState>,
     /// Held while downloading: one download at a time (single flight).
@@ -167,6 +171,17 @@ impl OidcValidator {
         http: reqwest::Client,
         opts: ValidatorOptions,
     ) -> Result<Self, IncomingAuthError> {
+        Self::with_clock(cfg, audience, http, opts, Clock::System)
+    }
+
+    /// [`Self::with_options`] reading the time from `clock`.
+    pub(crate) fn with_clock(
+        cfg: &OidcConfig,
+        audience: &str,
+        http: reqwest::Client,
+        opts: ValidatorOptions,
+        clock: Clock,
+    ) -> Result<Self, IncomingAuthError> {
         if audience.is_empty() {
             return Err(IncomingAuthError::Config("the expected audience is empty".into()));
         }
@@ -188,8 +203,9 @@ impl OidcValidator {
                     set: Arc::default(),
                     loaded: false,
                     generation: 0,
-                    refresh_due: Instant::now(),
+                    refresh_due: clock.now(),
                 }),
+                clock,
                 fetch: tokio::sync::Mutex::new(FetchState::default()),
                 refreshing: AtomicBool::new(false),
                 fetch_ok: AtomicU64::new(0),
@@ -318,7 +334,7 @@ impl Inner {
         {
             let s = self.keys.read();
             if s.loaded {
-                if Instant::now() >= s.refresh_due {
+                if self.clock.now() >= s.refresh_due {
                     Self::spawn_refresh(this);
                 }
                 return Ok((s.set.clone(), s.generation));
@@ -332,7 +348,7 @@ impl Inner {
             }
         }
         if let Some((at, why)) = &f.last_failure
-            && at.elapsed() < self.opts.retry_after_failure
+            && self.clock.now().saturating_duration_since(*at) < self.opts.retry_after_failure
         {
             return Err(IncomingAuthError::ProviderUnavailable(why.clone()));
         }
@@ -350,10 +366,13 @@ impl Inner {
             }
             s.set.clone()
         };
-        if f.last_kid_refetch.is_some_and(|t| t.elapsed() < self.opts.min_refetch_interval) {
+        let now = self.clock.now();
+        if f.last_kid_refetch
+            .is_some_and(|t| now.saturating_duration_since(t) < self.opts.min_refetch_interval)
+        {
             return current;
         }
-        f.last_kid_refetch = Some(Instant::now());
+        f.last_kid_refetch = Some(now);
         tracing::info!(issuer = %self.issuer, "a token names an unknown signing key; re-fetching the JWKS");
         self.fetch_locked(&mut f).await.map(|(s, _)| s).unwrap_or(current)
     }
@@ -366,11 +385,11 @@ impl Inner {
         let inner = this.clone();
         rt.spawn(async move {
             let mut f = inner.fetch.lock().await;
-            let due = Instant::now() >= inner.keys.read().refresh_due;
+            let due = inner.clock.now() >= inner.keys.read().refresh_due;
             if due && inner.fetch_locked(&mut f).await.is_err() {
                 // Keep the old keys; try again a little later rather than on every request.
                 let retry = inner.refresh_interval.min(Duration::from_secs(30));
-                inner.keys.write().refresh_due = Instant::now() + retry;
+                inner.keys.write().refresh_due = inner.clock.now() + retry;
             }
             inner.refreshing.store(false, Ordering::Release);
         });
@@ -408,13 +427,13 @@ impl Inner {
                 s.set = set.clone();
                 s.loaded = true;
                 s.generation += 1;
-                s.refresh_due = Instant::now() + self.refresh_interval;
+                s.refresh_due = self.clock.now() + self.refresh_interval;
                 Ok((set, s.generation))
             }
             Err(why) => {
                 self.fetch_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(issuer = %self.issuer, "{why}; bearer tokens cannot be verified until it succeeds (retried on the next request)");
-                f.last_failure = Some((Instant::now(), why.clone()));
+                f.last_failure = Some((self.clock.now(), why.clone()));
                 Err(why)
             }
         }
