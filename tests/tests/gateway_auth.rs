@@ -280,12 +280,7 @@ async fn cached_exchange_outlives_the_provider_until_it_expires() {
     let r =
         c.ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": "still"}})).await;
     assert_eq!(r["text"], "h:echo:still");
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(
             "vmcp_token_exchange_idp_duration_seconds_count{backend=\"a\",outcome=\"ok\"}"

@@ -3,6 +3,7 @@
 //! `vmcp_operator::resources::GATEWAY_METRICS_PORT`, not on the MCP port).
 
 use vmcp_e2e::cluster::Cluster;
+use vmcp_e2e::gateway::{metric_sum, scrape_metrics};
 
 /// Pod names and IPs of the gateway `name` in `ns` (running pods only).
 pub(crate) async fn gateway_pods(cluster: &Cluster, ns: &str, name: &str) -> Vec<(String, String)> {
@@ -23,28 +24,19 @@ pub(crate) async fn gateway_pods(cluster: &Cluster, ns: &str, name: &str) -> Vec
 }
 
 /// The sum of the samples on a gateway pod's `/metrics` whose line `matches`.
-async fn metric_sum(pod_ip: &str, matches: impl Fn(&str) -> bool) -> f64 {
+async fn pod_metric(pod_ip: &str, matches: impl Fn(&str) -> bool) -> f64 {
     let port = vmcp_operator::resources::GATEWAY_METRICS_PORT;
-    let text = reqwest::get(format!("http://{pod_ip}:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#') && matches(l))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
+    metric_sum(&scrape_metrics(&format!("http://{pod_ip}:{port}/metrics")).await, matches)
 }
 
 /// Client requests a gateway pod served (the sum of its `requests_total` series).
 pub(crate) async fn requests_served(pod_ip: &str) -> f64 {
-    metric_sum(pod_ip, |l| l.contains("requests_total")).await
+    pod_metric(pod_ip, |l| l.contains("requests_total")).await
 }
 
 /// Token-exchange work a gateway pod did: cache hits plus token endpoint requests.
 pub(crate) async fn exchange_work(pod_ip: &str) -> f64 {
-    metric_sum(pod_ip, |l| {
+    pod_metric(pod_ip, |l| {
         l.starts_with("vmcp_token_exchange_cache_hits")
             || l.starts_with("vmcp_token_exchange_idp_requests")
     })

@@ -10,7 +10,7 @@ use vmcp_e2e::gateway::Gateway;
 use vmcp_e2e::oidc::OidcProvider;
 use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk};
 
-use super::{V, backend_sessions, metric};
+use super::{V, backend_sessions};
 
 fn claims(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).unwrap_or_default();
@@ -69,7 +69,7 @@ async fn stateless_requests_use_the_live_identity_for_token_exchange() {
         let got = c.ok(json!({"op": "call_tool", "name": "h_whoami", "arguments": {}})).await;
         assert_eq!(got["text"], "none", "headerInjection sends no Authorization");
         // One exchange per user, then the per-replica cache (I6): not one per request.
-        assert_eq!(metric(&gw, exchanges).await, (n + 1) as f64, "after {user}");
+        assert_eq!(gw.metric(exchanges).await, (n + 1) as f64, "after {user}");
         // Each user's calls reached `a` on a backend session of their own.
         let now = backend_sessions(&a, "tools/call");
         let new: Vec<_> = now.difference(&seen_sessions).cloned().collect();

@@ -35,19 +35,6 @@ pub(crate) fn names(list: &Value) -> Vec<String> {
     list.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
 }
 
-pub(crate) async fn metric(gw: &Gateway, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// The backend sessions (`Mcp-Session-Id`s) that carried `method` to `b`.
 pub(crate) fn backend_sessions(b: &Backend, method: &str) -> BTreeSet<String> {
     b.requests()
@@ -112,7 +99,7 @@ async fn python_client_default_mode_is_stateless_and_older_clients_keep_sessions
     for p in posts.as_array().unwrap() {
         assert!(p["method"] != "initialize" && p["mcpMethod"].is_string(), "{p}");
     }
-    assert_eq!(metric(&gw, "vmcp_sessions_created_total").await, 0.0);
+    assert_eq!(gw.metric("vmcp_sessions_created_total").await, 0.0);
 
     // Per-request cost: the backends were initialized once for this identity, not per
     // request: every call of the client reached each backend on one backend session.
@@ -136,7 +123,7 @@ async fn python_client_default_mode_is_stateless_and_older_clients_keep_sessions
         assert_eq!(r["text"], "beta:echo:old");
         old.exit().await;
     }
-    assert_eq!(metric(&gw, "vmcp_sessions_created_total").await, 2.0);
+    assert_eq!(gw.metric("vmcp_sessions_created_total").await, 2.0);
     // The stateless client is unaffected.
     let r = c
         .ok(json!({"op": "call_tool", "name": "alpha_echo", "arguments": {"text": "still"}}))
@@ -178,5 +165,5 @@ async fn typescript_sdk_v2_client_default_and_auto_modes() {
         c.exit().await;
     }
     // One session for the handshake client; none for the stateless one.
-    assert_eq!(metric(&gw, "vmcp_sessions_created_total").await, 1.0);
+    assert_eq!(gw.metric("vmcp_sessions_created_total").await, 1.0);
 }
