@@ -8,6 +8,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::peers::Backend;
 use crate::process::Peer;
 use crate::repo_root;
 
@@ -182,6 +183,21 @@ impl Gateway {
     pub async fn metric(&self, name: &str) -> f64 {
         metric_sum(&self.metrics().await, |l| l.starts_with(name))
     }
+}
+
+/// The `backends:` section of a gateway configuration for these peers (each with its own
+/// transport, a 10 s timeout, no auth).
+pub fn backends_yaml(backends: &[&Backend]) -> String {
+    let mut y = String::from("backends:\n");
+    for b in backends {
+        y.push_str(&format!(
+            "  - name: {}\n    url: {}\n    transport: {}\n    timeout: 10s\n",
+            b.name,
+            b.url(),
+            if b.sse { "sse" } else { "streamable-http" }
+        ));
+    }
+    y
 }
 
 /// The Prometheus text served at `url`; panics when it cannot be read.

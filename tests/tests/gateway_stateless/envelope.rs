@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use vmcp_e2e::gateway::Gateway;
+use vmcp_e2e::gateway::{Gateway, backends_yaml};
 use vmcp_e2e::peers::{Backend, BackendOptions, Sdk};
 
-use super::{V, backends_yaml, names};
+use super::{V, names};
 
 /// A stateless request with a correct envelope; `tweak` edits headers before sending.
 fn modern(

@@ -13,23 +13,11 @@ mod identity;
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
-use vmcp_e2e::gateway::Gateway;
+use vmcp_e2e::gateway::{Gateway, backends_yaml};
 use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk};
 
 /// The stateless protocol revision.
 pub(crate) const V: &str = "2026-07-28";
-
-pub(crate) fn backends_yaml(backends: &[&Backend]) -> String {
-    let mut y = String::from("backends:\n");
-    for b in backends {
-        y.push_str(&format!(
-            "  - name: {}\n    url: {}\n    transport: streamable-http\n    timeout: 10s\n",
-            b.name,
-            b.url()
-        ));
-    }
-    y
-}
 
 pub(crate) fn names(list: &Value) -> Vec<String> {
     list.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
