@@ -8,13 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use vmcp_e2e::gateway::Gateway;
 use vmcp_e2e::keycloak::Keycloak;
-use vmcp_e2e::oidc::{OidcOptions, OidcProvider};
+use vmcp_e2e::oidc::{OidcOptions, OidcProvider, unverified_claims as claims};
 use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk};
-
-fn claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap_or_default();
-    serde_json::from_slice(&B64.decode(payload).unwrap_or_default()).unwrap_or(Value::Null)
-}
 
 fn gateway_config(
     issuer: &str,

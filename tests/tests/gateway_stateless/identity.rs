@@ -3,19 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use serde_json::{Value, json};
+use serde_json::json;
 use vmcp_e2e::gateway::Gateway;
-use vmcp_e2e::oidc::OidcProvider;
+use vmcp_e2e::oidc::{OidcProvider, unverified_claims as claims};
 use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk};
 
 use super::{V, backend_sessions};
-
-fn claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap_or_default();
-    serde_json::from_slice(&B64.decode(payload).unwrap_or_default()).unwrap_or(Value::Null)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stateless_requests_use_the_live_identity_for_token_exchange() {
