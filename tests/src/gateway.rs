@@ -8,6 +8,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::peers::Backend;
 use crate::process::Peer;
 use crate::repo_root;
 
@@ -172,4 +173,43 @@ impl Gateway {
             .collect::<Vec<_>>()
             .join("\n")
     }
+
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        scrape_metrics(&format!("http://127.0.0.1:{}/metrics", self.port)).await
+    }
+
+    /// The sum of the samples whose series name starts with `name` (every label set).
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_sum(&self.metrics().await, |l| l.starts_with(name))
+    }
+}
+
+/// The `backends:` section of a gateway configuration for these peers (each with its own
+/// transport, a 10 s timeout, no auth).
+pub fn backends_yaml(backends: &[&Backend]) -> String {
+    let mut y = String::from("backends:\n");
+    for b in backends {
+        y.push_str(&format!(
+            "  - name: {}\n    url: {}\n    transport: {}\n    timeout: 10s\n",
+            b.name,
+            b.url(),
+            if b.sse { "sse" } else { "streamable-http" }
+        ));
+    }
+    y
+}
+
+/// The Prometheus text served at `url`; panics when it cannot be read.
+pub async fn scrape_metrics(url: &str) -> String {
+    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    response.text().await.unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// The sum of the samples in Prometheus `text` whose line (comments skipped) `matches`.
+pub fn metric_sum(text: &str, matches: impl Fn(&str) -> bool) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && matches(l))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
 }

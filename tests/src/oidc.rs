@@ -72,6 +72,15 @@ pub struct OidcProvider {
 
 static INSTALL: Mutex<()> = Mutex::new(());
 
+/// The payload of a JWT, decoded without checking its signature (`Null` when `jwt` is not
+/// one): what a test asserts about a token it was given.
+pub fn unverified_claims(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1).unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload);
+    serde_json::from_slice(&bytes.unwrap_or_default()).unwrap_or(Value::Null)
+}
+
 /// The folder of the peer, with its npm packages installed.
 pub fn ensure_installed() -> Result<PathBuf, OidcError> {
     let dir = repo_root().join("tests/peers/oidc");

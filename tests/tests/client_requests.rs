@@ -9,21 +9,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vmcp_e2e::gateway::Gateway;
+use vmcp_e2e::gateway::{Gateway, backends_yaml};
 use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk};
-
-fn config(backends: &[&Backend]) -> String {
-    let mut y = String::from("backends:\n");
-    for b in backends {
-        y.push_str(&format!(
-            "  - name: {}\n    url: {}\n    transport: {}\n    timeout: 10s\n",
-            b.name,
-            b.url(),
-            if b.sse { "sse" } else { "streamable-http" }
-        ));
-    }
-    y
-}
 
 fn asked_methods(asked: &Value) -> Vec<String> {
     asked.as_array().unwrap().iter().map(|a| a["method"].as_str().unwrap().to_owned()).collect()
@@ -32,7 +19,7 @@ fn asked_methods(asked: &Value) -> Vec<String> {
 async fn relays_sampling_and_elicitation(backend: Sdk, client: Sdk) {
     let a = Backend::start(backend, "asker", BackendOptions::default()).await;
     let other = Backend::start(Sdk::Python, "other", BackendOptions::default()).await;
-    let gw = Gateway::start(&config(&[&a, &other])).await;
+    let gw = Gateway::start(&backends_yaml(&[&a, &other])).await;
     let mut c = Client::start(client, &gw.url(), &[]).await;
     c.ok(json!({"op": "initialize", "sampling_reply": "forty-two",
         "elicit_reply": {"action": "accept", "content": {"name": "Ada"}}}))
@@ -85,7 +72,7 @@ async fn python_backend_asks_typescript_client_through_the_gateway() {
 #[tokio::test]
 async fn a_request_on_the_backend_get_stream_is_relayed_at_once() {
     let a = Backend::start(Sdk::Python, "asker", BackendOptions::default()).await;
-    let gw = Gateway::start(&config(&[&a])).await;
+    let gw = Gateway::start(&backends_yaml(&[&a])).await;
     let mut c = Client::start(Sdk::Python, &gw.url(), &[]).await;
     c.ok(json!({"op": "initialize", "sampling_reply": "from-the-get-stream"})).await;
     // The backend's GET stream is open while the client's is (I8): the first call opens it.
@@ -103,7 +90,7 @@ async fn a_request_on_the_backend_get_stream_is_relayed_at_once() {
 #[tokio::test]
 async fn a_client_without_the_capability_gets_the_backend_an_error_at_once() {
     let a = Backend::start(Sdk::Python, "asker", BackendOptions::default()).await;
-    let gw = Gateway::start(&config(&[&a])).await;
+    let gw = Gateway::start(&backends_yaml(&[&a])).await;
     let mut c = Client::start(Sdk::Python, &gw.url(), &[]).await;
     c.ok(json!({"op": "initialize"})).await;
     let start = Instant::now();
@@ -130,7 +117,7 @@ async fn an_answer_that_lands_on_the_other_replica_reaches_the_backend() {
     let cfg = format!(
         "sessionStorage:\n  provider: redis\n  redis:\n    url: {}\n    keyPrefix: 'vmcp:asks:'\n{}",
         redis.url(),
-        config(&[&a])
+        backends_yaml(&[&a])
     );
     let gw_a = Gateway::start(&cfg).await;
     let gw_b = Gateway::start(&cfg).await;

@@ -8,13 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use vmcp_e2e::gateway::Gateway;
 use vmcp_e2e::keycloak::Keycloak;
-use vmcp_e2e::oidc::{OidcOptions, OidcProvider};
+use vmcp_e2e::oidc::{OidcOptions, OidcProvider, unverified_claims as claims};
 use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk};
-
-fn claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap_or_default();
-    serde_json::from_slice(&B64.decode(payload).unwrap_or_default()).unwrap_or(Value::Null)
-}
 
 fn gateway_config(
     issuer: &str,
@@ -280,12 +275,7 @@ async fn cached_exchange_outlives_the_provider_until_it_expires() {
     let r =
         c.ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": "still"}})).await;
     assert_eq!(r["text"], "h:echo:still");
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(
             "vmcp_token_exchange_idp_duration_seconds_count{backend=\"a\",outcome=\"ok\"}"

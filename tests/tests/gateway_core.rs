@@ -5,22 +5,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vmcp_e2e::gateway::Gateway;
+use vmcp_e2e::gateway::{Gateway, backends_yaml};
 use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk};
-
-fn backends_yaml(backends: &[&Backend], extra: &str) -> String {
-    let mut y = String::from("backends:\n");
-    for b in backends {
-        y.push_str(&format!(
-            "  - name: {}\n    url: {}\n    transport: {}\n    timeout: 10s\n",
-            b.name,
-            b.url(),
-            if b.sse { "sse" } else { "streamable-http" }
-        ));
-    }
-    y.push_str(extra);
-    y
-}
 
 fn names(list: &Value) -> Vec<String> {
     list.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
@@ -30,7 +16,7 @@ fn names(list: &Value) -> Vec<String> {
 async fn full_flow(client_sdk: Sdk) {
     let alpha = Backend::start(Sdk::Python, "alpha", BackendOptions::default()).await;
     let beta = Backend::start(Sdk::TypeScript, "beta", BackendOptions::default()).await;
-    let gw = Gateway::start(&backends_yaml(&[&alpha, &beta], "")).await;
+    let gw = Gateway::start(&backends_yaml(&[&alpha, &beta])).await;
     let mut c = Client::start(client_sdk, &gw.url(), &[]).await;
 
     let init = c.ok(json!({"op": "initialize"})).await;
@@ -124,7 +110,7 @@ async fn legacy_sse_backend_is_aggregated() {
         BackendOptions { sse: true, ..Default::default() },
     )
     .await;
-    let gw = Gateway::start(&backends_yaml(&[&sse, &ts_sse], "")).await;
+    let gw = Gateway::start(&backends_yaml(&[&sse, &ts_sse])).await;
     let mut c = Client::start(Sdk::TypeScript, &gw.url(), &[]).await;
     c.ok(json!({"op": "initialize"})).await;
     let r =
@@ -143,9 +129,9 @@ async fn legacy_sse_backend_is_aggregated() {
 async fn priority_and_manual_resolution() {
     let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
     let b = Backend::start(Sdk::TypeScript, "b", BackendOptions::default()).await;
-    let gw = Gateway::start(&backends_yaml(
-        &[&a, &b],
-        "aggregation:\n  conflictResolution: priority\n  priorityOrder: [b, a]\n  tools:\n    - backend: a\n      filter: [search, echo, a_only]\n      overrides:\n        a_only:\n          name: only_from_a\n          description: renamed\n",
+    let gw = Gateway::start(&format!(
+        "{}aggregation:\n  conflictResolution: priority\n  priorityOrder: [b, a]\n  tools:\n    - backend: a\n      filter: [search, echo, a_only]\n      overrides:\n        a_only:\n          name: only_from_a\n          description: renamed\n",
+        backends_yaml(&[&a, &b]),
     ))
     .await;
     let mut c = Client::start(Sdk::Python, &gw.url(), &[]).await;
@@ -171,9 +157,11 @@ async fn priority_and_manual_resolution() {
     c.exit().await;
 
     // manual with an unresolved conflict: the error names the tool and both backends.
-    let gw =
-        Gateway::start(&backends_yaml(&[&a, &b], "aggregation:\n  conflictResolution: manual\n"))
-            .await;
+    let gw = Gateway::start(&format!(
+        "{}aggregation:\n  conflictResolution: manual\n",
+        backends_yaml(&[&a, &b])
+    ))
+    .await;
     let mut c = Client::start(Sdk::Python, &gw.url(), &[]).await;
     c.ok(json!({"op": "initialize"})).await;
     let r = c.cmd(json!({"op": "list_tools"})).await;
@@ -259,17 +247,17 @@ async fn dead_and_slow_backends_never_block_initialize() {
 async fn config_reload_adds_and_removes_backends_without_dropping_sessions() {
     let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
     let b = Backend::start(Sdk::TypeScript, "b", BackendOptions::default()).await;
-    let gw = Gateway::start(&backends_yaml(&[&a], "")).await;
+    let gw = Gateway::start(&backends_yaml(&[&a])).await;
     let mut c = Client::start(Sdk::TypeScript, &gw.url(), &[]).await;
     c.ok(json!({"op": "initialize"})).await;
     let sid = c.ok(json!({"op": "session_id"})).await;
-    gw.rewrite_config(&backends_yaml(&[&a, &b], ""));
+    gw.rewrite_config(&backends_yaml(&[&a, &b]));
     c.ok(json!({"op": "wait_notification", "method": "notifications/tools/list_changed", "timeout_ms": 15000})).await;
     let tools = names(&c.ok(json!({"op": "list_tools"})).await);
     assert!(tools.contains(&"b_echo".to_owned()), "{tools:?}");
     let r = c.ok(json!({"op": "call_tool", "name": "b_echo", "arguments": {"text": "new"}})).await;
     assert_eq!(r["text"], "b:echo:new");
-    gw.rewrite_config(&backends_yaml(&[&b], ""));
+    gw.rewrite_config(&backends_yaml(&[&b]));
     c.ok(json!({"op": "wait_notification", "method": "notifications/tools/list_changed", "timeout_ms": 15000})).await;
     let tools = names(&c.ok(json!({"op": "list_tools"})).await);
     assert!(!tools.contains(&"a_echo".to_owned()), "{tools:?}");

@@ -100,12 +100,7 @@ async fn hostile_method_names_keep_metrics_memory_and_logs_bounded() {
     }
     let grown = gw.rss_bytes().unwrap().saturating_sub(baseline);
 
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(metrics.len() < 64 * 1024, "/metrics is {} bytes", metrics.len());
     assert!(metrics.contains(r#"method="other""#), "{metrics}");
     assert!(

@@ -276,12 +276,7 @@ async fn protocol_errors_and_rules() {
         reqwest::get(format!("http://127.0.0.1:{}/healthz", gw.port)).await.unwrap().status(),
         StatusCode::OK
     );
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("vmcp_requests_total{method=\"tools/call\",backend=\"b\",outcome=\"ok\"}"),
         "{metrics}"

@@ -39,13 +39,9 @@ async fn settle(mut sample: impl FnMut() -> usize, ok: impl Fn(usize) -> bool) -
 async fn gauge_until(gw: &Gateway, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
     let start = Instant::now();
     loop {
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
+        let v = gw
+            .metrics()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let v = text
             .lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())

@@ -6,22 +6,15 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use fred::prelude::*;
 use serde_json::{Value, json};
 use vmcp_e2e::gateway::Gateway;
 use vmcp_e2e::keycloak::Keycloak;
-use vmcp_e2e::oidc::OidcProvider;
+use vmcp_e2e::oidc::{OidcProvider, unverified_claims as claims};
 use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk};
 use vmcp_e2e::redis::RedisServer;
 
 const PREFIX: &str = "vmcp:e2e:";
-
-fn claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap_or_default();
-    serde_json::from_slice(&B64.decode(payload).unwrap_or_default()).unwrap_or(Value::Null)
-}
 
 fn config(redis: &RedisServer, issuer: &str, token_url: &str, a: &Backend, h: &Backend) -> String {
     format!(

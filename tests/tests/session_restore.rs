@@ -117,12 +117,7 @@ async fn i7_backend_restart_reinitializes_only_that_backend() {
     let r = c.ok(json!({"op": "call_tool", "name": "a_echo", "arguments": {"text": "2"}})).await;
     assert_eq!(r["text"], "a:echo:2");
     assert!(a2.requests().iter().any(|r| r["method"] == "initialize"), "a was re-initialized");
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(metrics.contains("vmcp_backend_reinitializations_total{backend=\"a\"} 1"), "{metrics}");
     assert!(
         !metrics.contains("vmcp_backend_reinitializations_total{backend=\"h\"}"),
@@ -145,12 +140,7 @@ async fn i7_backend_restart_reinitializes_only_that_backend() {
     let r = c.ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": "3"}})).await;
     assert_eq!(r["text"], "h:echo:3");
     assert_eq!(h_session(&h), before, "h's session was resumed, not re-initialized");
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(metrics.contains("vmcp_session_restores_total{outcome=\"ok\"} 1"), "{metrics}");
     assert!(metrics.contains("vmcp_session_restore_duration_seconds_count 1"));
     c.exit().await;
@@ -227,12 +217,7 @@ async fn idle_sessions_are_evicted_locally_and_restored() {
     let r = post(None, json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}})).await.unwrap();
     let sid = vmcp_e2e::raw_mcp::session_id(&r);
     tokio::time::sleep(std::time::Duration::from_secs(8)).await;
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(metrics.contains("vmcp_sessions_live 0"), "evicted locally: {metrics}");
     let r = post(Some(sid), json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a_echo","arguments":{"text":"back"}}})).await.unwrap();
     let v: serde_json::Value = r.json().await.unwrap();

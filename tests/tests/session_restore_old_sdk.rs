@@ -183,12 +183,7 @@ async fn a_hint_without_revision_reinitializes_the_old_sdk_backend() {
         assert!(std::time::Instant::now() < deadline, "hint not updated: {stored:?}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(metrics.contains("vmcp_backend_reinitializations_total{backend=\"o\"} 1"), "{metrics}");
     // The current-SDK backend is untouched by o's recovery.
     let r = c.ok(json!({"op": "call_tool", "name": "a_echo", "arguments": {"text": "2"}})).await;

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod bridge;
 pub mod bridge_auth;
 pub mod bridge_install;
+pub(crate) mod clock;
 pub mod config;
 pub mod health;
 pub mod http;

@@ -2,7 +2,7 @@
 //! (evaluated locally); every `examples/k8s/invalid/` object fails with the message its
 //! `# expect:` line names, except those marked `# rejected-by: schema` (a required field or a
 //! length, which the local CEL evaluator does not check). The real API server check of every
-//! file is in the e2e crate (`tests/tests/kube_apiserver.rs`).
+//! file is in the e2e crate (`tests/tests/kube_apiserver/examples.rs`).
 #![cfg(feature = "crd")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -13,6 +13,7 @@ mod bearer;
 mod claims;
 pub(crate) mod discovery;
 mod error;
+mod header;
 mod introspection;
 mod jwks;
 mod metadata;
@@ -24,10 +25,8 @@ mod tests;
 pub use bearer::{bearer_from_headers, reject_token_in_query};
 pub use claims::check_jwt_claims;
 pub use error::IncomingAuthError;
+pub use header::{DEFAULT_ALGORITHMS, JwtHeader, check_jwt_header, parse_algorithms};
 pub use metadata::{
     WELL_KNOWN_PREFIX, protected_resource_metadata, resource_metadata_path, resource_metadata_url,
 };
-pub use validate::{
-    DEFAULT_ALGORITHMS, JwtHeader, OidcValidator, ValidatorOptions, check_jwt_header,
-    parse_algorithms,
-};
+pub use validate::{OidcValidator, ValidatorOptions};

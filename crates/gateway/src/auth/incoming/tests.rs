@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use vmcp_types::config::OidcConfig;
 
 use super::*;
+use crate::clock::{Clock, ManualClock};
 
 struct Key {
     kid: String,
@@ -39,10 +40,12 @@ fn ed_key(kid: &str) -> Key {
 struct IdpState {
     issuer: Mutex<String>,
     keys: Mutex<Vec<Value>>,
-    jwks_hits: AtomicUsize,
+    /// JWKS requests so far (a watch, so a test can await a background download).
+    jwks_hits: tokio::sync::watch::Sender<usize>,
     discovery_hits: AtomicUsize,
     fail: AtomicBool,
-    jwks_delay_ms: AtomicUsize,
+    /// JWKS answers wait while a test holds this for writing.
+    jwks_hold: tokio::sync::RwLock<()>,
 }
 
 struct Idp {
@@ -63,11 +66,8 @@ async fn discovery(State(s): State<Arc<IdpState>>) -> Result<Json<Value>, Status
 }
 
 async fn jwks(State(s): State<Arc<IdpState>>) -> Result<Json<Value>, StatusCode> {
-    s.jwks_hits.fetch_add(1, Ordering::SeqCst);
-    let delay = s.jwks_delay_ms.load(Ordering::SeqCst);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay as u64)).await;
-    }
+    s.jwks_hits.send_modify(|n| *n += 1);
+    drop(s.jwks_hold.read().await);
     if s.fail.load(Ordering::SeqCst) {
         return Err(StatusCode::SERVICE_UNAVAILABLE);
     }
@@ -117,7 +117,14 @@ impl Idp {
     }
 
     fn jwks_hits(&self) -> usize {
-        self.state.jwks_hits.load(Ordering::SeqCst)
+        *self.state.jwks_hits.borrow()
+    }
+
+    /// Waits (for real I/O, not for time) until `n` JWKS requests have arrived.
+    async fn jwks_hits_reach(&self, n: usize) {
+        let mut hits = self.state.jwks_hits.subscribe();
+        let reached = tokio::time::timeout(Duration::from_secs(10), hits.wait_for(|h| *h >= n));
+        assert!(reached.await.is_ok(), "{} JWKS requests, expected {n}", self.jwks_hits());
     }
 
     fn config(&self, extra: Value) -> OidcConfig {
@@ -130,6 +137,18 @@ impl Idp {
 
     fn validator(&self) -> OidcValidator {
         OidcValidator::new(&self.config(json!({})), "gw", reqwest::Client::new()).unwrap()
+    }
+
+    /// A validator whose refresh, re-fetch and retry timing follows the returned hand.
+    fn validator_on_manual_clock(
+        &self,
+        extra: Value,
+        opts: ValidatorOptions,
+    ) -> (OidcValidator, Arc<ManualClock>) {
+        let (clock, hand) = Clock::manual();
+        let cfg = self.config(extra);
+        let v = OidcValidator::with_clock(&cfg, "gw", reqwest::Client::new(), opts, clock).unwrap();
+        (v, hand)
     }
 
     fn claims(&self) -> Value {
@@ -315,15 +334,18 @@ async fn unknown_kid_triggers_one_rate_limited_refetch() {
     assert_eq!(idp.jwks_hits(), 1);
 
     // Rotation: the provider publishes k2 and signs with it. Many concurrent requests with the
-    // new kid cause exactly one download.
+    // new kid, all waiting while the download is held up, cause exactly one download.
     let k2 = ed_key("k2");
     idp.publish(&k2);
-    idp.state.jwks_delay_ms.store(200, Ordering::SeqCst);
+    let hold = idp.state.jwks_hold.write().await;
     let token = sign(&k2, &idp.claims());
-    let results = futures::future::join_all((0..20).map(|_| v.validate(&token))).await;
+    let (results, ()) =
+        tokio::join!(futures::future::join_all((0..20).map(|_| v.validate(&token))), async {
+            idp.jwks_hits_reach(2).await;
+            drop(hold);
+        });
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(idp.jwks_hits(), 2, "single flight");
-    idp.state.jwks_delay_ms.store(0, Ordering::SeqCst);
 
     // A token naming a kid that is not published: no further download within 10 s.
     let stranger = ed_key("k3");
@@ -344,8 +366,7 @@ async fn unknown_kid_refetch_after_the_interval() {
     idp.publish(&k1);
     let opts =
         ValidatorOptions { min_refetch_interval: Duration::from_millis(300), ..Default::default() };
-    let v = OidcValidator::with_options(&idp.config(json!({})), "gw", reqwest::Client::new(), opts)
-        .unwrap();
+    let (v, clock) = idp.validator_on_manual_clock(json!({}), opts);
     let k2 = ed_key("k2");
     assert_eq!(
         v.validate(&sign(&k2, &idp.claims())).await.unwrap_err(),
@@ -358,7 +379,7 @@ async fn unknown_kid_refetch_after_the_interval() {
         IncomingAuthError::UnknownKey
     );
     assert_eq!(idp.jwks_hits(), 2);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    clock.advance(Duration::from_millis(350));
     v.validate(&sign(&k2, &idp.claims())).await.unwrap();
     assert_eq!(idp.jwks_hits(), 3);
 }
@@ -368,18 +389,13 @@ async fn periodic_refresh_in_background() {
     let idp = Idp::start().await;
     let k1 = ed_key("k1");
     idp.publish(&k1);
-    let cfg = idp.config(json!({"jwksRefreshInterval": "1s"}));
-    let v = OidcValidator::new(&cfg, "gw", reqwest::Client::new()).unwrap();
+    let (v, clock) =
+        idp.validator_on_manual_clock(json!({"jwksRefreshInterval": "1s"}), Default::default());
     let t = sign(&k1, &idp.claims());
     v.validate(&t).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(Duration::from_millis(1100));
     v.validate(&t).await.unwrap();
-    for _ in 0..50 {
-        if idp.jwks_hits() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    idp.jwks_hits_reach(2).await;
     assert_eq!(idp.jwks_hits(), 2);
     v.validate(&t).await.unwrap();
     assert_eq!(idp.jwks_hits(), 2);
@@ -393,8 +409,7 @@ async fn provider_down_at_start_is_retried_lazily() {
     idp.state.fail.store(true, Ordering::SeqCst);
     let opts =
         ValidatorOptions { retry_after_failure: Duration::from_millis(100), ..Default::default() };
-    let v = OidcValidator::with_options(&idp.config(json!({})), "gw", reqwest::Client::new(), opts)
-        .unwrap();
+    let (v, clock) = idp.validator_on_manual_clock(json!({}), opts);
     let err = v.warm_up().await.unwrap_err();
     assert!(
         matches!(&err, IncomingAuthError::ProviderUnavailable(m) if m.contains("discovery")),
@@ -411,7 +426,7 @@ async fn provider_down_at_start_is_retried_lazily() {
         "no retry within retry_after_failure"
     );
     idp.state.fail.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    clock.advance(Duration::from_millis(150));
     v.validate(&t).await.unwrap();
 }
 

@@ -11,40 +11,25 @@
 //!   `min_refetch_interval` and single-flight: concurrent requests wait for one download.
 
 use parking_lot::RwLock;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use secrecy::SecretString;
 use serde_json::{Map, Value};
+use tokio::time::Instant;
 use vmcp_types::config::OidcConfig;
 
 use super::IncomingAuthError;
 use super::claims::{self, Expect};
 use super::discovery::{discover, fetch_jwks};
+use super::header::{JwtHeader, check_jwt_header, parse_algorithms};
 use super::introspection::Introspector;
 use super::jwks::KeySet;
 use crate::auth::UserIdentity;
-
-/// Algorithms accepted when the configuration lists none.
-pub const DEFAULT_ALGORITHMS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
-
-/// Header `typ` values accepted (case-insensitive); an absent `typ` is accepted too.
-const ACCEPTED_TYP: [&str; 3] = ["jwt", "at+jwt", "application/at+jwt"];
+use crate::clock::Clock;
 
 /// Tuning knobs that are not part of the user configuration.
 #[derive(Debug, Clone)]
@@ -99,6 +84,8 @@ struct Inner {
     configured_jwks: Option<String>,
     http: reqwest::Client,
     opts: ValidatorOptions,
+    /// Reads the time of refreshes, re-fetches and retries.
+    clock: Clock,
     introspector: Option<Introspector>,
     keys: RwLock<KeyState>,
     /// Held while downloading: one download at a time (single flight).
@@ -116,24 +103,6 @@ impl std::fmt::Debug for Inner {
             .field("algorithms", &self.algorithms)
             .finish_non_exhaustive()
     }
-}
-
-/// Parses the configured algorithm list (empty: [`DEFAULT_ALGORITHMS`]); `none` and HMAC
-/// algorithms are refused.
-pub fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, IncomingAuthError> {
-    if names.is_empty() {
-        return Ok(DEFAULT_ALGORITHMS.to_vec());
-    }
-    names
-        .iter()
-        .map(|n| match Algorithm::from_str(n) {
-            Ok(a) if a.family() != AlgorithmFamily::Hmac => Ok(a),
-            Ok(_) => {
-                Err(IncomingAuthError::Config(format!("algorithm {n} (HMAC) is never accepted")))
-            }
-            Err(_) => Err(IncomingAuthError::Config(format!("algorithm {n:?} is not supported"))),
-        })
-        .collect()
 }
 
 impl OidcValidator {
@@ -167,6 +136,17 @@ impl OidcValidator {
         http: reqwest::Client,
         opts: ValidatorOptions,
     ) -> Result<Self, IncomingAuthError> {
+        Self::with_clock(cfg, audience, http, opts, Clock::System)
+    }
+
+    /// [`Self::with_options`] reading the time from `clock`.
+    pub(crate) fn with_clock(
+        cfg: &OidcConfig,
+        audience: &str,
+        http: reqwest::Client,
+        opts: ValidatorOptions,
+        clock: Clock,
+    ) -> Result<Self, IncomingAuthError> {
         if audience.is_empty() {
             return Err(IncomingAuthError::Config("the expected audience is empty".into()));
         }
@@ -188,8 +168,9 @@ impl OidcValidator {
                     set: Arc::default(),
                     loaded: false,
                     generation: 0,
-                    refresh_due: Instant::now(),
+                    refresh_due: clock.now(),
                 }),
+                clock,
                 fetch: tokio::sync::Mutex::new(FetchState::default()),
                 refreshing: AtomicBool::new(false),
                 fetch_ok: AtomicU64::new(0),
@@ -318,7 +299,7 @@ impl Inner {
         {
             let s = self.keys.read();
             if s.loaded {
-                if Instant::now() >= s.refresh_due {
+                if self.clock.now() >= s.refresh_due {
                     Self::spawn_refresh(this);
                 }
                 return Ok((s.set.clone(), s.generation));
@@ -332,7 +313,7 @@ impl Inner {
             }
         }
         if let Some((at, why)) = &f.last_failure
-            && at.elapsed() < self.opts.retry_after_failure
+            && self.clock.now().saturating_duration_since(*at) < self.opts.retry_after_failure
         {
             return Err(IncomingAuthError::ProviderUnavailable(why.clone()));
         }
@@ -350,10 +331,13 @@ impl Inner {
             }
             s.set.clone()
         };
-        if f.last_kid_refetch.is_some_and(|t| t.elapsed() < self.opts.min_refetch_interval) {
+        let now = self.clock.now();
+        if f.last_kid_refetch
+            .is_some_and(|t| now.saturating_duration_since(t) < self.opts.min_refetch_interval)
+        {
             return current;
         }
-        f.last_kid_refetch = Some(Instant::now());
+        f.last_kid_refetch = Some(now);
         tracing::info!(issuer = %self.issuer, "a token names an unknown signing key; re-fetching the JWKS");
         self.fetch_locked(&mut f).await.map(|(s, _)| s).unwrap_or(current)
     }
@@ -366,11 +350,11 @@ impl Inner {
         let inner = this.clone();
         rt.spawn(async move {
             let mut f = inner.fetch.lock().await;
-            let due = Instant::now() >= inner.keys.read().refresh_due;
+            let due = inner.clock.now() >= inner.keys.read().refresh_due;
             if due && inner.fetch_locked(&mut f).await.is_err() {
                 // Keep the old keys; try again a little later rather than on every request.
                 let retry = inner.refresh_interval.min(Duration::from_secs(30));
-                inner.keys.write().refresh_due = Instant::now() + retry;
+                inner.keys.write().refresh_due = inner.clock.now() + retry;
             }
             inner.refreshing.store(false, Ordering::Release);
         });
@@ -408,71 +392,17 @@ impl Inner {
                 s.set = set.clone();
                 s.loaded = true;
                 s.generation += 1;
-                s.refresh_due = Instant::now() + self.refresh_interval;
+                s.refresh_due = self.clock.now() + self.refresh_interval;
                 Ok((set, s.generation))
             }
             Err(why) => {
                 self.fetch_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(issuer = %self.issuer, "{why}; bearer tokens cannot be verified until it succeeds (retried on the next request)");
-                f.last_failure = Some((Instant::now(), why.clone()));
+                f.last_failure = Some((self.clock.now(), why.clone()));
                 Err(why)
             }
         }
     }
-}
-
-/// The parts of a bearer token's JOSE header that select the verification key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwtHeader {
-    /// The signature algorithm (one of the allowed ones).
-    pub alg: Algorithm,
-    /// The key id, if the header names one.
-    pub kid: Option<String>,
-}
-
-/// Checks the JOSE header of `token` before any key is looked up: `alg` must be one of
-/// `allowed`, `typ` absent or an access-token type, no `crit`. `Ok(None)` when the token is not
-/// a compact JWS at all (an opaque token, for introspection). No signature is checked here.
-pub fn check_jwt_header(
-    token: &str,
-    allowed: &[Algorithm],
-) -> Result<Option<JwtHeader>, IncomingAuthError> {
-    let Some(header) = jwt_header(token) else { return Ok(None) };
-    let alg_name = header.get("alg").and_then(Value::as_str).unwrap_or_default();
-    let alg = Algorithm::from_str(alg_name)
-        .ok()
-        .filter(|a| allowed.contains(a))
-        .ok_or_else(|| IncomingAuthError::AlgorithmNotAllowed(printable(alg_name)))?;
-    match header.get("typ") {
-        None => {}
-        Some(Value::String(t)) if ACCEPTED_TYP.iter().any(|a| a.eq_ignore_ascii_case(t)) => {}
-        Some(_) => {
-            return Err(IncomingAuthError::Malformed("the token type is not an access token"));
-        }
-    }
-    if header.contains_key("crit") {
-        return Err(IncomingAuthError::Malformed("the token has critical header parameters"));
-    }
-    let kid = header.get("kid").and_then(Value::as_str).map(str::to_owned);
-    Ok(Some(JwtHeader { alg, kid }))
-}
-
-/// The decoded JOSE header of a compact JWS, or `None` when `token` is not one.
-fn jwt_header(token: &str) -> Option<Map<String, Value>> {
-    let mut parts = token.split('.');
-    let (h, _, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else {
-        return None;
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
-        Value::Object(m) => Some(m),
-        _ => None,
-    }
-}
-
-/// A token-supplied name, made safe for an error message.
-fn printable(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '+').take(16).collect()
 }
 
 fn map_jwt_error(kind: &ErrorKind) -> IncomingAuthError {

@@ -19,6 +19,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::auth::outgoing::OutgoingAuthError;
+use crate::clock::Clock;
 use crate::metrics::ExchangeMetrics;
 
 /// One exchanged token, as cached.
@@ -93,21 +94,29 @@ pub(super) struct Cache {
     metrics: ExchangeMetrics,
     max_entries: usize,
     negative_ttl: Duration,
+    clock: Clock,
 }
 
 impl Cache {
-    /// An empty cache of at most `max_entries` entries.
+    /// An empty cache of at most `max_entries` entries, reading the time from `clock`.
     pub(super) fn new(
         max_entries: usize,
         negative_ttl: Duration,
         metrics: ExchangeMetrics,
+        clock: Clock,
     ) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
             metrics,
             max_entries: max_entries.max(1),
             negative_ttl,
+            clock,
         }
+    }
+
+    /// The time source of this cache (and of the expiries its sources compute).
+    pub(super) fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The counters this cache updates.
@@ -124,7 +133,7 @@ impl Cache {
     /// caller's subject token (a cached failure only answers the token that failed).
     pub(super) fn lookup(&self, key: &Key, token: &[u8; 32]) -> Lookup {
         let m = &self.metrics;
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut map = self.map.lock();
         match map.get(key) {
             Some(Entry::Ready(i)) if i.valid_until > now => {
@@ -175,7 +184,7 @@ impl Cache {
                 Ok(i) => Entry::Ready(i.clone()),
                 Err(error) => Entry::Failed {
                     error: error.clone(),
-                    until: Instant::now() + self.negative_ttl,
+                    until: self.clock.now() + self.negative_ttl,
                     token,
                 },
             };
@@ -235,7 +244,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn entries_are_used_until_valid_until_and_not_after() {
-        let c = Cache::new(10, Duration::from_secs(5), ExchangeMetrics::default());
+        let c = Cache::new(10, Duration::from_secs(5), ExchangeMetrics::default(), Clock::System);
         fill(&c, &key("alice"), [7; 32], Ok(issued(Duration::from_secs(60))));
         tokio::time::advance(Duration::from_secs(59)).await;
         assert!(matches!(c.lookup(&key("alice"), &[7; 32]), Lookup::Done(Ok(_))));
@@ -246,7 +255,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn failures_answer_only_the_failed_token_and_only_briefly() {
-        let c = Cache::new(10, Duration::from_millis(300), ExchangeMetrics::default());
+        let c =
+            Cache::new(10, Duration::from_millis(300), ExchangeMetrics::default(), Clock::System);
         let failure =
             OutgoingAuthError::Exchange { error: "invalid_grant".into(), description: None };
         fill(&c, &key("alice"), [7; 32], Err(failure));
@@ -254,7 +264,8 @@ mod tests {
         assert_eq!(c.metrics().negative_hits.get(), 1);
         // A fresh token of the same user is tried at once.
         assert!(matches!(c.lookup(&key("alice"), &[8; 32]), Lookup::Wait(_)));
-        let c = Cache::new(10, Duration::from_millis(300), ExchangeMetrics::default());
+        let c =
+            Cache::new(10, Duration::from_millis(300), ExchangeMetrics::default(), Clock::System);
         let failure =
             OutgoingAuthError::Exchange { error: "invalid_grant".into(), description: None };
         fill(&c, &key("bob"), [7; 32], Err(failure));
@@ -264,7 +275,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn concurrent_misses_share_one_flight_and_a_stale_flight_does_not_overwrite() {
-        let c = Cache::new(10, Duration::from_secs(5), ExchangeMetrics::default());
+        let c = Cache::new(10, Duration::from_secs(5), ExchangeMetrics::default(), Clock::System);
         let (Lookup::Wait(a), Lookup::Wait(b)) =
             (c.lookup(&key("alice"), &[7; 32]), c.lookup(&key("alice"), &[7; 32]))
         else {
@@ -279,7 +290,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_bound_drops_expired_entries_then_the_soonest_to_expire() {
-        let c = Cache::new(10, Duration::from_secs(5), ExchangeMetrics::default());
+        let c = Cache::new(10, Duration::from_secs(5), ExchangeMetrics::default(), Clock::System);
         for i in 0..10u64 {
             fill(&c, &key(&format!("u{i}")), [7; 32], Ok(issued(Duration::from_secs(10 + i))));
         }

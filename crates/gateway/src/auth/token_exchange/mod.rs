@@ -17,16 +17,16 @@ mod endpoint;
 mod request;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
-use tokio::time::Instant;
 use vmcp_types::config::{ClientAuthMethod, TokenExchangeAuth};
 
 use super::Identity;
 use super::outgoing::{CredentialFactory, CredentialSource, OutgoingAuthError, read_secret};
+use crate::clock::Clock;
 use crate::metrics::ExchangeMetrics;
 use cache::{Cache, Key, Lookup, grant_of, token_hash};
 use endpoint::TokenUrlPolicy;
@@ -99,7 +99,17 @@ impl TokenExchangeFactory {
         options: ExchangeOptions,
         metrics: ExchangeMetrics,
     ) -> Self {
-        let cache = Arc::new(Cache::new(options.max_entries, options.negative_ttl, metrics));
+        Self::with_clock(http, options, metrics, Clock::System)
+    }
+
+    /// [`Self::with_options`] reading the time (cache and token expiry) from `clock`.
+    pub(crate) fn with_clock(
+        http: reqwest::Client,
+        options: ExchangeOptions,
+        metrics: ExchangeMetrics,
+        clock: Clock,
+    ) -> Self {
+        let cache = Arc::new(Cache::new(options.max_entries, options.negative_ttl, metrics, clock));
         let policy = Arc::new(TokenUrlPolicy::new(
             options.token_url_issuer.clone(),
             &options.allowed_token_urls,
@@ -252,8 +262,9 @@ impl CredentialSource for TokenExchangeSource {
                 // Never cached beyond the subject token's own expiry (M2).
                 let mut issued = self.exchange(&user.token).await?;
                 if let Some(exp) = user.expires_at {
-                    let left = exp.duration_since(SystemTime::now()).unwrap_or_default();
-                    issued.valid_until = issued.valid_until.min(Instant::now() + left);
+                    let clock = self.cache.clock();
+                    let left = exp.duration_since(clock.wall()).unwrap_or_default();
+                    issued.valid_until = issued.valid_until.min(clock.now() + left);
                 }
                 Ok(issued)
             })

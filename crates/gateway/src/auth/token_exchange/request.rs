@@ -104,9 +104,10 @@ impl TokenExchangeSource {
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| invalid("the response has no access_token"))?;
-        let now = Instant::now();
-        let lifetime =
-            lifetime(json.get("expires_in"), token).unwrap_or(self.options.default_lifetime);
+        let clock = self.cache.clock();
+        let now = clock.now();
+        let lifetime = lifetime(json.get("expires_in"), token, clock.wall())
+            .unwrap_or(self.options.default_lifetime);
         let skew = self.options.skew.min(lifetime / 10);
         let value = if self.bearer { format!("Bearer {token}") } else { token.to_owned() };
         let mut value = HeaderValue::try_from(value)
@@ -127,12 +128,15 @@ pub(crate) fn basic_auth(client_id: &str, secret: &SecretString) -> String {
 }
 
 /// `min(expires_in, exp - now)` when either is known.
-pub(super) fn lifetime(expires_in: Option<&Value>, token: &str) -> Option<Duration> {
+pub(super) fn lifetime(
+    expires_in: Option<&Value>,
+    token: &str,
+    now: SystemTime,
+) -> Option<Duration> {
     let expires_in =
         expires_in.and_then(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())));
-    let exp_left = jwt_exp(token).map(|exp| {
-        exp - SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
-    });
+    let exp_left = jwt_exp(token)
+        .map(|exp| exp - now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64());
     let secs = match (expires_in, exp_left) {
         (Some(a), Some(b)) => a.min(b),
         (Some(a), None) | (None, Some(a)) => a,

@@ -3,8 +3,8 @@
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::UNIX_EPOCH;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 
@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use super::request::lifetime;
 use super::*;
 use crate::auth::UserIdentity;
+use crate::clock::Clock;
+use tokio::time::Instant;
 
 type Seen = (Option<String>, Vec<(String, String)>);
 
@@ -30,7 +32,10 @@ struct Endpoint {
     answer: Mutex<Option<(u16, String)>>,
     expires_in: Mutex<Value>,
     token_exp_in: Mutex<Option<i64>>,
-    delay_ms: AtomicU64,
+    /// Told of every request, once it is counted.
+    arrived: tokio::sync::Notify,
+    /// Answers wait while a test holds this for writing.
+    hold: tokio::sync::RwLock<()>,
 }
 
 async fn token(
@@ -41,10 +46,8 @@ async fn token(
     let n = s.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let auth = headers.get("authorization").map(|v| v.to_str().unwrap_or_default().to_owned());
     *s.last.lock() = Some((auth, f.clone()));
-    let delay = s.delay_ms.load(Ordering::SeqCst);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
+    s.arrived.notify_one();
+    drop(s.hold.read().await);
     if let Some((status, body)) = s.answer.lock().clone() {
         let ct = if body.starts_with('{') { "application/json" } else { "text/plain" };
         return (StatusCode::from_u16(status).unwrap(), [("content-type", ct)], body)
@@ -233,16 +236,22 @@ async fn other_scopes_or_clients_of_the_same_user_get_their_own_exchange() {
 #[tokio::test]
 async fn cached_tokens_never_outlive_the_subject_token() {
     let fx = Fixture::start().await;
-    let f = TokenExchangeFactory::new(reqwest::Client::new());
+    let (clock, hand) = Clock::manual();
+    let f = TokenExchangeFactory::with_clock(
+        reqwest::Client::new(),
+        ExchangeOptions::default(),
+        crate::metrics::ExchangeMetrics::default(),
+        clock.clone(),
+    );
     let a = f.source("a", &fx.cfg(json!({}))).unwrap();
     *fx.ep.expires_in.lock() = json!(3600);
     let Identity::User(mut u) = user("alice") else { unreachable!() };
-    u.expires_at = Some(SystemTime::now() + Duration::from_millis(600));
+    u.expires_at = Some(clock.wall() + Duration::from_millis(600));
     let short = Identity::User(u);
     a.headers(&short).await.unwrap();
     a.headers(&short).await.unwrap();
     assert_eq!(fx.requests(), 1);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    hand.advance(Duration::from_millis(700));
     a.headers(&user("alice")).await.unwrap();
     assert_eq!(fx.requests(), 2, "the entry ended with the subject token");
 }
@@ -269,19 +278,25 @@ async fn entries_expire_before_the_token() {
     *fx.ep.token_exp_in.lock() = None;
     let k = kept(&src.exchange(&subject).await.unwrap());
     assert!(k <= Duration::from_secs(3570) && k > Duration::from_secs(3560), "{k:?}");
-    assert_eq!(lifetime(Some(&json!(300)), "x"), Some(Duration::from_secs(300)));
-    assert_eq!(lifetime(Some(&json!("120")), "x"), Some(Duration::from_secs(120)));
-    assert_eq!(lifetime(None, "opaque"), None);
+    let now = SystemTime::now();
+    assert_eq!(lifetime(Some(&json!(300)), "x", now), Some(Duration::from_secs(300)));
+    assert_eq!(lifetime(Some(&json!("120")), "x", now), Some(Duration::from_secs(120)));
+    assert_eq!(lifetime(None, "opaque", now), None);
 }
 
 #[tokio::test]
 async fn concurrent_callers_share_one_request() {
     let fx = Fixture::start().await;
-    fx.ep.delay_ms.store(200, Ordering::SeqCst);
     let f = TokenExchangeFactory::new(reqwest::Client::new());
     let src = f.source("a", &fx.cfg(json!({}))).unwrap();
     let alice = user("alice");
-    let results = futures::future::join_all((0..32).map(|_| src.headers(&alice))).await;
+    // Every caller asks while the one request is held up at the endpoint.
+    let hold = fx.ep.hold.write().await;
+    let (results, ()) =
+        tokio::join!(futures::future::join_all((0..32).map(|_| src.headers(&alice))), async {
+            fx.ep.arrived.notified().await;
+            drop(hold);
+        });
     assert_eq!(fx.requests(), 1);
     let first = results[0].as_ref().unwrap();
     assert!(results.iter().all(|r| r.as_ref().unwrap() == first));
@@ -385,12 +400,16 @@ async fn cache_is_bounded() {
 #[tokio::test]
 async fn a_cancelled_caller_does_not_wedge_the_key() {
     let fx = Fixture::start().await;
-    fx.ep.delay_ms.store(300, Ordering::SeqCst);
     let f = TokenExchangeFactory::new(reqwest::Client::new());
     let src = f.source("a", &fx.cfg(json!({}))).unwrap();
     let alice = user("alice");
-    assert!(tokio::time::timeout(Duration::from_millis(50), src.headers(&alice)).await.is_err());
-    fx.ep.delay_ms.store(0, Ordering::SeqCst);
+    // The caller is dropped while its request is held up at the endpoint.
+    let hold = fx.ep.hold.write().await;
+    tokio::select! {
+        r = src.headers(&alice) => panic!("answered while held: {r:?}"),
+        () = fx.ep.arrived.notified() => {}
+    }
+    drop(hold);
     src.headers(&alice).await.unwrap();
     src.headers(&alice).await.unwrap();
     assert_eq!(fx.requests(), 2);

@@ -1,59 +1,15 @@
-//! MCP 2026-07-28 (stateless) on the gateway's client side, against real peers: the official
-//! Python SDK's `Client` in its default mode (it probes `server/discover` and stays
-//! stateless when offered), official Python and TypeScript SDK backends, a real OpenID
-//! provider doing token exchange; older clients on the same gateway keep their sessions.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Raw HTTP against the stateless revision: the `server/discover` answer, the request
+//! envelope (`_meta`, `Mcp-Method`, `Mcp-Name`) and its errors, and cancellation when the client
+//! closes the response stream.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use vmcp_e2e::gateway::Gateway;
-use vmcp_e2e::oidc::OidcProvider;
-use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk};
+use vmcp_e2e::gateway::{Gateway, backends_yaml};
+use vmcp_e2e::peers::{Backend, BackendOptions, Sdk};
 
-const V: &str = "2026-07-28";
-
-fn backends_yaml(backends: &[&Backend]) -> String {
-    let mut y = String::from("backends:\n");
-    for b in backends {
-        y.push_str(&format!(
-            "  - name: {}\n    url: {}\n    transport: streamable-http\n    timeout: 10s\n",
-            b.name,
-            b.url()
-        ));
-    }
-    y
-}
-
-fn names(list: &Value) -> Vec<String> {
-    list.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
-}
-
-async fn metric(gw: &Gateway, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", gw.port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// The backend sessions (`Mcp-Session-Id`s) that carried `method` to `b`.
-fn backend_sessions(b: &Backend, method: &str) -> BTreeSet<String> {
-    b.requests()
-        .iter()
-        .filter(|r| r["method"] == method)
-        .filter_map(|r| r["session_id"].as_str().map(str::to_owned))
-        .collect()
-}
+use super::{V, names};
 
 /// A stateless request with a correct envelope; `tweak` edits headers before sending.
 fn modern(
@@ -107,169 +63,6 @@ async fn json_of(r: reqwest::Response) -> (StatusCode, Value) {
     let s = r.status();
     let text = r.text().await.unwrap();
     (s, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{s} {text}: {e}")))
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn python_client_default_mode_is_stateless_and_older_clients_keep_sessions() {
-    let alpha = Backend::start(Sdk::Python, "alpha", BackendOptions::default()).await;
-    let beta = Backend::start(Sdk::TypeScript, "beta", BackendOptions::default()).await;
-    let gw = Gateway::start(&backends_yaml(&[&alpha, &beta])).await;
-
-    let mut c = Client::start(Sdk::Python, &gw.url(), &[]).await;
-    let conn = c.ok(json!({"op": "connect"})).await;
-    assert_eq!(conn["protocolVersion"], V, "{conn}");
-    assert_eq!(conn["serverInfo"]["name"], "vmcp");
-    assert!(conn["capabilities"]["tools"].is_object(), "{conn}");
-    assert_eq!(conn["sessionId"], Value::Null, "no session in this revision");
-    assert_eq!(
-        conn["posts"],
-        json!([{"method": "server/discover", "mcpMethod": "server/discover", "status": 200}]),
-        "one probe, answered: no fallback to initialize"
-    );
-
-    let tools = names(&c.ok(json!({"op": "list_tools"})).await);
-    for t in ["alpha_echo", "beta_echo", "alpha_alpha_only", "beta_beta_only"] {
-        assert!(tools.contains(&t.to_owned()), "{t} missing from {tools:?}");
-    }
-    let r =
-        c.ok(json!({"op": "call_tool", "name": "alpha_echo", "arguments": {"text": "hi"}})).await;
-    assert_eq!(r["text"], "alpha:echo:hi");
-    let r =
-        c.ok(json!({"op": "call_tool", "name": "beta_search", "arguments": {"query": "q"}})).await;
-    assert_eq!(r["text"], "beta:search:q");
-    let r = c.ok(json!({"op": "call_tool", "name": "alpha_fail", "arguments": {}})).await;
-    assert_eq!((r["isError"].clone(), r["text"].clone()), (json!(true), json!("alpha:fail")));
-    let r = c.ok(json!({"op": "read_resource", "uri": "info://beta"})).await;
-    assert_eq!(r["text"], "beta info");
-    let prompts = names(&c.ok(json!({"op": "list_prompts"})).await);
-    assert!(prompts.contains(&"alpha_greet".to_owned()), "{prompts:?}");
-    let r =
-        c.ok(json!({"op": "get_prompt", "name": "beta_greet", "arguments": {"who": "ann"}})).await;
-    assert!(r.to_string().contains("Hello ann from beta"), "{r}");
-    let r = c.ok(json!({"op": "call_tool_progress", "name": "alpha_slow", "arguments": {"steps": 3, "delay_ms": 20}})).await;
-    assert_eq!(r["text"], "alpha:slow:done");
-    assert_eq!(r["progress"].as_array().unwrap().len(), 3, "{r}");
-    // A tool whose argument the SDK mirrors into `Mcp-Param-Region` (x-mcp-header): the
-    // gateway checks the header against the body and the call goes through.
-    let r = c
-        .ok(json!({"op": "call_tool", "name": "alpha_regional", "arguments": {"region": "eu-west"}}))
-        .await;
-    assert_eq!(r["text"], "alpha:regional:eu-west");
-    // An unknown tool: the client gets the error, nothing hangs.
-    let r = c.cmd(json!({"op": "call_tool", "name": "no_such_tool", "arguments": {}})).await;
-    assert_eq!(r["ok"], false, "{r}");
-
-    // Every request was stateless: no POST carried an initialize, no session was created.
-    let posts = c.ok(json!({"op": "posts"})).await;
-    for p in posts.as_array().unwrap() {
-        assert!(p["method"] != "initialize" && p["mcpMethod"].is_string(), "{p}");
-    }
-    assert_eq!(metric(&gw, "vmcp_sessions_created_total").await, 0.0);
-
-    // Per-request cost: the backends were initialized once for this identity, not per
-    // request: every call of the client reached each backend on one backend session.
-    for _ in 0..5 {
-        c.ok(json!({"op": "call_tool", "name": "alpha_echo", "arguments": {"text": "again"}}))
-            .await;
-        c.ok(json!({"op": "call_tool", "name": "beta_echo", "arguments": {"text": "again"}})).await;
-    }
-    assert_eq!(backend_sessions(&alpha, "tools/call").len(), 1, "{:?}", alpha.requests());
-    assert_eq!(backend_sessions(&beta, "tools/call").len(), 1);
-
-    // Older clients on the same gateway: the initialize handshake and a session, as before.
-    for sdk in [Sdk::Python, Sdk::TypeScript] {
-        let mut old = Client::start(sdk, &gw.url(), &[]).await;
-        let init = old.ok(json!({"op": "initialize"})).await;
-        assert_eq!(init["protocolVersion"], "2025-11-25", "{sdk:?}: {init}");
-        assert!(init["sessionId"].as_str().is_some_and(|s| s.len() == 32), "{init}");
-        let r = old
-            .ok(json!({"op": "call_tool", "name": "beta_echo", "arguments": {"text": "old"}}))
-            .await;
-        assert_eq!(r["text"], "beta:echo:old");
-        old.exit().await;
-    }
-    assert_eq!(metric(&gw, "vmcp_sessions_created_total").await, 2.0);
-    // The stateless client is unaffected.
-    let r = c
-        .ok(json!({"op": "call_tool", "name": "alpha_echo", "arguments": {"text": "still"}}))
-        .await;
-    assert_eq!(r["text"], "alpha:echo:still");
-    c.exit().await;
-}
-
-fn claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap_or_default();
-    serde_json::from_slice(&B64.decode(payload).unwrap_or_default()).unwrap_or(Value::Null)
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn stateless_requests_use_the_live_identity_for_token_exchange() {
-    let idp = OidcProvider::start().await.unwrap();
-    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
-    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
-    let config = format!(
-        "resourceUrl: http://127.0.0.1:4483/mcp\nincomingAuth:\n  type: oidc\n  oidc:\n    issuer: {}\n    audience: vmcp-gateway\n    scopes: [openid]\n    leeway: 1s\nbackends:\n  - name: a\n    url: {}\n    auth:\n      type: tokenExchange\n      tokenExchange:\n        tokenUrl: {}\n        clientId: vmcp-gateway\n        clientSecret: {{ env: GW_CLIENT_SECRET }}\n        audience: backend-a\n  - name: h\n    url: {}\n    auth:\n      type: headerInjection\n      headerInjection:\n        headerName: X-Api-Key\n        value: {{ env: H_API_KEY }}\n",
-        idp.issuer(),
-        a.url(),
-        idp.token_url(),
-        h.url()
-    );
-    let gw = Gateway::start_with_env(
-        &config,
-        &[("GW_CLIENT_SECRET", "gateway-secret"), ("H_API_KEY", "k-123")],
-    )
-    .await;
-
-    // Without a token even the probe is refused (401 with the challenge): the SDK reports it.
-    let mut anon = Client::start(Sdk::Python, &gw.url(), &[]).await;
-    let r = anon.cmd(json!({"op": "connect"})).await;
-    assert_eq!(r["ok"], false, "{r}");
-    anon.exit().await;
-
-    let exchanges = "vmcp_token_exchange_idp_duration_seconds_count{backend=\"a\",outcome=\"ok\"}";
-    let mut seen_sessions = BTreeSet::new();
-    let mut user_tokens: Vec<String> = Vec::new();
-    for (n, (user, pw)) in [("alice", "alice-pw"), ("bob", "bob-pw")].into_iter().enumerate() {
-        let token = idp.password_token(user, pw, None).await.unwrap();
-        user_tokens.push(token.clone());
-        let mut c =
-            Client::start(Sdk::Python, &gw.url(), &[format!("Authorization: Bearer {token}")])
-                .await;
-        let conn = c.ok(json!({"op": "connect"})).await;
-        assert_eq!(conn["protocolVersion"], V, "{conn}");
-        for _ in 0..3 {
-            let got = c.ok(json!({"op": "call_tool", "name": "a_whoami", "arguments": {}})).await;
-            let auth = got["text"].as_str().unwrap().to_owned();
-            let exchanged =
-                auth.strip_prefix("Bearer ").unwrap_or_else(|| panic!("backend a got {auth}"));
-            assert_ne!(exchanged, token, "the user's own token must never reach a backend");
-            assert_eq!(claims(exchanged)["sub"], claims(&token)["sub"], "{user}'s own identity");
-            let aud = &claims(exchanged)["aud"];
-            assert!(
-                aud == "backend-a"
-                    || aud.as_array().is_some_and(|a| a.contains(&json!("backend-a"))),
-                "aud {aud}"
-            );
-        }
-        let got = c.ok(json!({"op": "call_tool", "name": "h_whoami", "arguments": {}})).await;
-        assert_eq!(got["text"], "none", "headerInjection sends no Authorization");
-        // One exchange per user, then the per-replica cache (I6): not one per request.
-        assert_eq!(metric(&gw, exchanges).await, (n + 1) as f64, "after {user}");
-        // Each user's calls reached `a` on a backend session of their own.
-        let now = backend_sessions(&a, "tools/call");
-        let new: Vec<_> = now.difference(&seen_sessions).cloned().collect();
-        assert_eq!(new.len(), 1, "{user}: {now:?} after {seen_sessions:?}");
-        seen_sessions = now;
-        c.exit().await;
-    }
-    assert!(h.requests().iter().any(|r| r["headers"]["x-api-key"] == "k-123"));
-    for r in a.requests().iter().chain(h.requests().iter()) {
-        let sent = r["authorization"].as_str().unwrap_or_default();
-        assert!(
-            user_tokens.iter().all(|t| !sent.contains(t.as_str())),
-            "a backend got a user's token: {r}"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -518,40 +311,4 @@ async fn closing_the_response_stream_cancels_the_request() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let n = alpha.requests().iter().filter(|r| r["method"] == "notifications/cancelled").count();
     assert_eq!(n, 1);
-}
-
-/// The newest TypeScript SDK client (`@modelcontextprotocol/client` 2.x): in its default mode
-/// (the initialize handshake) and with version negotiation `auto` (stateless when offered).
-#[tokio::test(flavor = "multi_thread")]
-async fn typescript_sdk_v2_client_default_and_auto_modes() {
-    let alpha = Backend::start(Sdk::Python, "alpha", BackendOptions::default()).await;
-    let beta = Backend::start(Sdk::TypeScript, "beta", BackendOptions::default()).await;
-    let gw = Gateway::start(&backends_yaml(&[&alpha, &beta])).await;
-    for (mode, version) in [(Value::Null, "2025-11-25"), (json!("auto"), V)] {
-        let mut c = Client::start(Sdk::TypeScriptV2, &gw.url(), &[]).await;
-        let conn = c.ok(json!({"op": "connect", "mode": mode})).await;
-        assert_eq!(conn["protocolVersion"], version, "mode {mode}: {conn}");
-        assert_eq!(conn["serverInfo"]["name"], "vmcp");
-        assert_eq!(conn["sessionId"].is_string(), version != V, "{conn}");
-        let tools = names(&c.ok(json!({"op": "list_tools"})).await);
-        assert!(tools.contains(&"beta_echo".to_owned()), "{tools:?}");
-        let r = c
-            .ok(json!({"op": "call_tool", "name": "beta_echo", "arguments": {"text": "v2"}}))
-            .await;
-        assert_eq!(r["text"], "beta:echo:v2");
-        let r = c.ok(json!({"op": "call_tool_progress", "name": "alpha_slow", "arguments": {"steps": 2, "delay_ms": 20}})).await;
-        assert_eq!(
-            (r["text"].clone(), r["progress"].as_array().unwrap().len()),
-            (json!("alpha:slow:done"), 2),
-            "{r}"
-        );
-        let r = c.ok(json!({"op": "read_resource", "uri": "info://alpha"})).await;
-        assert_eq!(r["text"], "alpha info");
-        let posts = c.ok(json!({"op": "posts"})).await;
-        let initialized = posts.as_array().unwrap().iter().any(|p| p["method"] == "initialize");
-        assert_eq!(initialized, version != V, "{posts}");
-        c.exit().await;
-    }
-    // One session for the handshake client; none for the stateless one.
-    assert_eq!(metric(&gw, "vmcp_sessions_created_total").await, 1.0);
 }

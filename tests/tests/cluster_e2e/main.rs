@@ -4,15 +4,26 @@
 //! gateway through its Service; a deleted gateway pod and a rollout restart cost no session.
 //!
 //! One cluster per test binary (`Cluster::shared`); the operator is installed once.
+//!
+//! Layout: the manifests the tests apply are in `manifests.rs`, the MCP client in `client.rs`,
+//! what the tests read from gateway pods (names, IPs, metrics) in `pods.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod client;
+mod manifests;
+mod pods;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use vmcp_e2e::cluster::{Cluster, redis_image};
 use vmcp_e2e::oidc::{OidcOptions, OidcProvider};
 use vmcp_e2e::repo_root;
 use vmcp_e2e::wait::eventually;
+
+use client::McpClient;
+use manifests::{backends, redis_manifest};
+use pods::{exchange_work, gateway_pods, requests_served};
 
 const OPERATOR_NS: &str = "vmcp-system";
 
@@ -73,251 +84,6 @@ async fn diagnostics(cluster: &Cluster, ns: &str) -> String {
     }
     out.push_str(&format!("kubelet:\n{}\n", cluster.component_log("kubelet", 30)));
     out
-}
-
-fn redis_manifest(image: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: redis}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: redis}}}}
-  template:
-    metadata: {{labels: {{app: redis}}}}
-    spec:
-      automountServiceAccountToken: false
-      securityContext: {{runAsNonRoot: true, runAsUser: 999, seccompProfile: {{type: RuntimeDefault}}}}
-      containers:
-        - name: redis
-          image: {image}
-          imagePullPolicy: Never
-          ports: [{{name: redis, containerPort: 6379}}]
-          readinessProbe: {{tcpSocket: {{port: redis}}, periodSeconds: 2}}
-          securityContext: {{allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: redis}}
-spec:
-  selector: {{app: redis}}
-  ports: [{{name: redis, port: 6379, targetPort: redis}}]
-"#
-    )
-}
-
-/// The group: `weather` (Streamable HTTP) behind token exchange, `notes` (stdio, through the
-/// bridge), and a two-replica gateway with OIDC and Redis sessions.
-fn backends(issuer: &str, token_url: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Secret
-metadata: {{name: gateway-client}}
-stringData: {{secret: gateway-secret}}
----
-apiVersion: vmcp.dev/v1alpha1
-kind: MCPExternalAuthConfig
-metadata: {{name: exchange-a}}
-spec:
-  type: tokenExchange
-  tokenExchange:
-    tokenUrl: {token_url}
-    clientId: vmcp-gateway
-    clientSecretRef: {{name: gateway-client, key: secret}}
-    audience: backend-a
----
-apiVersion: vmcp.dev/v1alpha1
-kind: MCPGroup
-metadata: {{name: team}}
-spec: {{}}
----
-apiVersion: vmcp.dev/v1alpha1
-kind: MCPServer
-metadata: {{name: weather}}
-spec:
-  image: ghcr.io/vmcp-dev/vmcp-example-backend:0.1.0
-  transport: streamable-http
-  args: ["--kind", "weather", "--host", "0.0.0.0", "--port", "8080", "--allowed-host", "*"]
-  port: 8080
-  groupRef: {{name: team}}
-  externalAuthConfigRef: {{name: exchange-a}}
----
-apiVersion: vmcp.dev/v1alpha1
-kind: MCPServer
-metadata: {{name: notes}}
-spec:
-  image: ghcr.io/vmcp-dev/vmcp-example-backend:0.1.0
-  transport: stdio
-  command: ["/usr/local/bin/vmcp-example-backend"]
-  args: ["--kind", "notes", "--stdio"]
-  port: 8080
-  groupRef: {{name: team}}
----
-apiVersion: vmcp.dev/v1alpha1
-kind: VirtualMCPServer
-metadata: {{name: gw}}
-spec:
-  groupRef: {{name: team}}
-  incomingAuth:
-    type: oidc
-    oidc: {{issuer: "{issuer}", audience: vmcp-gateway}}
-  outgoingAuth: {{source: discovered}}
-  sessionStorage: {{provider: redis, address: "redis:6379", keyPrefix: "e2e:"}}
-  replicas: 2
-"#
-    )
-}
-
-/// A minimal Streamable HTTP client (one JSON-RPC request per POST) on a fresh connection
-/// per call, so that every call goes through the Service's load balancing.
-struct McpClient {
-    url: String,
-    /// One keep-alive connection (so one replica serves every call) instead of a fresh
-    /// connection per call.
-    pinned: Option<reqwest::Client>,
-    token: String,
-    session: Option<String>,
-    next_id: u64,
-}
-
-impl McpClient {
-    async fn post(&mut self, body: Value) -> Result<(reqwest::StatusCode, String), String> {
-        let http = match &self.pinned {
-            Some(h) => h.clone(),
-            None => reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-        };
-        let mut rb = http
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25")
-            .bearer_auth(&self.token);
-        if let Some(s) = &self.session {
-            rb = rb.header("mcp-session-id", s);
-        }
-        let resp = rb.body(body.to_string()).send().await.map_err(|e| format!("{e:?}"))?;
-        let status = resp.status();
-        if let Some(sid) = resp.headers().get("mcp-session-id") {
-            self.session = Some(sid.to_str().unwrap().to_owned());
-        }
-        Ok((status, resp.text().await.map_err(|e| e.to_string())?))
-    }
-
-    /// The JSON-RPC result of one request (an SSE or JSON answer), or why there is none.
-    async fn request(&mut self, method: &str, params: Value) -> Result<Value, String> {
-        self.next_id += 1;
-        let body =
-            json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params});
-        let (status, text) = self.post(body).await?;
-        if !status.is_success() {
-            return Err(format!("{method}: HTTP {status}: {text}"));
-        }
-        let json = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(str::trim)
-            .find(|l| l.contains("\"id\""))
-            .unwrap_or(text.trim());
-        let v: Value = serde_json::from_str(json).map_err(|e| format!("{method}: {e}: {text}"))?;
-        match v.get("result") {
-            Some(r) if r.get("isError") != Some(&json!(true)) => Ok(r.clone()),
-            _ => Err(format!("{method}: {v}")),
-        }
-    }
-
-    async fn initialize(url: &str, token: &str, pinned: Option<reqwest::Client>) -> Self {
-        let mut c = Self {
-            url: url.to_owned(),
-            pinned,
-            token: token.to_owned(),
-            session: None,
-            next_id: 0,
-        };
-        let params = json!({"protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": {"name": "cluster-e2e", "version": "1"}});
-        c.request("initialize", params).await.expect("initialize");
-        assert!(c.session.is_some(), "the gateway issued a session id");
-        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-        let (status, _) = c.post(note).await.expect("initialized");
-        assert_eq!(status.as_u16(), 202);
-        c
-    }
-
-    async fn tool_names(&mut self) -> Result<Vec<String>, String> {
-        let r = self.request("tools/list", json!({})).await?;
-        let mut names: Vec<String> = r["tools"]
-            .as_array()
-            .ok_or_else(|| format!("no tools: {r}"))?
-            .iter()
-            .map(|t| t["name"].as_str().unwrap_or_default().to_owned())
-            .collect();
-        names.sort();
-        Ok(names)
-    }
-
-    async fn call(&mut self, name: &str, arguments: Value) -> Result<String, String> {
-        let r = self.request("tools/call", json!({"name": name, "arguments": arguments})).await?;
-        Ok(r["content"][0]["text"].as_str().unwrap_or_default().to_owned())
-    }
-}
-
-/// Pod names and IPs of the gateway `name` in `ns` (running pods only).
-async fn gateway_pods(cluster: &Cluster, ns: &str, name: &str) -> Vec<(String, String)> {
-    let selector = format!("app.kubernetes.io/instance={name}");
-    let out = cluster
-        .run_kubectl(&[
-            "get", "pods", "-n", ns, "-l", &selector, "--field-selector=status.phase=Running",
-            "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
-        ])
-        .await
-        .unwrap();
-    out.lines()
-        .filter_map(|l| {
-            let parts: Vec<&str> = l.split_whitespace().collect();
-            (parts.len() == 2).then(|| (parts[0].to_owned(), parts[1].to_owned()))
-        })
-        .collect()
-}
-
-/// Client requests one gateway pod has served (the sum of its `requests_total` series), read
-/// from its /metrics (pod IPs are reachable from the node).
-/// Requests a gateway pod served, from its metrics port (operator-run gateways serve
-/// `/metrics` on `vmcp_operator::resources::GATEWAY_METRICS_PORT`, not on the MCP port).
-async fn requests_served(pod_ip: &str) -> f64 {
-    let port = vmcp_operator::resources::GATEWAY_METRICS_PORT;
-    let text = reqwest::get(format!("http://{pod_ip}:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.contains("requests_total") && !l.starts_with('#'))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Token-exchange work a gateway pod did: cache hits plus token endpoint requests.
-async fn exchange_work(pod_ip: &str) -> f64 {
-    let port = vmcp_operator::resources::GATEWAY_METRICS_PORT;
-    let text = reqwest::get(format!("http://{pod_ip}:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.starts_with("vmcp_token_exchange_cache_hits")
-                || l.starts_with("vmcp_token_exchange_idp_requests")
-        })
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
 }
 
 async fn wait_ready(cluster: &Cluster, ns: &str) {
