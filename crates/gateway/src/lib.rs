@@ -13,6 +13,7 @@ pub mod bridge;
 pub mod bridge_auth;
 pub mod bridge_install;
 pub mod config;
+pub mod credential_files;
 pub mod health;
 pub mod http;
 pub mod jsonrpc;

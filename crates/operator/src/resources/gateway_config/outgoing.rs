@@ -138,7 +138,7 @@ pub(super) fn bridge_auth(
 ) -> Result<OutgoingAuthConfig, Problem> {
     Ok(OutgoingAuthConfig {
         auth_type: OutgoingAuthType::BearerToken,
-        bearer_token: Some(BearerTokenAuth { token: mounts.file(token) }),
+        bearer_token: Some(BearerTokenAuth { token: mounts.file(token), wait_for_file: false }),
         ..OutgoingAuthConfig::default()
     })
 }
@@ -267,8 +267,10 @@ fn outgoing_from_spec(spec: &MCPExternalAuthConfigSpec, mounts: &mut Mounts) -> 
         ExternalAuthType::BearerToken => {
             if let Some(b) = &spec.bearer_token {
                 out.auth_type = OutgoingAuthType::BearerToken;
-                out.bearer_token =
-                    Some(BearerTokenAuth { token: mounts.file(&b.token_secret_ref) });
+                out.bearer_token = Some(BearerTokenAuth {
+                    token: mounts.file(&b.token_secret_ref),
+                    wait_for_file: false,
+                });
             }
         }
     }
