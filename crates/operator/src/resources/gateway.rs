@@ -22,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use vmcp_types::config::{AggregationConfig, GatewayConfig};
 use vmcp_types::crd::{ServiceType, VirtualMCPServer};
 
+use super::bridge_token::gateway_bridge_tokens_volume;
 use super::merge::overlay_pod_template;
 use super::workload::WorkloadDefaults;
 use super::{
@@ -100,6 +101,9 @@ pub struct GatewayChildren {
 /// - Each mounted Secret's (or CA bundle ConfigMap's) name and `resourceVersion`
 ///   (`SecretMount::version`): the gateway reads those files once, so a rotated Secret needs
 ///   new pods. A new or dropped mount changes the pod's volumes anyway.
+///
+/// The gateway's bridge tokens Secret is not among `mounts`: it is always mounted, and the
+/// gateway re-reads its files, so neither its keys nor its version roll the pods.
 pub fn rollout_checksum(
     config: &GatewayConfig,
     mounts: &[SecretMount],
@@ -233,6 +237,11 @@ pub fn deployment(
         },
         VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
     ];
+    // Always there, whatever the members: a stdio member joining or leaving changes only the
+    // Secret's keys, which the running gateway re-reads.
+    let (tokens_volume, tokens_mount) = gateway_bridge_tokens_volume(v);
+    volumes.push(tokens_volume);
+    volume_mounts.push(tokens_mount);
     for m in mounts {
         let items = Some(
             m.keys

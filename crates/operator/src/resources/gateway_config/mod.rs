@@ -3,7 +3,10 @@
 //! Secret values are never read or copied: every credential becomes a [`SecretSource`] with a
 //! `file` under `/var/run/secrets/vmcp/<secret>/<key>`, and the Secret is listed in the
 //! returned [`SecretMount`]s so the Deployment mounts it there (a CA bundle ConfigMap likewise,
-//! under `/var/run/vmcp/configmaps/<name>/<key>`).
+//! under `/var/run/vmcp/configmaps/<name>/<key>`). The one exception is a stdio member's
+//! bridge token: the controller copies it into the gateway's own bridge tokens Secret, which
+//! the Deployment always mounts (see [`super::bridge_token`]), and the configuration names the
+//! member's file there.
 //!
 //! A backend whose credential cannot be resolved (auth config missing or invalid, Secret known
 //! to be missing, name unusable) is left out of the configuration and reported as a
@@ -75,7 +78,9 @@ pub struct RenderInput<'a> {
     pub entries: &'a [MCPServerEntry],
     /// `MCPExternalAuthConfig`s of the namespace by name (at least the referenced ones).
     pub auth_configs: &'a BTreeMap<String, MCPExternalAuthConfig>,
-    /// Secrets known not to exist; backends that need one are left out.
+    /// Secrets known not to exist; backends that need one are left out. For a stdio
+    /// member's bridge token (`<server>-bridge-token`): its token is not in the gateway's
+    /// bridge tokens Secret (the member stays `pending`).
     pub missing_secrets: &'a BTreeSet<String>,
 }
 
@@ -194,7 +199,7 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
             continue;
         } else if is_valid_backend_name(&name) {
             match bridge_token_ref(server) {
-                Some(token) => bridge_auth(&token, &mut mounts),
+                Some(_) => bridge_auth(&name),
                 None => resolve_auth(
                     input,
                     server.spec.external_auth_config_ref.as_ref(),

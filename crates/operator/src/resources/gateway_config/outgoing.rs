@@ -12,6 +12,7 @@ use vmcp_types::crd::{
     OutgoingAuthSource, SecretKeyRef, TokenClientAuthMethod, VirtualMCPServer,
 };
 
+use super::super::bridge_token::gateway_bridge_token_file;
 use super::{Mounts, Problem, ProblemKind, RenderInput};
 
 /// Names of the `MCPExternalAuthConfig`s `vmcp` may use with these members (the outgoing
@@ -130,15 +131,21 @@ pub(super) fn resolve_auth(
     Ok(outgoing_from_spec(&ac.spec, mounts))
 }
 
-/// The credential of a `stdio` member: its bridge token (the bridge admits nothing else, and
-/// passes no header on to the stdio process, so no other outgoing auth applies to it).
-pub(super) fn bridge_auth(
-    token: &SecretKeyRef,
-    mounts: &mut Mounts,
-) -> Result<OutgoingAuthConfig, Problem> {
+/// The credential of `stdio` member `server`: its bridge token (the bridge admits nothing
+/// else, and passes no header on to the stdio process, so no other outgoing auth applies to
+/// it), read from the gateway's bridge tokens Secret, which is always mounted: no mount of its
+/// own. The kubelet may sync that Secret after the configuration, so the gateway waits for the
+/// file.
+pub(super) fn bridge_auth(server: &str) -> Result<OutgoingAuthConfig, Problem> {
     Ok(OutgoingAuthConfig {
         auth_type: OutgoingAuthType::BearerToken,
-        bearer_token: Some(BearerTokenAuth { token: mounts.file(token), wait_for_file: false }),
+        bearer_token: Some(BearerTokenAuth {
+            token: cfg::SecretSource {
+                env: None,
+                file: Some(gateway_bridge_token_file(server).into()),
+            },
+            wait_for_file: true,
+        }),
         ..OutgoingAuthConfig::default()
     })
 }

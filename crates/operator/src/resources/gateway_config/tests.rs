@@ -115,7 +115,7 @@ fn secret_mounts_and_paths() {
     assert_eq!(
         mounts,
         [
-            ("time-bridge-token".to_owned(), vec!["token".to_owned()]),
+            // Not the stdio member's bridge token: the gateway's bridge tokens Secret holds it.
             ("vmcp-gateway-oidc-client".to_owned(), vec!["client-secret".to_owned()]),
             ("vmcp-redis".to_owned(), vec!["password".to_owned()]),
         ]
@@ -667,17 +667,19 @@ fn ca_bundle_from_a_config_map_is_mounted_and_trusted() {
     assert_ne!(checksum(&pod(&mounts)), before);
 }
 
-/// M8: a stdio member's credential is its bridge token (the Secret the MCPServer owns), whatever
-/// outgoing auth the gateway names for it; until that Secret exists the member is left out
-/// (pending).
+/// M8: a stdio member's credential is its bridge token (a copy of the Secret the MCPServer
+/// owns, in the gateway's always-mounted bridge tokens Secret: issue 16), whatever outgoing
+/// auth the gateway names for it; until its token is there the member is left out (pending).
 #[test]
 fn stdio_members_authenticate_with_their_bridge_token() {
     let r = render_example();
     let time = r.config.backends.iter().find(|b| b.name == "time").unwrap();
     assert_eq!(time.auth.auth_type, OutgoingAuthType::BearerToken);
-    let file = time.auth.bearer_token.as_ref().unwrap().token.file.clone().unwrap();
-    assert_eq!(file, std::path::PathBuf::from("/var/run/secrets/vmcp/time-bridge-token/token"));
-    assert!(r.secret_mounts.iter().any(|m| m.secret == "time-bridge-token"), "mounted");
+    let bearer = time.auth.bearer_token.as_ref().unwrap();
+    let file = bearer.token.file.clone().unwrap();
+    assert_eq!(file, std::path::PathBuf::from("/var/run/secrets/vmcp-bridge-tokens/time"));
+    assert!(bearer.wait_for_file, "the kubelet may sync the Secret after the ConfigMap");
+    assert!(!r.secret_mounts.iter().any(|m| m.secret.contains("bridge-token")), "no own mount");
     let github = r.config.backends.iter().find(|b| b.name == "github-tools").unwrap();
     assert_ne!(github.auth.bearer_token.as_ref().map(|b| b.token.file.clone()), Some(Some(file)));
 
