@@ -293,8 +293,8 @@ fn render(
             ),
         });
     }
-    // A rotated Secret or CA bundle (new resourceVersion) changes the rollout checksum: new
-    // pods read it.
+    // A rotated Secret or CA bundle (new resourceVersion) the gateway reads only at start
+    // changes the rollout checksum: new pods read it (backend credentials are re-read).
     for m in &mut rendered.secret_mounts {
         m.version = versions.get(&(m.source, m.secret.clone())).cloned().flatten();
     }

@@ -148,17 +148,36 @@ fn stdio_members_do_not_change_the_pod_template() {
     assert_eq!(mount.read_only, Some(true));
 }
 
+/// A rotated Secret the gateway reads only at start (here the Redis password) rolls the pods;
+/// one that holds only backend credentials (here the token-exchange client secret) does not:
+/// the running gateway re-reads those files (issue 16).
 #[test]
-fn a_rotated_secret_rolls_the_pods() {
+fn a_rotated_secret_rolls_the_pods_unless_the_gateway_rereads_it() {
     let v = fixtures::vmcp();
     let (config, mut mounts, _) =
         gateway_config(&v, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
     for (i, m) in mounts.iter_mut().enumerate() {
         m.version = Some(format!("{}", 100 + i));
     }
+    let names: Vec<_> = mounts.iter().map(|m| (m.secret.as_str(), m.reread)).collect();
+    assert_eq!(names, [("vmcp-gateway-oidc-client", true), ("vmcp-redis", false)]);
     let before =
         gateway_children(&v, &config, &mounts, IMAGE, &WorkloadDefaults::default()).unwrap();
-    mounts[0].version = Some("999".into());
+    let mut backend_rotated = mounts.clone();
+    backend_rotated[0].version = Some("998".into());
+    let same = gateway_children(&v, &config, &backend_rotated, IMAGE, &WorkloadDefaults::default())
+        .unwrap();
+    assert_eq!(same, before, "a rotated backend credential changes nothing");
+    // A Secret also read at start (the same Secret as Redis password) is not re-read.
+    let mut shared = mounts.clone();
+    shared[0].reread = false;
+    let shared_before =
+        gateway_children(&v, &config, &shared, IMAGE, &WorkloadDefaults::default()).unwrap();
+    shared[0].version = Some("998".into());
+    let shared_after =
+        gateway_children(&v, &config, &shared, IMAGE, &WorkloadDefaults::default()).unwrap();
+    assert_ne!(shared_after.deployment, shared_before.deployment);
+    mounts[1].version = Some("999".into());
     let after =
         gateway_children(&v, &config, &mounts, IMAGE, &WorkloadDefaults::default()).unwrap();
     assert_eq!(before.config_map, after.config_map, "the ConfigMap does not change");

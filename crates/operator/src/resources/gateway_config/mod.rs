@@ -115,25 +115,45 @@ pub fn gateway_config(
     Ok((r.config, r.secret_mounts, r.backends))
 }
 
-/// Collects Secret (and ConfigMap) mounts while rendering.
+/// Collects Secret (and ConfigMap) mounts while rendering: the keys of each, and whether any
+/// of them is read only at the gateway's start.
 #[derive(Default)]
-struct Mounts(BTreeMap<(MountSource, String), BTreeSet<String>>);
+struct Mounts(BTreeMap<(MountSource, String), (BTreeSet<String>, bool)>);
 
 impl Mounts {
+    fn add(&mut self, source: MountSource, name: &str, key: &str, read_at_start: bool) {
+        let (keys, at_start) = self.0.entry((source, name.to_owned())).or_default();
+        keys.insert(key.to_owned());
+        *at_start |= read_at_start;
+    }
+
+    /// A secret file the gateway reads only at start (Redis password, CA bundle).
     fn file(&mut self, r: &SecretKeyRef) -> SecretSource {
-        self.0.entry((MountSource::Secret, r.name.clone())).or_default().insert(r.key.clone());
+        self.add(MountSource::Secret, &r.name, &r.key, true);
+        SecretSource { env: None, file: Some(PathBuf::from(secret_file(&r.name, &r.key))) }
+    }
+
+    /// A backend credential's secret file, which the running gateway re-reads.
+    fn backend_file(&mut self, r: &SecretKeyRef) -> SecretSource {
+        self.add(MountSource::Secret, &r.name, &r.key, false);
         SecretSource { env: None, file: Some(PathBuf::from(secret_file(&r.name, &r.key))) }
     }
 
     fn config_map_file(&mut self, r: &ConfigMapKeyRef) -> PathBuf {
-        self.0.entry((MountSource::ConfigMap, r.name.clone())).or_default().insert(r.key.clone());
+        self.add(MountSource::ConfigMap, &r.name, &r.key, true);
         PathBuf::from(config_map_file(&r.name, &r.key))
     }
 
     fn into_vec(self) -> Vec<SecretMount> {
         self.0
             .into_iter()
-            .map(|((source, secret), keys)| SecretMount { source, secret, keys, version: None })
+            .map(|((source, secret), (keys, at_start))| SecretMount {
+                source,
+                secret,
+                keys,
+                version: None,
+                reread: !at_start,
+            })
             .collect()
     }
 }

@@ -240,7 +240,7 @@ fn outgoing_from_spec(spec: &MCPExternalAuthConfigSpec, mounts: &mut Mounts) -> 
                     client_secret: t
                         .client_secret_ref
                         .as_ref()
-                        .map(|r| mounts.file(r))
+                        .map(|r| mounts.backend_file(r))
                         .unwrap_or_default(),
                     client_auth_method: match t.client_auth_method.unwrap_or_default() {
                         TokenClientAuthMethod::ClientSecretBasic => {
@@ -267,7 +267,7 @@ fn outgoing_from_spec(spec: &MCPExternalAuthConfigSpec, mounts: &mut Mounts) -> 
                 out.auth_type = OutgoingAuthType::HeaderInjection;
                 out.header_injection = Some(HeaderInjectionAuth {
                     header_name: h.header_name.clone(),
-                    value: mounts.file(&h.value_secret_ref),
+                    value: mounts.backend_file(&h.value_secret_ref),
                 });
             }
         }
@@ -275,7 +275,7 @@ fn outgoing_from_spec(spec: &MCPExternalAuthConfigSpec, mounts: &mut Mounts) -> 
             if let Some(b) = &spec.bearer_token {
                 out.auth_type = OutgoingAuthType::BearerToken;
                 out.bearer_token = Some(BearerTokenAuth {
-                    token: mounts.file(&b.token_secret_ref),
+                    token: mounts.backend_file(&b.token_secret_ref),
                     wait_for_file: false,
                 });
             }
