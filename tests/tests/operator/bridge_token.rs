@@ -284,3 +284,47 @@ spec: {image: example/s:1, transport: stdio, command: [stdio-server], groupRef: 
     assert_eq!(rollout_annotation(&deps, "gw-vmcp").await.unwrap(), annotation);
     assert_eq!(deps.get("gw-vmcp").await.unwrap().spec.unwrap().template, template);
 }
+
+/// The gateway's bridge tokens Secret is never taken over: a Secret of that name the gateway
+/// does not control is a name conflict (nothing applied) and keeps its data.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_secret_named_like_the_bridge_tokens_is_a_name_conflict() {
+    use k8s_openapi::api::core::v1::Secret;
+    let (api, client, ns) = setup("op-bridge-foreign").await;
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: gw-vmcp-bridge-tokens}
+stringData: {mine: user-data}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {name: g}
+spec: {}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: gw}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
+"#,
+    )
+    .await;
+    let _stop = run_operator(client.clone(), &ns);
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    let cond = eventually("Ready=False/NameConflict", Duration::from_secs(30), || async {
+        ready_with_reason(
+            vmcps.get("gw").await.unwrap().status.map(|s| s.conditions),
+            "NameConflict",
+        )
+    })
+    .await;
+    assert!(cond.message.contains("Secret 'gw-vmcp-bridge-tokens'"), "{}", cond.message);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let s = secrets.get("gw-vmcp-bridge-tokens").await.unwrap();
+    assert!(s.metadata.owner_references.unwrap_or_default().is_empty());
+    assert_eq!(s.data.unwrap()["mine"].0, b"user-data");
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    assert!(deps.get_opt("gw-vmcp").await.unwrap().is_none(), "nothing applied");
+}

@@ -278,7 +278,7 @@ fn render(
             }
         }
     }
-    let mut rendered = if missing.len() == bridge_missing.len() {
+    let mut rendered = if missing == *bridge_missing {
         first
     } else {
         render_gateway_config(&RenderInput { missing_secrets: &missing, ..input })?
