@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use vmcp_e2e::gateway::{Gateway, gateway_binary};
-use vmcp_e2e::peers::{Client, Sdk, ensure_installed};
+use vmcp_e2e::peers::{Backend, BackendOptions, Client, Sdk, ensure_installed};
 use vmcp_e2e::process::Peer;
 use vmcp_e2e::repo_root;
 
@@ -201,5 +201,161 @@ async fn bridge_admits_only_callers_with_its_token() {
     let r =
         c.ok(json!({"op": "call_tool", "name": "std_echo", "arguments": {"text": "authed"}})).await;
     assert_eq!(r["text"], "std:echo:authed");
+    c.exit().await;
+}
+
+/// A bridge in front of the Python SDK stdio server `std`, admitting only `token_file`'s token.
+async fn bridge_with_token(port: u16, token_file: &std::path::Path, log: &std::path::Path) -> Peer {
+    let root = repo_root();
+    let mut cmd = std::process::Command::new(gateway_binary());
+    cmd.args(["bridge", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--auth-token-file")
+        .arg(token_file)
+        .arg("--")
+        .arg(root.join(".cache/peers/venv/bin/python"))
+        .arg(root.join("tests/peers/python/backend.py"))
+        .args(["--name", "std", "--transport", "stdio"]);
+    let mut bridge = Peer::spawn("bridge", cmd, log.to_owned()).unwrap();
+    bridge
+        .wait_ready(Duration::from_secs(20), || async move {
+            reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await
+        .unwrap();
+    bridge
+}
+
+/// Calls `std_echo` on `c`'s session until it answers (the gateway reloads within about a
+/// second of a file change); panics after `timeout` with the last answer.
+async fn until_std_echo_works(c: &mut Client, timeout: Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let r =
+            c.cmd(json!({"op": "call_tool", "name": "std_echo", "arguments": {"text": "t"}})).await;
+        if r["ok"] == json!(true) && r["result"]["text"] == "std:echo:t" {
+            return;
+        }
+        assert!(start.elapsed() < timeout, "std_echo still failing: {r}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Issue 16: the kubelet syncs the gateway's ConfigMap and its bridge tokens Secret
+/// independently. A gateway started with a stdio backend whose token file does not exist yet
+/// (`waitForFile`) serves the other backends, logs the missing file naming the backend, and
+/// serves that backend once the file is written: no restart, the open session kept. A later
+/// configuration naming another missing token file applies everything else and names that
+/// backend and file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_file_written_after_start_brings_its_backend_in_without_a_restart() {
+    ensure_installed();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("bridge-token");
+    std::fs::write(&token, "4c1e7a9d0b2f4e6a8c3d5e7f9a1b3c5d\n").unwrap();
+    let port = vmcp_e2e::ports::free_port().unwrap();
+    let _bridge = bridge_with_token(port, &token, &dir.path().join("bridge.log")).await;
+    let other = Backend::start(Sdk::Python, "other", BackendOptions::default()).await;
+    let mounted = dir.path().join("gateway-tokens");
+    std::fs::create_dir_all(&mounted).unwrap();
+    let std_file = mounted.join("std");
+    let late_file = mounted.join("late");
+    let backends = |extra: &str| {
+        format!(
+            "backends:\n  - name: other\n    url: {}\n  - name: std\n    url: http://127.0.0.1:{port}/mcp\n    auth:\n      type: bearerToken\n      bearerToken:\n        token:\n          file: {}\n        waitForFile: true\n{extra}",
+            other.url(),
+            std_file.display()
+        )
+    };
+    let gw = Gateway::start(&backends("")).await;
+    let pid = gw.pid();
+    let mut c = Client::start(Sdk::Python, &gw.url(), &[]).await;
+    let session = c.ok(json!({"op": "initialize"})).await["sessionId"].clone();
+    let tools = c.ok(json!({"op": "list_tools"})).await.to_string();
+    assert!(tools.contains("other_echo") && !tools.contains("std_echo"), "{tools}");
+    let r =
+        c.ok(json!({"op": "call_tool", "name": "other_echo", "arguments": {"text": "a"}})).await;
+    assert_eq!(r["text"], "other:echo:a");
+    let log = gw.log();
+    assert!(
+        log.lines().any(|l| l.contains("left out")
+            && l.contains("std")
+            && l.contains(std_file.to_str().unwrap())),
+        "{log}"
+    );
+
+    // A later configuration: a new backend `other2` and a backend `late` whose token file
+    // does not exist. `other2` joins; `late` is named with its file.
+    gw.rewrite_config(&backends(&format!(
+        "  - name: other2\n    url: {}\n  - name: late\n    url: http://127.0.0.1:{port}/mcp\n    auth:\n      type: bearerToken\n      bearerToken:\n        token:\n          file: {}\n",
+        other.url(),
+        late_file.display()
+    )));
+    let start = std::time::Instant::now();
+    loop {
+        let tools = c.ok(json!({"op": "list_tools"})).await.to_string();
+        if tools.contains("other2_echo") {
+            assert!(!tools.contains("late_") && !tools.contains("std_"), "{tools}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "other2 never joined: {tools}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let log = gw.log();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("late")
+            && l.contains(late_file.to_str().unwrap())),
+        "{log}"
+    );
+
+    // The kubelet writes the token: the backend joins the open session.
+    std::fs::write(&std_file, std::fs::read(&token).unwrap()).unwrap();
+    until_std_echo_works(&mut c, Duration::from_secs(20)).await;
+    let r = c.ok(json!({"op": "session_id"})).await;
+    assert_eq!(r["sessionId"], session, "the session was kept");
+    let r =
+        c.ok(json!({"op": "call_tool", "name": "other_echo", "arguments": {"text": "b"}})).await;
+    assert_eq!(r["text"], "other:echo:b");
+    assert_eq!(gw.pid(), pid, "no restart");
+    c.exit().await;
+}
+
+/// Issue 16: a token file whose content changes is read again. The stdio server's token is
+/// re-created (its bridge restarts with the new token, as its pods roll); once the new token
+/// is in the gateway's file, the backend works again on the same session, without a gateway
+/// restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_token_file_is_used_without_a_restart() {
+    ensure_installed();
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("old-token"), dir.path().join("new-token"));
+    std::fs::write(&old, "0a1b2c3d4e5f60718293a4b5c6d7e8f9\n").unwrap();
+    std::fs::write(&new, "f9e8d7c6b5a4938271605f4e3d2c1b0a\n").unwrap();
+    let port = vmcp_e2e::ports::free_port().unwrap();
+    let mut bridge = bridge_with_token(port, &old, &dir.path().join("bridge-1.log")).await;
+    let gateway_file = dir.path().join("std");
+    std::fs::copy(&old, &gateway_file).unwrap();
+    let gw = Gateway::start(&format!(
+        "backends:\n  - name: std\n    url: http://127.0.0.1:{port}/mcp\n    auth:\n      type: bearerToken\n      bearerToken:\n        token:\n          file: {}\n",
+        gateway_file.display()
+    ))
+    .await;
+    let pid = gw.pid();
+    let mut c = Client::start(Sdk::Python, &gw.url(), &[]).await;
+    let session = c.ok(json!({"op": "initialize"})).await["sessionId"].clone();
+    until_std_echo_works(&mut c, Duration::from_secs(5)).await;
+
+    bridge.signal_and_wait("KILL");
+    let _bridge = bridge_with_token(port, &new, &dir.path().join("bridge-2.log")).await;
+    let r = c.cmd(json!({"op": "call_tool", "name": "std_echo", "arguments": {"text": "t"}})).await;
+    assert_ne!(r["result"]["text"], "std:echo:t", "the old token must not be admitted: {r}");
+
+    std::fs::copy(&new, &gateway_file).unwrap();
+    until_std_echo_works(&mut c, Duration::from_secs(20)).await;
+    let r = c.ok(json!({"op": "session_id"})).await;
+    assert_eq!(r["sessionId"], session, "the session was kept");
+    assert_eq!(gw.pid(), pid, "no restart");
     c.exit().await;
 }

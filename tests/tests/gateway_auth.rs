@@ -374,3 +374,47 @@ async fn keycloak_id_token_is_not_an_access_token() {
     let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
     assert!(challenge.contains("invalid_token"), "{challenge}");
 }
+
+/// Issue 16: the token-exchange client secret is re-read from its file. A gateway whose file
+/// holds a stale secret (the provider refuses it) uses the right one as soon as the file
+/// changes, on the same session and without a restart (what a rotated, mounted Secret does).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_client_secret_file_is_used_without_a_restart() {
+    let idp = OidcProvider::start().await.unwrap();
+    let a = Backend::start(Sdk::Python, "a", BackendOptions::default()).await;
+    let h = Backend::start(Sdk::TypeScript, "h", BackendOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, "stale-secret\n").unwrap();
+    let config =
+        gateway_config(idp.issuer(), &idp.token_url(), &a, &h, "http://127.0.0.1:4483/mcp")
+            .replace("{ env: GW_CLIENT_SECRET }", &format!("{{ file: {} }}", secret.display()));
+    let gw = Gateway::start_with_env(&config, ENV).await;
+    let pid = gw.pid();
+    let token = idp.password_token("alice", "alice-pw", None).await.unwrap();
+    let mut c =
+        Client::start(Sdk::Python, &gw.url(), &[format!("Authorization: Bearer {token}")]).await;
+    let session = c.ok(json!({"op": "initialize"})).await["sessionId"].clone();
+    let r = c.cmd(json!({"op": "call_tool", "name": "a_whoami", "arguments": {}})).await;
+    assert_eq!(r["ok"], false, "the provider must refuse the stale secret: {r}");
+
+    std::fs::write(&secret, "gateway-secret\n").unwrap();
+    let start = std::time::Instant::now();
+    let got = loop {
+        let r = c.cmd(json!({"op": "call_tool", "name": "a_whoami", "arguments": {}})).await;
+        if r["ok"] == true {
+            break r["result"]["text"].as_str().unwrap().to_owned();
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "still failing: {r}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    let exchanged = got.strip_prefix("Bearer ").unwrap_or_else(|| panic!("backend a got {got}"));
+    assert_ne!(exchanged, token);
+    assert_eq!(claims(exchanged)["sub"], claims(&token)["sub"]);
+    let r = c.ok(json!({"op": "session_id"})).await;
+    assert_eq!(r["sessionId"], session, "the session was kept");
+    let r = c.ok(json!({"op": "call_tool", "name": "h_echo", "arguments": {"text": "x"}})).await;
+    assert_eq!(r["text"], "h:echo:x");
+    assert_eq!(gw.pid(), pid, "no restart");
+    c.exit().await;
+}

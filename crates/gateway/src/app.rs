@@ -13,7 +13,9 @@ use vmcp_types::config::{GatewayConfig, IncomingAuthType, SessionStorageProvider
 use crate::auth::incoming::{IncomingAuthError, OidcValidator, resource_metadata_url};
 use crate::auth::outgoing::CredentialFactory;
 use crate::auth::token_exchange::{ExchangeOptions, TokenExchangeFactory};
-use crate::config::{GatewayConfigError, build_backends, spawn_reloader};
+use crate::config::{
+    BuildPhase, GatewayConfigError, build_backends, spawn_reloader, watched_fingerprint,
+};
 use crate::health::{Monitor, ReadyCheck};
 use crate::http::{AppState, Authenticator, HttpSettings, router};
 use crate::metrics::Metrics;
@@ -89,7 +91,8 @@ impl App {
             exchange,
             metrics.token_exchange.clone(),
         ));
-        let backends = build_backends(&cfg, factory.as_ref())?;
+        let watched = watched_fingerprint(&cfg);
+        let backends = build_backends(&cfg, factory.as_ref(), BuildPhase::Startup)?;
         let (store, redis): (Arc<dyn SessionStore>, Option<Arc<RedisStore>>) =
             match (cfg.session_storage.provider, cfg.session_storage.redis.as_ref()) {
                 (SessionStorageProvider::Redis, Some(r)) => {
@@ -108,7 +111,7 @@ impl App {
         if let Some(r) = redis.clone() {
             crate::session::termination::follow(&manager, r);
         }
-        spawn_reloader(config_path, cfg.clone(), manager.clone(), factory, RELOAD_EVERY);
+        spawn_reloader(config_path, cfg.clone(), watched, manager.clone(), factory, RELOAD_EVERY);
         let store_ready: Option<ReadyCheck> = redis.map(|r| {
             let check: ReadyCheck = Arc::new(move || r.is_connected());
             check

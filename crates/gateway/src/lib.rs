@@ -14,6 +14,7 @@ pub mod bridge_auth;
 pub mod bridge_install;
 pub(crate) mod clock;
 pub mod config;
+pub mod credential_files;
 pub mod health;
 pub mod http;
 pub mod jsonrpc;

@@ -1,12 +1,15 @@
-//! The stdio bridge's token (M8): one Secret per stdio server, shared by bridge and gateway.
+//! The stdio bridge's token (M8): one Secret per stdio server, read by its bridge; the gateway
+//! reads a copy from its own bridge tokens Secret (issue 16: one per gateway, always mounted,
+//! so stdio members joining or leaving never roll the gateway pods).
 
 use crate::support::*;
 
 /// M8: a stdio `MCPServer` gets one random bridge token Secret, owned by it and created once
 /// (a reconcile that changes the Deployment leaves it alone). The bridge container reads it
-/// with `--auth-token-file`, and the gateway mounts it and sends it as the backend's
-/// `bearerToken`. Both rendered halves run for real: the bridge command from the Deployment
-/// and the gateway config from the ConfigMap, with the Secret's value in the mounted files.
+/// with `--auth-token-file`; the gateway's bridge tokens Secret holds a copy under the
+/// server's name, and the gateway sends it as the backend's `bearerToken`. Both rendered
+/// halves run for real: the bridge command from the Deployment and the gateway config from the
+/// ConfigMap, with the Secrets' values where the kubelet would mount them.
 #[tokio::test(flavor = "multi_thread")]
 async fn stdio_server_shares_one_bridge_token_with_the_gateway() {
     use k8s_openapi::api::core::v1::Secret;
@@ -75,7 +78,7 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
         pod.volumes
     );
 
-    // The gateway sends it as the backend's bearer token, from the same Secret.
+    // The gateway sends it as the backend's bearer token, from its own bridge tokens Secret.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let text = eventually("a rendered config with s", Duration::from_secs(60), || async {
         let t = cms.get_opt("gw-vmcp-config").await.unwrap()?.data?.get("config.yaml")?.clone();
@@ -86,20 +89,25 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
     let auth = &cfg.backends[0].auth;
     assert_eq!(auth.auth_type, vmcp_types::config::OutgoingAuthType::BearerToken, "{text}");
     let file = auth.bearer_token.as_ref().unwrap().token.file.clone().unwrap();
-    assert_eq!(file.to_str().unwrap(), "/var/run/secrets/vmcp/s-bridge-token/token");
-    // The ConfigMap is applied first; the Deployment mounting the token follows.
-    eventually("the gateway pod mounting the token", Duration::from_secs(30), || async {
+    assert_eq!(file.to_str().unwrap(), "/var/run/secrets/vmcp-bridge-tokens/s");
+    // Applied before the ConfigMap, owned by the gateway, one key per stdio member.
+    let combined = secrets.get("gw-vmcp-bridge-tokens").await.unwrap();
+    let owner = &combined.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("VirtualMCPServer", "gw", Some(true))
+    );
+    let data = combined.data.unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["s"]);
+    assert_eq!(data["s"].0, token.as_bytes());
+    // The ConfigMap is applied first; the Deployment mounting the gateway's Secret follows.
+    eventually("the gateway pod mounting its bridge tokens", Duration::from_secs(30), || async {
         let gw_pod = pod_of(deps.get_opt("gw-vmcp").await.unwrap()?);
-        gw_pod
-            .volumes
-            .iter()
-            .flatten()
-            .any(|v| {
-                v.secret
-                    .as_ref()
-                    .is_some_and(|s| s.secret_name.as_deref() == Some("s-bridge-token"))
-            })
-            .then_some(())
+        let volumes = gw_pod.volumes.unwrap_or_default();
+        let names: Vec<_> =
+            volumes.iter().filter_map(|v| v.secret.as_ref()?.secret_name.clone()).collect();
+        assert!(!names.contains(&"s-bridge-token".to_owned()), "{names:?}");
+        names.contains(&"gw-vmcp-bridge-tokens".to_owned()).then_some(())
     })
     .await;
 
@@ -124,13 +132,20 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
     assert_eq!(again.data.unwrap()["token"].0, token.as_bytes(), "the token was rotated");
 
     // Both halves for real: the Deployment's bridge command and the ConfigMap's gateway
-    // config, with the Secret's value where the kubelet would mount it.
+    // config, with each Secret's value where the kubelet would mount it: the server's own for
+    // the bridge, the gateway's copy for the gateway.
     ensure_installed();
     let root = repo_root();
     let dir = tempfile::tempdir().unwrap();
     let mounted = dir.path().join("secrets");
     std::fs::create_dir_all(mounted.join("s-bridge-token")).unwrap();
     std::fs::write(mounted.join("s-bridge-token/token"), &token).unwrap();
+    let gateway_mount = dir.path().join("gateway-bridge-tokens");
+    std::fs::create_dir_all(&gateway_mount).unwrap();
+    let copy = secrets.get("gw-vmcp-bridge-tokens").await.unwrap().data.unwrap();
+    for (key, value) in copy {
+        std::fs::write(gateway_mount.join(key), value.0).unwrap();
+    }
     let port = vmcp_e2e::ports::free_port().unwrap();
     let dashes = args.iter().position(|a| a == "--").unwrap();
     let mut cmd = std::process::Command::new(vmcp_e2e::gateway::gateway_binary());
@@ -173,7 +188,7 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
             &format!("http://s.{ns}.svc.cluster.local:8080"),
             &format!("http://127.0.0.1:{port}"),
         )
-        .replace("/var/run/secrets/vmcp", mounted.to_str().unwrap())
+        .replace("/var/run/secrets/vmcp-bridge-tokens", gateway_mount.to_str().unwrap())
         .replace("0.0.0.0:9090", &format!("127.0.0.1:{}", vmcp_e2e::ports::free_port().unwrap()));
     let gw = vmcp_e2e::gateway::Gateway::start(&format!("{local}\n")).await;
     let mut c = Client::start(Sdk::Python, &gw.url(), &[]).await;
@@ -181,4 +196,135 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
     let r = c.ok(json!({"op": "call_tool", "name": "s_echo", "arguments": {"text": "t"}})).await;
     assert_eq!(r["text"], "s:echo:t");
     c.exit().await;
+}
+
+/// Issue 16: a stdio member joining and then leaving the group changes the gateway's bridge
+/// tokens Secret (a key with the member's token appears, then goes) and the ConfigMap (which
+/// the gateway reloads in place), never the gateway's pod template or its rollout annotation:
+/// no gateway pod restarts, no session is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn stdio_member_joining_and_leaving_keeps_the_gateway_pod_template() {
+    use k8s_openapi::api::core::v1::Secret;
+    let (api, client, ns) = setup("op-bridge-members").await;
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {name: g}
+spec: {}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: a}
+spec: {image: example/a:1, groupRef: {name: g}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: gw}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
+"#,
+    )
+    .await;
+    let _stop = run_operator(client.clone(), &ns);
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let config = || async {
+        cms.get_opt("gw-vmcp-config").await.unwrap().and_then(|c| c.data?.remove("config.yaml"))
+    };
+    let keys = || async {
+        let s = secrets.get_opt("gw-vmcp-bridge-tokens").await.unwrap()?;
+        Some(s.data.unwrap_or_default())
+    };
+    eventually("a config with backend a", Duration::from_secs(60), || async {
+        config().await.filter(|t| t.contains("name: a"))
+    })
+    .await;
+    let annotation = eventually("the gateway Deployment", Duration::from_secs(30), || async {
+        rollout_annotation(&deps, "gw-vmcp").await
+    })
+    .await;
+    let template = deps.get("gw-vmcp").await.unwrap().spec.unwrap().template;
+    // No stdio member yet: the Secret exists (the pods mount it) and is empty.
+    assert_eq!(keys().await.map(|k| k.len()), Some(0));
+
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: s}
+spec: {image: example/s:1, transport: stdio, command: [stdio-server], groupRef: {name: g}}
+"#,
+    )
+    .await;
+    let text = eventually("a config with stdio member s", Duration::from_secs(60), || async {
+        config().await.filter(|t| t.contains("name: s"))
+    })
+    .await;
+    assert!(text.contains("file: /var/run/secrets/vmcp-bridge-tokens/s"), "{text}");
+    let own = secrets.get("s-bridge-token").await.unwrap().data.unwrap().remove("token").unwrap();
+    let copied = keys().await.unwrap();
+    assert_eq!(copied.keys().collect::<Vec<_>>(), ["s"]);
+    assert_eq!(copied["s"], own, "the member's own token");
+    assert_eq!(rollout_annotation(&deps, "gw-vmcp").await.unwrap(), annotation);
+    assert_eq!(deps.get("gw-vmcp").await.unwrap().spec.unwrap().template, template);
+
+    let servers: Api<vmcp_types::crd::MCPServer> = Api::namespaced(client.clone(), &ns);
+    servers.delete("s", &DeleteParams::default()).await.unwrap();
+    eventually("a config without s", Duration::from_secs(30), || async {
+        config().await.filter(|t| !t.contains("name: s") && t.contains("name: a"))
+    })
+    .await;
+    eventually("the bridge tokens Secret without s", Duration::from_secs(30), || async {
+        keys().await.filter(|k| k.is_empty())
+    })
+    .await;
+    assert_eq!(rollout_annotation(&deps, "gw-vmcp").await.unwrap(), annotation);
+    assert_eq!(deps.get("gw-vmcp").await.unwrap().spec.unwrap().template, template);
+}
+
+/// The gateway's bridge tokens Secret is never taken over: a Secret of that name the gateway
+/// does not control is a name conflict (nothing applied) and keeps its data.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_secret_named_like_the_bridge_tokens_is_a_name_conflict() {
+    use k8s_openapi::api::core::v1::Secret;
+    let (api, client, ns) = setup("op-bridge-foreign").await;
+    apply_text(
+        api,
+        &ns,
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: gw-vmcp-bridge-tokens}
+stringData: {mine: user-data}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {name: g}
+spec: {}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: gw}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
+"#,
+    )
+    .await;
+    let _stop = run_operator(client.clone(), &ns);
+    let vmcps: Api<VirtualMCPServer> = Api::namespaced(client.clone(), &ns);
+    let cond = eventually("Ready=False/NameConflict", Duration::from_secs(30), || async {
+        ready_with_reason(
+            vmcps.get("gw").await.unwrap().status.map(|s| s.conditions),
+            "NameConflict",
+        )
+    })
+    .await;
+    assert!(cond.message.contains("Secret 'gw-vmcp-bridge-tokens'"), "{}", cond.message);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let s = secrets.get("gw-vmcp-bridge-tokens").await.unwrap();
+    assert!(s.metadata.owner_references.unwrap_or_default().is_empty());
+    assert_eq!(s.data.unwrap()["mine"].0, b"user-data");
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    assert!(deps.get_opt("gw-vmcp").await.unwrap().is_none(), "nothing applied");
 }

@@ -1,13 +1,16 @@
-//! What rolls the gateway pods and what does not: a rotated Secret does, a membership change
-//! (reloaded in place by the gateway) does not.
+//! What rolls the gateway pods and what does not: a rotated Secret the gateway reads only at
+//! start does; a rotated backend credential (re-read by the running gateway) and a membership
+//! change (reloaded in place) do not.
 
 use crate::support::*;
 
-/// A rotated Secret reaches the gateway: rotating a token-exchange client secret changes the
-/// Deployment's rollout annotation (so the pods restart and read the new file), and nothing
-/// else: not the ConfigMap, not the rest of the Deployment.
+/// A rotated Secret reaches the gateway. Rotating the Redis password (read only at start)
+/// changes the Deployment's rollout annotation (the pods restart and read the new file), and
+/// nothing else: not the ConfigMap, not the rest of the Deployment. Rotating a token-exchange
+/// client secret changes nothing at all: the running gateway re-reads that file (issue 16;
+/// `gateway_auth::a_changed_client_secret_file_is_used_without_a_restart` proves it uses it).
 #[tokio::test(flavor = "multi_thread")]
-async fn rotated_secret_rolls_the_gateway_and_nothing_else() {
+async fn rotated_secret_rolls_the_gateway_only_when_it_is_read_at_start() {
     let (api, client, ns) = setup("op-rotate").await;
     apply_text(
         api,
@@ -16,6 +19,11 @@ async fn rotated_secret_rolls_the_gateway_and_nothing_else() {
 kind: Secret
 metadata: {name: te-client}
 stringData: {secret: first-secret}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: redis-pw}
+stringData: {password: first-password}
 ---
 apiVersion: vmcp.dev/v1alpha1
 kind: MCPGroup
@@ -46,6 +54,10 @@ spec:
   incomingAuth:
     type: oidc
     oidc: {issuer: "https://idp.example.com", audience: gw}
+  sessionStorage:
+    provider: redis
+    address: redis.example.svc:6379
+    passwordRef: {name: redis-pw, key: password}
 "#,
     )
     .await;
@@ -66,14 +78,28 @@ spec:
     let server_dep_before = deps.get("a").await.unwrap().metadata.resource_version;
 
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
-    secrets
-        .patch(
-            "te-client",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"stringData": {"secret": "rotated-secret"}})),
-        )
-        .await
-        .unwrap();
+    let rotate = |name: &'static str, key: &'static str, value: &'static str| {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .patch(
+                    name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"stringData": {key: value}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // The backend credential: the operator reconciles within milliseconds (the Secret is
+    // watched); on main this rolled the pods at once.
+    rotate("te-client", "secret", "rotated-secret").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let dep = deps.get("gw-vmcp").await.unwrap();
+    assert_eq!(dep.spec, dep_before.spec, "a rotated backend credential rolls nothing");
+    assert_eq!(dep.metadata.generation, dep_before.metadata.generation);
+
+    rotate("redis-pw", "password", "rotated-password").await;
     let after = eventually("a new rollout annotation", Duration::from_secs(30), || async {
         rollout_annotation(&deps, "gw-vmcp").await.filter(|a| *a != before)
     })
@@ -81,7 +107,8 @@ spec:
     assert_ne!(after, before);
     let cm = cms.get("gw-vmcp-config").await.unwrap();
     assert_eq!(cm.metadata.resource_version, cm_before.metadata.resource_version);
-    assert!(!cm.data.unwrap()["config.yaml"].contains("rotated-secret"));
+    let text = &cm.data.unwrap()["config.yaml"];
+    assert!(!text.contains("rotated-secret") && !text.contains("rotated-password"));
     let mut dep = deps.get("gw-vmcp").await.unwrap();
     let template = &mut dep.spec.as_mut().unwrap().template;
     template

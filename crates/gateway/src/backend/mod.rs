@@ -117,6 +117,9 @@ pub struct BackendDef {
     pub timeout: Duration,
     /// Credential strategy.
     pub credentials: Arc<dyn CredentialSource>,
+    /// The content of the secret files `credentials` was built from (to detect a rotated
+    /// secret on reload).
+    pub credential_fingerprint: crate::credential_files::Fingerprint,
     /// The configuration this was built from (to detect changes on reload).
     pub config: BackendConfig,
     /// The capability lists last seen from this backend, shared by sessions.
@@ -423,6 +426,7 @@ mod tests {
             transport: BackendTransport::StreamableHttp,
             timeout: Duration::from_secs(5),
             credentials: Arc::new(crate::auth::outgoing::Unauthenticated),
+            credential_fingerprint: Default::default(),
             config,
             catalog: Default::default(),
         });

@@ -388,6 +388,7 @@ mod tests {
             transport: BackendTransport::StreamableHttp,
             timeout: Duration::from_secs(1),
             credentials: Arc::new(crate::auth::outgoing::Unauthenticated),
+            credential_fingerprint: Default::default(),
             config: BackendConfig {
                 name: "a".into(),
                 url: url.into(),

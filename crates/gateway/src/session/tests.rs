@@ -59,6 +59,7 @@ fn def_at(name: &str, needs_token: bool, url: &str) -> Arc<BackendDef> {
         transport: BackendTransport::StreamableHttp,
         timeout: Duration::from_secs(2),
         credentials: if needs_token { Arc::new(NeedsToken) } else { Arc::new(Unauthenticated) },
+        credential_fingerprint: Default::default(),
         config: BackendConfig {
             name: name.into(),
             url: url.into(),

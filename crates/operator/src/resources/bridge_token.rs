@@ -7,13 +7,24 @@
 //! The controller creates the Secret once, when it is missing, and never rewrites it: a
 //! reconcile does not rotate the token. Deleting the Secret makes a later reconcile create a
 //! new one; the Secret's uid on the bridge pod template then rolls the bridge pods (they read
-//! the token at start), and its new version rolls the gateway pods.
+//! the token at start).
+//!
+//! The gateway does not mount the servers' Secrets (a member joining or leaving would change
+//! its pod template and roll every gateway pod): each `VirtualMCPServer` owns one Secret,
+//! `<name>-vmcp-bridge-tokens`, with one key per stdio member (the member's name) holding a
+//! copy of that member's token, always mounted at [`GATEWAY_BRIDGE_TOKENS_DIR`]. Membership
+//! and token changes change only that Secret's keys; the gateway re-reads the files (a missing
+//! one leaves its backend out until the kubelet syncs it: `waitForFile`).
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, SecretVolumeSource, Volume, VolumeMount};
 use rand::RngCore;
-use vmcp_types::crd::{MCPServer, McpTransport, SecretKeyRef};
+use vmcp_types::crd::{MCPServer, McpTransport, SecretKeyRef, VirtualMCPServer};
 
+use super::gateway::{GATEWAY_APP, GATEWAY_COMPONENT};
 use super::mcp_server::{SERVER_APP, SERVER_COMPONENT};
 use super::{RenderError, child_meta, labels};
 
@@ -70,6 +81,62 @@ pub fn roll_on_new_bridge_token(d: &mut Deployment, secret_uid: Option<String>) 
             .get_or_insert_with(Default::default)
             .insert(BRIDGE_TOKEN_ANNOTATION.to_owned(), uid);
     }
+}
+
+/// Folder the gateway pod mounts its bridge tokens Secret at: one file per stdio member, named
+/// like the member.
+pub const GATEWAY_BRIDGE_TOKENS_DIR: &str = "/var/run/secrets/vmcp-bridge-tokens";
+const GATEWAY_VOLUME: &str = "vmcp-bridge-tokens";
+
+/// The gateway's bridge tokens Secret: `<name>-vmcp-bridge-tokens`.
+pub fn gateway_bridge_tokens_name(v: &VirtualMCPServer) -> String {
+    format!("{}-vmcp-bridge-tokens", v.metadata.name.as_deref().unwrap_or_default())
+}
+
+/// Where the gateway reads the bridge token of stdio member `server`.
+pub fn gateway_bridge_token_file(server: &str) -> String {
+    format!("{GATEWAY_BRIDGE_TOKENS_DIR}/{server}")
+}
+
+/// The gateway's bridge tokens Secret holding `tokens` (member name -> that member's token),
+/// owned by `v`. It holds secret values: never log it.
+pub fn gateway_bridge_tokens_secret(
+    v: &VirtualMCPServer,
+    tokens: BTreeMap<String, ByteString>,
+) -> Result<Secret, RenderError> {
+    let instance = v.metadata.name.clone().unwrap_or_default();
+    Ok(Secret {
+        metadata: child_meta(
+            v,
+            "VirtualMCPServer",
+            gateway_bridge_tokens_name(v),
+            labels(GATEWAY_APP, &instance, GATEWAY_COMPONENT),
+        )?,
+        type_: Some("Opaque".into()),
+        data: Some(tokens),
+        ..Secret::default()
+    })
+}
+
+/// The gateway pod's volume and mount of its bridge tokens Secret: every key, whatever the
+/// members, so membership never changes the pod template.
+pub fn gateway_bridge_tokens_volume(v: &VirtualMCPServer) -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: GATEWAY_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(gateway_bridge_tokens_name(v)),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: GATEWAY_VOLUME.into(),
+        mount_path: GATEWAY_BRIDGE_TOKENS_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    (volume, mount)
 }
 
 /// The bridge container's volume and mount of the token, and the path it reads.
@@ -132,6 +199,30 @@ mod tests {
         let mut unknown = base.clone();
         roll_on_new_bridge_token(&mut unknown, None);
         assert_eq!(unknown, base);
+    }
+
+    #[test]
+    fn the_gateway_secret_holds_one_key_per_member_and_is_owned_by_the_gateway() {
+        let v = fixtures::vmcp();
+        let tokens = BTreeMap::from([
+            ("a".to_owned(), ByteString(b"token-a".to_vec())),
+            ("b".to_owned(), ByteString(b"token-b".to_vec())),
+        ]);
+        let secret = gateway_bridge_tokens_secret(&v, tokens.clone()).unwrap();
+        let name = format!("{}-vmcp-bridge-tokens", v.metadata.name.as_deref().unwrap());
+        assert_eq!(secret.metadata.name.as_deref(), Some(name.as_str()));
+        let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("VirtualMCPServer", Some(true)));
+        assert_eq!(secret.data, Some(tokens));
+        assert!(secret.string_data.is_none());
+        let empty = gateway_bridge_tokens_secret(&v, BTreeMap::new()).unwrap();
+        assert_eq!(empty.data, Some(BTreeMap::new()), "no member: an empty Secret, still mounted");
+        assert_eq!(gateway_bridge_token_file("a"), "/var/run/secrets/vmcp-bridge-tokens/a");
+        let (volume, mount) = gateway_bridge_tokens_volume(&v);
+        let source = volume.secret.unwrap();
+        assert_eq!(source.secret_name, Some(name));
+        assert!(source.items.is_none(), "every key: members come and go");
+        assert_eq!(mount.mount_path, GATEWAY_BRIDGE_TOKENS_DIR);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! The gateway never talks to the Kubernetes API: its pods run under their own ServiceAccount
 //! with no token mounted. A pod template annotation ([`rollout_checksum`]) rolls the pods when
 //! something changes that the gateway cannot apply in place: configuration outside `backends`
-//! and `aggregation`, or the content of a mounted Secret. Membership changes only change the
-//! ConfigMap, which the running gateway reloads without dropping sessions.
+//! and `aggregation`, or the content of a Secret it reads only at start (Redis password, CA
+//! bundle). Membership changes only change the ConfigMap, and backend credentials only their
+//! Secrets' files, which the running gateway re-reads without dropping sessions.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use vmcp_types::config::{AggregationConfig, GatewayConfig};
 use vmcp_types::crd::{ServiceType, VirtualMCPServer};
 
+use super::bridge_token::gateway_bridge_tokens_volume;
 use super::merge::overlay_pod_template;
 use super::workload::WorkloadDefaults;
 use super::{
@@ -99,7 +101,13 @@ pub struct GatewayChildren {
 ///   any other change applies only after a restart.
 /// - Each mounted Secret's (or CA bundle ConfigMap's) name and `resourceVersion`
 ///   (`SecretMount::version`): the gateway reads those files once, so a rotated Secret needs
-///   new pods. A new or dropped mount changes the pod's volumes anyway.
+///   new pods. A new or dropped mount changes the pod's volumes anyway. A Secret that holds
+///   only backend credentials (`SecretMount::reread`) adds its name only: the running gateway
+///   re-reads those files, so its rotation reaches the pods (after the kubelet's sync, up to
+///   about a minute) without a restart.
+///
+/// The gateway's bridge tokens Secret is not among `mounts`: it is always mounted, and the
+/// gateway re-reads its files, so neither its keys nor its version roll the pods.
 pub fn rollout_checksum(
     config: &GatewayConfig,
     mounts: &[SecretMount],
@@ -115,7 +123,8 @@ pub fn rollout_checksum(
             MountSource::Secret => "secret",
             MountSource::ConfigMap => "configmap",
         };
-        text.push_str(&format!("\n# {kind} {} {}", m.secret, m.version.as_deref().unwrap_or("")));
+        let version = if m.reread { "reread" } else { m.version.as_deref().unwrap_or("") };
+        text.push_str(&format!("\n# {kind} {} {version}", m.secret));
     }
     Ok(sha256_hex(text.as_bytes()))
 }
@@ -233,6 +242,11 @@ pub fn deployment(
         },
         VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
     ];
+    // Always there, whatever the members: a stdio member joining or leaving changes only the
+    // Secret's keys, which the running gateway re-reads.
+    let (tokens_volume, tokens_mount) = gateway_bridge_tokens_volume(v);
+    volumes.push(tokens_volume);
+    volume_mounts.push(tokens_mount);
     for m in mounts {
         let items = Some(
             m.keys

@@ -193,10 +193,15 @@ pub struct SecretMount {
     /// Keys referenced by the configuration.
     pub keys: BTreeSet<String>,
     /// The object's `resourceVersion`, when the controller has read it: part of the rollout
-    /// checksum, so that a rotated Secret rolls the gateway pods (the gateway reads secret files
-    /// once).
+    /// checksum (unless `reread`), so that a rotated Secret rolls the gateway pods when the
+    /// gateway reads its files only at start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Only backend credentials are read from this mount, and the running gateway re-reads
+    /// those files (a changed one rebuilds its backend in place): a new version needs no new
+    /// pods, so it stays out of the rollout checksum (the name stays in).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reread: bool,
 }
 
 impl SecretMount {

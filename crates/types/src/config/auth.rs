@@ -147,6 +147,12 @@ pub struct HeaderInjectionAuth {
 pub struct BearerTokenAuth {
     /// The token (from an env var or a file).
     pub token: SecretSource,
+    /// The token file may appear after start-up (a Secret key the kubelet mounts later, like
+    /// the operator's bridge tokens): while it is missing, this backend is left out (a warning
+    /// names it and the file) and joins once the file exists. Without it (default `false`), a
+    /// missing file stops the gateway at start-up. Needs `token.file`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait_for_file: bool,
 }
 
 /// How the gateway authenticates to the token endpoint.

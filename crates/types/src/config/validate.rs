@@ -268,6 +268,9 @@ fn validate_outgoing(c: &mut Checker, p: &str, a: &OutgoingAuthConfig) {
     }
     if let Some(b) = &a.bearer_token {
         c.secret(&format!("{p}.bearerToken.token"), &b.token);
+        if b.wait_for_file && b.token.file.is_none() {
+            c.err(format!("{p}.bearerToken.waitForFile"), "needs 'token.file'");
+        }
     }
     if let Some(t) = &a.token_exchange {
         let q = format!("{p}.tokenExchange");

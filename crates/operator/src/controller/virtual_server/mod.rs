@@ -5,13 +5,14 @@
 //! 1. Read from the shared stores ([`super::reflectors`], no API call): the `MCPGroup`, the
 //!    namespace's `MCPServer`s and `MCPServerEntry`s (remote servers) in the group, the
 //!    referenced `MCPExternalAuthConfig`s, and whether each referenced Secret exists (metadata
-//!    only).
+//!    only). The one Secret value read is each stdio member's bridge token (one GET each:
+//!    [`bridge_tokens`]).
 //! 2. Render ([`crate::resources::render_gateway_config`]); backends with unresolvable
 //!    credentials are left out and reported.
-//! 3. Apply ConfigMap, ServiceAccount, Service, Deployment and (replicas > 1) the PDB with
-//!    server-side apply; delete a PDB of ours when replicas drop to 1. Nothing is applied when
-//!    one of those names is held by an object this gateway does not control
-//!    ([`super::ownership`]): the status says `NameConflict` instead.
+//! 3. Apply the bridge tokens Secret, ConfigMap, ServiceAccount, Service, Deployment and
+//!    (replicas > 1) the PDB with server-side apply; delete a PDB of ours when replicas drop
+//!    to 1. Nothing is applied when one of those names is held by an object this gateway does
+//!    not control ([`super::ownership`]): the status says `NameConflict` instead.
 //! 4. Compute the status from what was observed ([`desired_status`], pure) and write it only when
 //!    it differs from the stored status. Events: `Created`, `Updated`, and a Warning when a
 //!    condition turns bad or a reconcile fails.
@@ -24,7 +25,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::DeleteParams;
@@ -43,6 +44,7 @@ use super::{
     namespace,
 };
 use crate::pod_health::{PodProblem, pod_problem, pod_selector};
+use crate::resources::bridge_token::{gateway_bridge_tokens_name, gateway_bridge_tokens_secret};
 use crate::resources::gateway::{
     GatewayChildren, config_map_name, gateway_children, gateway_name, gateway_url, replicas,
 };
@@ -52,6 +54,7 @@ use crate::resources::{
 };
 use crate::status::{self, Status, transitioned_to};
 
+mod bridge_tokens;
 mod desired_status;
 #[cfg(test)]
 mod tests;
@@ -150,10 +153,18 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
 
     let mut change = Change::default();
     let mut rendered_backends = 0;
+    refs.insert((RefKind::Secret, gateway_bridge_tokens_name(v)));
     let outcome = if group_found {
-        match render(v, &members, &entries, ctx, &ns, &mut refs) {
+        let bridge = bridge_tokens::read_bridge_tokens(ctx, &ns, &members, &mut refs).await?;
+        let rendered = render(v, &members, &entries, ctx, &ns, &bridge.missing, &mut refs)
+            .and_then(|(r, children)| {
+                Ok((r, children, gateway_bridge_tokens_secret(v, bridge.tokens)?))
+            });
+        match rendered {
             Err(e) => Outcome::RenderFailed(e.to_string()),
-            Ok((r, children)) => match apply_children(v, &children, ctx, &ns).await? {
+            Ok((r, children, tokens)) => match apply_children(v, &children, &tokens, ctx, &ns)
+                .await?
+            {
                 Err(conflicts) => Outcome::NameConflict(ownership::describe(&conflicts)),
                 Ok((available, pod_problem, ch)) => {
                     change = ch;
@@ -215,13 +226,15 @@ async fn reconcile_inner(vmcp: &VirtualMCPServer, ctx: &Context) -> Result<Actio
 
 /// Renders the configuration and the children. Secrets are checked by metadata only; backends
 /// needing a missing one are re-rendered out, and the others' `resourceVersion`s go into the
-/// rollout checksum.
+/// rollout checksum. `bridge_missing` names the token Secrets of stdio members whose token
+/// is not available (they stay pending).
 fn render(
     v: &VirtualMCPServer,
     members: &[MCPServer],
     entries: &[MCPServerEntry],
     ctx: &Context,
     ns: &str,
+    bridge_missing: &BTreeSet<String>,
     refs: &mut BTreeSet<(RefKind, String)>,
 ) -> Result<(Rendered, GatewayChildren), RenderError> {
     let wanted = referenced_auth_configs(v, members, entries);
@@ -233,16 +246,15 @@ fn render(
         .into_iter()
         .map(|a| (a.name_any(), a))
         .collect();
-    let none = BTreeSet::new();
     let input = RenderInput {
         vmcp: v,
         members,
         entries,
         auth_configs: &auth_configs,
-        missing_secrets: &none,
+        missing_secrets: bridge_missing,
     };
     let first = render_gateway_config(&input)?;
-    let mut missing = BTreeSet::new();
+    let mut missing = bridge_missing.clone();
     let mut missing_config_maps = Vec::new();
     let mut versions = BTreeMap::new();
     for m in &first.secret_mounts {
@@ -266,7 +278,7 @@ fn render(
             }
         }
     }
-    let mut rendered = if missing.is_empty() {
+    let mut rendered = if missing == *bridge_missing {
         first
     } else {
         render_gateway_config(&RenderInput { missing_secrets: &missing, ..input })?
@@ -281,8 +293,8 @@ fn render(
             ),
         });
     }
-    // A rotated Secret or CA bundle (new resourceVersion) changes the rollout checksum: new
-    // pods read it.
+    // A rotated Secret or CA bundle (new resourceVersion) the gateway reads only at start
+    // changes the rollout checksum: new pods read it (backend credentials are re-read).
     for m in &mut rendered.secret_mounts {
         m.version = versions.get(&(m.source, m.secret.clone())).cloned().flatten();
     }
@@ -296,24 +308,30 @@ fn render(
     Ok((rendered, children))
 }
 
-/// Applies every child; returns the available gateway pods, why the others are not (read
-/// from the pods while fewer than desired are available) and what changed, or, when a child
-/// name is held by an object this gateway does not control, the conflicts (nothing applied).
+/// Applies every child (`tokens`: the bridge tokens Secret, first, so that a configuration
+/// naming a member's token file never precedes the token); returns the available gateway
+/// pods, why the others are not (read from the pods while fewer than desired are available)
+/// and what changed, or, when a child name is held by an object this gateway does not
+/// control, the conflicts (nothing applied).
 async fn apply_children(
     v: &VirtualMCPServer,
     children: &GatewayChildren,
+    tokens: &Secret,
     ctx: &Context,
     ns: &str,
 ) -> Result<Result<(i32, Option<PodProblem>, Change), Vec<NameConflict>>, Error> {
+    let secret_api = ctx.api::<Secret>(ns);
     let cm_api = ctx.api::<ConfigMap>(ns);
     let sa_api = ctx.api::<ServiceAccount>(ns);
     let svc_api = ctx.api::<Service>(ns);
     let dep_api = ctx.api::<Deployment>(ns);
     let pdb_api = ctx.api::<PodDisruptionBudget>(ns);
-    let (name, cm_name) = (gateway_name(v), config_map_name(v));
-    let _locked = ctx.name_locks.lock(ns, &[&name, &cm_name]).await;
+    let (name, cm_name, tokens_name) =
+        (gateway_name(v), config_map_name(v), gateway_bridge_tokens_name(v));
+    let _locked = ctx.name_locks.lock(ns, &[&name, &cm_name, &tokens_name]).await;
     let uid = ownership::uid(v);
     let mut conflicts = Vec::new();
+    let prior_tokens = claim(&secret_api, &tokens_name, &uid, &mut conflicts).await?;
     let prior_cm = claim(&cm_api, &cm_name, &uid, &mut conflicts).await?;
     claim(&sa_api, &name, &uid, &mut conflicts).await?;
     claim(&svc_api, &name, &uid, &mut conflicts).await?;
@@ -325,6 +343,8 @@ async fn apply_children(
         return Ok(Err(conflicts));
     }
 
+    // The applied Secret (with its values) is dropped at once: only its version is kept.
+    let tokens_version = apply(&secret_api, tokens).await?.metadata.resource_version;
     let cm = apply(&cm_api, &children.config_map).await?;
     apply(&sa_api, &children.service_account).await?;
     apply(&svc_api, &children.service).await?;
@@ -348,6 +368,7 @@ async fn apply_children(
             created: false,
             updated: prior_cm.and_then(|c| c.metadata.resource_version)
                 != cm.metadata.resource_version
+                || prior_tokens.and_then(|t| t.metadata.resource_version) != tokens_version
                 || d.metadata.generation != dep.metadata.generation,
         },
     };

@@ -84,12 +84,12 @@ fn checksum(v: &VirtualMCPServer, servers: &[vmcp_types::crd::MCPServer]) -> Str
 fn membership_and_aggregation_do_not_roll_the_pods() {
     let v = fixtures::vmcp();
     // Members whose credentials need no Secret of their own. A stdio member's bridge
-    // token is mounted, so its arrival or departure does roll the pods (like a member
-    // whose auth config names a Secret).
+    // token is a key of the gateway's bridge tokens Secret, always mounted and re-read: its
+    // arrival or departure does not roll the pods either.
     let mut all = fixtures::servers();
     all[1].spec.transport = vmcp_types::crd::McpTransport::StreamableHttp;
     let base = checksum(&v, &all);
-    assert_ne!(checksum(&v, &fixtures::servers()), base, "a stdio member's token is mounted");
+    assert_eq!(checksum(&v, &fixtures::servers()), base, "a stdio member's token is re-read");
     // A member leaves the group, or a member's port changes: the ConfigMap changes, the
     // pods reload it in place.
     assert_eq!(checksum(&v, &all[..1]), base);
@@ -109,17 +109,75 @@ fn membership_and_aggregation_do_not_roll_the_pods() {
     assert_ne!(checksum(&issuer, &all), base);
 }
 
+/// Issue 16: stdio members joining or leaving (0, 1, 2 of them) leave the whole pod template
+/// as it is; only the ConfigMap changes, which the gateway reloads in place.
 #[test]
-fn a_rotated_secret_rolls_the_pods() {
+fn stdio_members_do_not_change_the_pod_template() {
+    let v = fixtures::vmcp();
+    let stdio = |name: &str| {
+        let mut s = fixtures::server("time");
+        s.metadata.name = Some(name.into());
+        s
+    };
+    let http = fixtures::server("github-tools");
+    let template = |servers: &[vmcp_types::crd::MCPServer]| {
+        let (config, mounts, _) = gateway_config(&v, servers, &fixtures::auth_configs()).unwrap();
+        let c =
+            gateway_children(&v, &config, &mounts, IMAGE, &WorkloadDefaults::default()).unwrap();
+        let yaml = c.config_map.data.unwrap().remove("config.yaml").unwrap();
+        (c.deployment.spec.unwrap().template, yaml)
+    };
+    let (none, none_yaml) = template(std::slice::from_ref(&http));
+    let (one, one_yaml) = template(&[http.clone(), stdio("s1")]);
+    let (two, two_yaml) = template(&[http.clone(), stdio("s1"), stdio("s2")]);
+    assert_eq!(one, none);
+    assert_eq!(two, none);
+    assert!(!none_yaml.contains("vmcp-bridge-tokens/"), "{none_yaml}");
+    assert!(one_yaml.contains("/var/run/secrets/vmcp-bridge-tokens/s1"), "{one_yaml}");
+    assert!(two_yaml.contains("/var/run/secrets/vmcp-bridge-tokens/s2"), "{two_yaml}");
+    // The bridge tokens Secret is mounted even with no stdio member.
+    let pod = none.spec.unwrap();
+    let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "vmcp-bridge-tokens").unwrap();
+    assert_eq!(
+        volume.secret.unwrap().secret_name.as_deref(),
+        Some("engineering-gateway-vmcp-bridge-tokens")
+    );
+    let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+    let mount = mounts.iter().find(|m| m.name == "vmcp-bridge-tokens").unwrap();
+    assert_eq!(mount.mount_path, "/var/run/secrets/vmcp-bridge-tokens");
+    assert_eq!(mount.read_only, Some(true));
+}
+
+/// A rotated Secret the gateway reads only at start (here the Redis password) rolls the pods;
+/// one that holds only backend credentials (here the token-exchange client secret) does not:
+/// the running gateway re-reads those files (issue 16).
+#[test]
+fn a_rotated_secret_rolls_the_pods_unless_the_gateway_rereads_it() {
     let v = fixtures::vmcp();
     let (config, mut mounts, _) =
         gateway_config(&v, &fixtures::servers(), &fixtures::auth_configs()).unwrap();
     for (i, m) in mounts.iter_mut().enumerate() {
         m.version = Some(format!("{}", 100 + i));
     }
+    let names: Vec<_> = mounts.iter().map(|m| (m.secret.as_str(), m.reread)).collect();
+    assert_eq!(names, [("vmcp-gateway-oidc-client", true), ("vmcp-redis", false)]);
     let before =
         gateway_children(&v, &config, &mounts, IMAGE, &WorkloadDefaults::default()).unwrap();
-    mounts[0].version = Some("999".into());
+    let mut backend_rotated = mounts.clone();
+    backend_rotated[0].version = Some("998".into());
+    let same = gateway_children(&v, &config, &backend_rotated, IMAGE, &WorkloadDefaults::default())
+        .unwrap();
+    assert_eq!(same, before, "a rotated backend credential changes nothing");
+    // A Secret also read at start (the same Secret as Redis password) is not re-read.
+    let mut shared = mounts.clone();
+    shared[0].reread = false;
+    let shared_before =
+        gateway_children(&v, &config, &shared, IMAGE, &WorkloadDefaults::default()).unwrap();
+    shared[0].version = Some("998".into());
+    let shared_after =
+        gateway_children(&v, &config, &shared, IMAGE, &WorkloadDefaults::default()).unwrap();
+    assert_ne!(shared_after.deployment, shared_before.deployment);
+    mounts[1].version = Some("999".into());
     let after =
         gateway_children(&v, &config, &mounts, IMAGE, &WorkloadDefaults::default()).unwrap();
     assert_eq!(before.config_map, after.config_map, "the ConfigMap does not change");

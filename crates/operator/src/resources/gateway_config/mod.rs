@@ -3,7 +3,10 @@
 //! Secret values are never read or copied: every credential becomes a [`SecretSource`] with a
 //! `file` under `/var/run/secrets/vmcp/<secret>/<key>`, and the Secret is listed in the
 //! returned [`SecretMount`]s so the Deployment mounts it there (a CA bundle ConfigMap likewise,
-//! under `/var/run/vmcp/configmaps/<name>/<key>`).
+//! under `/var/run/vmcp/configmaps/<name>/<key>`). The one exception is a stdio member's
+//! bridge token: the controller copies it into the gateway's own bridge tokens Secret, which
+//! the Deployment always mounts (see [`super::bridge_token`]), and the configuration names the
+//! member's file there.
 //!
 //! A backend whose credential cannot be resolved (auth config missing or invalid, Secret known
 //! to be missing, name unusable) is left out of the configuration and reported as a
@@ -75,7 +78,9 @@ pub struct RenderInput<'a> {
     pub entries: &'a [MCPServerEntry],
     /// `MCPExternalAuthConfig`s of the namespace by name (at least the referenced ones).
     pub auth_configs: &'a BTreeMap<String, MCPExternalAuthConfig>,
-    /// Secrets known not to exist; backends that need one are left out.
+    /// Secrets known not to exist; backends that need one are left out. For a stdio
+    /// member's bridge token (`<server>-bridge-token`): its token is not in the gateway's
+    /// bridge tokens Secret (the member stays `pending`).
     pub missing_secrets: &'a BTreeSet<String>,
 }
 
@@ -110,25 +115,45 @@ pub fn gateway_config(
     Ok((r.config, r.secret_mounts, r.backends))
 }
 
-/// Collects Secret (and ConfigMap) mounts while rendering.
+/// Collects Secret (and ConfigMap) mounts while rendering: the keys of each, and whether any
+/// of them is read only at the gateway's start.
 #[derive(Default)]
-struct Mounts(BTreeMap<(MountSource, String), BTreeSet<String>>);
+struct Mounts(BTreeMap<(MountSource, String), (BTreeSet<String>, bool)>);
 
 impl Mounts {
+    fn add(&mut self, source: MountSource, name: &str, key: &str, read_at_start: bool) {
+        let (keys, at_start) = self.0.entry((source, name.to_owned())).or_default();
+        keys.insert(key.to_owned());
+        *at_start |= read_at_start;
+    }
+
+    /// A secret file the gateway reads only at start (Redis password, CA bundle).
     fn file(&mut self, r: &SecretKeyRef) -> SecretSource {
-        self.0.entry((MountSource::Secret, r.name.clone())).or_default().insert(r.key.clone());
+        self.add(MountSource::Secret, &r.name, &r.key, true);
+        SecretSource { env: None, file: Some(PathBuf::from(secret_file(&r.name, &r.key))) }
+    }
+
+    /// A backend credential's secret file, which the running gateway re-reads.
+    fn backend_file(&mut self, r: &SecretKeyRef) -> SecretSource {
+        self.add(MountSource::Secret, &r.name, &r.key, false);
         SecretSource { env: None, file: Some(PathBuf::from(secret_file(&r.name, &r.key))) }
     }
 
     fn config_map_file(&mut self, r: &ConfigMapKeyRef) -> PathBuf {
-        self.0.entry((MountSource::ConfigMap, r.name.clone())).or_default().insert(r.key.clone());
+        self.add(MountSource::ConfigMap, &r.name, &r.key, true);
         PathBuf::from(config_map_file(&r.name, &r.key))
     }
 
     fn into_vec(self) -> Vec<SecretMount> {
         self.0
             .into_iter()
-            .map(|((source, secret), keys)| SecretMount { source, secret, keys, version: None })
+            .map(|((source, secret), (keys, at_start))| SecretMount {
+                source,
+                secret,
+                keys,
+                version: None,
+                reread: !at_start,
+            })
             .collect()
     }
 }
@@ -194,7 +219,7 @@ pub fn render_gateway_config(input: &RenderInput<'_>) -> Result<Rendered, Render
             continue;
         } else if is_valid_backend_name(&name) {
             match bridge_token_ref(server) {
-                Some(token) => bridge_auth(&token, &mut mounts),
+                Some(_) => bridge_auth(&name),
                 None => resolve_auth(
                     input,
                     server.spec.external_auth_config_ref.as_ref(),

@@ -12,6 +12,7 @@ use vmcp_types::crd::{
     OutgoingAuthSource, SecretKeyRef, TokenClientAuthMethod, VirtualMCPServer,
 };
 
+use super::super::bridge_token::gateway_bridge_token_file;
 use super::{Mounts, Problem, ProblemKind, RenderInput};
 
 /// Names of the `MCPExternalAuthConfig`s `vmcp` may use with these members (the outgoing
@@ -130,15 +131,21 @@ pub(super) fn resolve_auth(
     Ok(outgoing_from_spec(&ac.spec, mounts))
 }
 
-/// The credential of a `stdio` member: its bridge token (the bridge admits nothing else, and
-/// passes no header on to the stdio process, so no other outgoing auth applies to it).
-pub(super) fn bridge_auth(
-    token: &SecretKeyRef,
-    mounts: &mut Mounts,
-) -> Result<OutgoingAuthConfig, Problem> {
+/// The credential of `stdio` member `server`: its bridge token (the bridge admits nothing
+/// else, and passes no header on to the stdio process, so no other outgoing auth applies to
+/// it), read from the gateway's bridge tokens Secret, which is always mounted: no mount of its
+/// own. The kubelet may sync that Secret after the configuration, so the gateway waits for the
+/// file.
+pub(super) fn bridge_auth(server: &str) -> Result<OutgoingAuthConfig, Problem> {
     Ok(OutgoingAuthConfig {
         auth_type: OutgoingAuthType::BearerToken,
-        bearer_token: Some(BearerTokenAuth { token: mounts.file(token) }),
+        bearer_token: Some(BearerTokenAuth {
+            token: cfg::SecretSource {
+                env: None,
+                file: Some(gateway_bridge_token_file(server).into()),
+            },
+            wait_for_file: true,
+        }),
         ..OutgoingAuthConfig::default()
     })
 }
@@ -233,7 +240,7 @@ fn outgoing_from_spec(spec: &MCPExternalAuthConfigSpec, mounts: &mut Mounts) -> 
                     client_secret: t
                         .client_secret_ref
                         .as_ref()
-                        .map(|r| mounts.file(r))
+                        .map(|r| mounts.backend_file(r))
                         .unwrap_or_default(),
                     client_auth_method: match t.client_auth_method.unwrap_or_default() {
                         TokenClientAuthMethod::ClientSecretBasic => {
@@ -260,15 +267,17 @@ fn outgoing_from_spec(spec: &MCPExternalAuthConfigSpec, mounts: &mut Mounts) -> 
                 out.auth_type = OutgoingAuthType::HeaderInjection;
                 out.header_injection = Some(HeaderInjectionAuth {
                     header_name: h.header_name.clone(),
-                    value: mounts.file(&h.value_secret_ref),
+                    value: mounts.backend_file(&h.value_secret_ref),
                 });
             }
         }
         ExternalAuthType::BearerToken => {
             if let Some(b) = &spec.bearer_token {
                 out.auth_type = OutgoingAuthType::BearerToken;
-                out.bearer_token =
-                    Some(BearerTokenAuth { token: mounts.file(&b.token_secret_ref) });
+                out.bearer_token = Some(BearerTokenAuth {
+                    token: mounts.backend_file(&b.token_secret_ref),
+                    wait_for_file: false,
+                });
             }
         }
     }
