@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Secret;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use vmcp_operator::resources::bridge_token::{
+    GATEWAY_BRIDGE_TOKENS_DIR, gateway_bridge_tokens_name,
+};
 use vmcp_operator::resources::gateway::{gateway_children, render_config_yaml};
 use vmcp_operator::resources::mcp_server::{server_deployment, server_service};
 use vmcp_operator::resources::{SECRETS_DIR, gateway_config};
@@ -94,6 +97,23 @@ fn example_gateway_is_consistent() {
     files(&serde_json::to_value(&config).unwrap(), &mut paths);
     assert!(!paths.is_empty());
     for path in paths {
+        if let Some(server) = path.strip_prefix(&format!("{GATEWAY_BRIDGE_TOKENS_DIR}/")) {
+            // A stdio member's bridge token: a key of the gateway's own token Secret, which is
+            // mounted whole (every key a file) whatever the members.
+            assert!(servers.iter().any(|s| s.metadata.name.as_deref() == Some(server)), "{path}");
+            let mount = gateway
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|m| m.mount_path == GATEWAY_BRIDGE_TOKENS_DIR)
+                .unwrap_or_else(|| panic!("{path} is not mounted"));
+            let volume = volumes.iter().find(|v| v.name == mount.name).unwrap();
+            let source = volume.secret.as_ref().unwrap();
+            assert_eq!(source.secret_name, Some(gateway_bridge_tokens_name(&vmcp)));
+            assert!(source.items.is_none(), "every key of the token Secret is a file");
+            continue;
+        }
         let rel = path.strip_prefix(&format!("{SECRETS_DIR}/")).expect("under the secrets dir");
         let (secret, key) = rel.split_once('/').unwrap();
         let mount = gateway
