@@ -8,6 +8,10 @@ use clap::Parser;
 use vmcp_gateway::app::App;
 use vmcp_types::config::{GatewayConfig, LogFormat, load_file};
 
+/// mimalloc instead of the system allocator (see docs/dependencies.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "vmcp-gateway", version, about = "Virtual MCP Server gateway")]
 struct Cli {
