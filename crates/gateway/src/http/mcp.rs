@@ -98,9 +98,9 @@ pub async fn post(
     if let Value::Array(items) = value {
         return Box::pin(post_batch(&state, &headers, &identity, items)).await;
     }
-    let msg = jsonrpc::classify(value.clone()).map_err(|e| {
-        EdgeError::bad_request(value.get("id").filter(|i| i.is_string() || i.is_number()), e)
-    })?;
+    // Only the id is kept for an error reply: the message itself is not copied.
+    let reply_id = value.get("id").filter(|i| i.is_string() || i.is_number()).cloned();
+    let msg = jsonrpc::classify(value).map_err(|e| EdgeError::bad_request(reply_id.as_ref(), e))?;
     if let Message::Request { id, method, params } = &msg {
         let known = Method::parse(method);
         if known == Some(Method::Initialize) {
