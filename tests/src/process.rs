@@ -112,6 +112,16 @@ impl Peer {
         }
     }
 
+    /// Waits (at most 20 s) until `GET http://127.0.0.1:{port}/healthz` answers 2xx.
+    pub async fn wait_healthz(&mut self, port: u16) -> Result<(), ProcessError> {
+        self.wait_ready(Duration::from_secs(20), || async move {
+            reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await
+    }
+
     /// Sends a signal (e.g. "STOP", "CONT") without waiting for anything.
     pub fn signal(&self, signal: &str) {
         if let Some(pid) = self.pid() {

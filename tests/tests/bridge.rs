@@ -22,14 +22,7 @@ async fn stdio_server_behind_the_bridge_behind_the_gateway() {
         .arg(root.join("tests/peers/python/backend.py"))
         .args(["--name", "std", "--transport", "stdio"]);
     let mut bridge = Peer::spawn("bridge", cmd, dir.path().join("bridge.log")).unwrap();
-    bridge
-        .wait_ready(Duration::from_secs(20), || async move {
-            reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await
-        .unwrap();
+    bridge.wait_healthz(port).await.unwrap();
     let gw = Gateway::start(&format!(
         "backends:\n  - name: std\n    url: http://127.0.0.1:{port}/mcp\n"
     ))
@@ -77,14 +70,7 @@ async fn idle_stdio_sessions_are_reaped_and_their_number_is_capped() {
         .arg(root.join("tests/peers/python/backend.py"))
         .args(["--name", "std", "--transport", "stdio"]);
     let mut bridge = Peer::spawn("bridge", cmd, dir.path().join("bridge.log")).unwrap();
-    bridge
-        .wait_ready(Duration::from_secs(20), || async move {
-            reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await
-        .unwrap();
+    bridge.wait_healthz(port).await.unwrap();
     let pid = bridge.pid().unwrap();
     let url = format!("http://127.0.0.1:{port}/mcp");
     let http = reqwest::Client::new();
@@ -148,14 +134,7 @@ async fn bridge_admits_only_callers_with_its_token() {
         .arg(root.join("tests/peers/python/backend.py"))
         .args(["--name", "std", "--transport", "stdio"]);
     let mut bridge = Peer::spawn("bridge", cmd, dir.path().join("bridge.log")).unwrap();
-    bridge
-        .wait_ready(Duration::from_secs(20), || async move {
-            reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await
-        .unwrap();
+    bridge.wait_healthz(port).await.unwrap();
     let pid = bridge.pid().unwrap();
     let url = format!("http://127.0.0.1:{port}/mcp");
     let http = reqwest::Client::new();
@@ -216,14 +195,7 @@ async fn bridge_with_token(port: u16, token_file: &std::path::Path, log: &std::p
         .arg(root.join("tests/peers/python/backend.py"))
         .args(["--name", "std", "--transport", "stdio"]);
     let mut bridge = Peer::spawn("bridge", cmd, log.to_owned()).unwrap();
-    bridge
-        .wait_ready(Duration::from_secs(20), || async move {
-            reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await
-        .unwrap();
+    bridge.wait_healthz(port).await.unwrap();
     bridge
 }
 

@@ -163,14 +163,7 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
         .arg(root.join("tests/peers/python/backend.py"))
         .args(["--name", "s", "--transport", "stdio"]);
     let mut bridge = Peer::spawn("bridge", cmd, dir.path().join("bridge.log")).unwrap();
-    bridge
-        .wait_ready(Duration::from_secs(20), || async move {
-            reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await
-        .unwrap();
+    bridge.wait_healthz(port).await.unwrap();
     let unauthenticated = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/mcp"))
         .header("content-type", "application/json")
@@ -206,26 +199,7 @@ spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
 async fn stdio_member_joining_and_leaving_keeps_the_gateway_pod_template() {
     use k8s_openapi::api::core::v1::Secret;
     let (api, client, ns) = setup("op-bridge-members").await;
-    apply_text(
-        api,
-        &ns,
-        r#"apiVersion: vmcp.dev/v1alpha1
-kind: MCPGroup
-metadata: {name: g}
-spec: {}
----
-apiVersion: vmcp.dev/v1alpha1
-kind: MCPServer
-metadata: {name: a}
-spec: {image: example/a:1, groupRef: {name: g}}
----
-apiVersion: vmcp.dev/v1alpha1
-kind: VirtualMCPServer
-metadata: {name: gw}
-spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
-"#,
-    )
-    .await;
+    apply_text(api, &ns, GROUP_G_WITH_SERVER_A).await;
     let _stop = run_operator(client.clone(), &ns);
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);

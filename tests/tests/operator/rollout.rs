@@ -128,26 +128,7 @@ spec:
 #[tokio::test(flavor = "multi_thread")]
 async fn membership_change_keeps_the_pod_template() {
     let (api, client, ns) = setup("op-members").await;
-    apply_text(
-        api,
-        &ns,
-        r#"apiVersion: vmcp.dev/v1alpha1
-kind: MCPGroup
-metadata: {name: g}
-spec: {}
----
-apiVersion: vmcp.dev/v1alpha1
-kind: MCPServer
-metadata: {name: a}
-spec: {image: example/a:1, groupRef: {name: g}}
----
-apiVersion: vmcp.dev/v1alpha1
-kind: VirtualMCPServer
-metadata: {name: gw}
-spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
-"#,
-    )
-    .await;
+    apply_text(api, &ns, GROUP_G_WITH_SERVER_A).await;
     let _stop = run_operator(client.clone(), &ns);
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);

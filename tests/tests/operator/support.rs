@@ -14,6 +14,24 @@ pub use vmcp_e2e::repo_root;
 pub use vmcp_e2e::wait::eventually;
 pub use vmcp_types::crd::{VirtualMCPServer, VirtualMCPServerPhase};
 
+/// Group `g` with the HTTP server `a` and the anonymous gateway `gw`: the start of the
+/// membership tests.
+pub const GROUP_G_WITH_SERVER_A: &str = r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPGroup
+metadata: {name: g}
+spec: {}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: a}
+spec: {image: example/a:1, groupRef: {name: g}}
+---
+apiVersion: vmcp.dev/v1alpha1
+kind: VirtualMCPServer
+metadata: {name: gw}
+spec: {groupRef: {name: g}, incomingAuth: {type: anonymous}}
+"#;
+
 pub async fn setup(test: &str) -> (&'static ApiServer, kube::Client, String) {
     let api = ApiServer::shared().await;
     api.apply_crds().await.expect("CRDs");

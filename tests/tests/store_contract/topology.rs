@@ -40,6 +40,19 @@ pub(crate) async fn failover_keeps_every_acknowledged_write_and_the_feed(topolog
     };
     let writer = RedisStore::connect(&cfg).await.unwrap();
     let listener = RedisStore::connect(&cfg).await.unwrap();
+    // A replica of a deployment that has just started may still be in its first sync and
+    // not acknowledge within `wait_timeout` (seen under a loaded `make test`): the first write
+    // is retried until replication is up.
+    let attempt = std::sync::atomic::AtomicU32::new(0);
+    vmcp_e2e::wait::eventually(
+        "replicas acknowledging writes",
+        Duration::from_secs(30),
+        || async {
+            let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            writer.create(&format!("warm-up-{n}"), &record(1), LONG).await.ok()
+        },
+    )
+    .await;
     writer.create("before", &record(1), LONG).await.unwrap();
     writer.create("deleted", &record(1), LONG).await.unwrap();
     assert!(writer.delete("deleted").await.unwrap());
