@@ -41,18 +41,25 @@ pub(crate) async fn failover_keeps_every_acknowledged_write_and_the_feed(topolog
     let writer = RedisStore::connect(&cfg).await.unwrap();
     let listener = RedisStore::connect(&cfg).await.unwrap();
     // A replica of a deployment that has just started may still be in its first sync and
-    // not acknowledge within `wait_timeout` (seen under a loaded `make test`): the first write
-    // is retried until replication is up.
-    let attempt = std::sync::atomic::AtomicU32::new(0);
-    vmcp_e2e::wait::eventually(
-        "replicas acknowledging writes",
-        Duration::from_secs(30),
-        || async {
-            let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            writer.create(&format!("warm-up-{n}"), &record(1), LONG).await.ok()
-        },
-    )
-    .await;
+    // not acknowledge within `wait_timeout` (seen under a loaded `make test`): on each master
+    // this test writes to, fresh sessions are created until its replica acknowledges one.
+    for id in ["before", "deleted"] {
+        let master = redis.master_for(&writer.session_key(id)).unwrap();
+        let warm_ups: Vec<String> = (0..3000)
+            .map(|i| format!("warm-up-{id}-{i}"))
+            .filter(|w| redis.master_for(&writer.session_key(w)).unwrap() == master)
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        vmcp_e2e::wait::eventually(
+            "a replica acknowledging writes",
+            Duration::from_secs(30),
+            || async {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                writer.create(&warm_ups[n], &record(1), LONG).await.ok()
+            },
+        )
+        .await;
+    }
     writer.create("before", &record(1), LONG).await.unwrap();
     writer.create("deleted", &record(1), LONG).await.unwrap();
     assert!(writer.delete("deleted").await.unwrap());
