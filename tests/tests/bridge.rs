@@ -93,6 +93,21 @@ async fn idle_stdio_sessions_are_reaped_and_their_number_is_capped() {
         ids.push(r.headers()["mcp-session-id"].to_str().unwrap().to_owned());
     }
     assert_eq!(children(pid), 3);
+    // Starting three Python servers can take longer than the idle timeout on a loaded machine;
+    // a request on each session resets its idle clock, so none is reaped before the fourth.
+    for id in &ids {
+        let r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("mcp-session-id", id)
+            .body(json!({"jsonrpc": "2.0", "id": 3, "method": "ping"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    }
     let r = initialize().await.unwrap();
     assert_eq!(r.status(), 503, "a fourth session is refused, not a fourth process");
     assert!(r.headers().get("retry-after").is_some());
