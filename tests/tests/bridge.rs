@@ -271,6 +271,13 @@ async fn a_token_file_written_after_start_brings_its_backend_in_without_a_restar
             && l.contains(std_file.to_str().unwrap())),
         "{log}"
     );
+    // A gateway that started without the file is not ready: a pod created before the kubelet
+    // wrote the key gets no traffic without that backend.
+    let readyz = gw.url().replace("/mcp", "/readyz");
+    let r = reqwest::get(&readyz).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("waiting for the secret files of: std"), "{body}");
 
     // A later configuration: a new backend `other2` and a backend `late` whose token file
     // does not exist. `other2` joins; `late` is named with its file.
@@ -300,6 +307,9 @@ async fn a_token_file_written_after_start_brings_its_backend_in_without_a_restar
     // The kubelet writes the token: the backend joins the open session.
     std::fs::write(&std_file, std::fs::read(&token).unwrap()).unwrap();
     until_std_echo_works(&mut c, Duration::from_secs(20)).await;
+    // Ready now; `late`, which only a later configuration named, never held readiness.
+    let r = reqwest::get(&readyz).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     let r = c.ok(json!({"op": "session_id"})).await;
     assert_eq!(r["sessionId"], session, "the session was kept");
     let r =

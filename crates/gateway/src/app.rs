@@ -27,6 +27,9 @@ use crate::session::store::{SessionStore, StoreError};
 
 /// How often the configuration file is checked for changes.
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
+/// How long a starting gateway stays unready while a `waitForFile` backend's file is missing
+/// (the kubelet refreshes a mounted Secret within about a minute and a half).
+const STARTUP_FILE_GRACE: Duration = Duration::from_secs(180);
 
 /// Why the gateway could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +96,13 @@ impl App {
         ));
         let watched = watched_fingerprint(&cfg);
         let backends = build_backends(&cfg, factory.as_ref(), BuildPhase::Startup)?;
+        // Left out because their secret file is not there yet (`waitForFile`).
+        let awaited: Vec<Arc<str>> = cfg
+            .backends
+            .iter()
+            .filter(|b| !backends.defs.contains_key(b.name.as_str()))
+            .map(|b| Arc::from(b.name.as_str()))
+            .collect();
         let (store, redis): (Arc<dyn SessionStore>, Option<Arc<RedisStore>>) =
             match (cfg.session_storage.provider, cfg.session_storage.redis.as_ref()) {
                 (SessionStorageProvider::Redis, Some(r)) => {
@@ -117,6 +127,7 @@ impl App {
             check
         });
         let health = Monitor::spawn(manager.clone(), store_ready);
+        health.await_at_startup(awaited, STARTUP_FILE_GRACE);
         let state = AppState {
             health,
             manager,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::backend::BackendError;
 use crate::session::SessionManager;
+use crate::session::manager::BackendSet;
 use crate::session::slot::Slot;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -53,6 +54,17 @@ pub type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 pub struct Monitor {
     results: parking_lot::RwLock<Vec<ProbeResult>>,
     store_ready: Option<ReadyCheck>,
+    startup_wait: parking_lot::Mutex<Option<StartupWait>>,
+}
+
+/// Backends left out at start-up until their secret file exists (`waitForFile`): the gateway
+/// is not ready before they joined, or until the grace ended. A pod that starts before the
+/// kubelet wrote the file (its Secret got the key after the pod was created) so gets no
+/// traffic without that backend; later membership changes never make a ready gateway unready.
+#[derive(Debug)]
+struct StartupWait {
+    names: Vec<Arc<str>>,
+    until: std::time::Instant,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -65,7 +77,11 @@ impl Monitor {
     /// Starts probing every [`PROBE_INTERVAL`] (first probe right away). `store_ready`, when
     /// given, decides readiness: a gateway whose session store is unreachable is not ready.
     pub fn spawn(manager: Arc<SessionManager>, store_ready: Option<ReadyCheck>) -> Arc<Self> {
-        let monitor = Arc::new(Self { results: parking_lot::RwLock::new(Vec::new()), store_ready });
+        let monitor = Arc::new(Self {
+            results: parking_lot::RwLock::new(Vec::new()),
+            store_ready,
+            startup_wait: parking_lot::Mutex::new(None),
+        });
         let weak = Arc::downgrade(&monitor);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PROBE_INTERVAL);
@@ -87,6 +103,32 @@ impl Monitor {
     /// The last probe result of each backend (absent: not probed yet).
     pub fn backends(&self) -> Vec<ProbeResult> {
         self.results.read().clone()
+    }
+
+    /// Holds readiness until each of `names` is in the backend set, for at most `grace` (see
+    /// [`StartupWait`]).
+    pub fn await_at_startup(&self, names: Vec<Arc<str>>, grace: Duration) {
+        if !names.is_empty() {
+            let until = std::time::Instant::now() + grace;
+            *self.startup_wait.lock() = Some(StartupWait { names, until });
+        }
+    }
+
+    /// The start-up backends `set` still lacks (empty once all joined or the grace ended; the
+    /// wait then ends for good).
+    pub fn awaited(&self, set: &BackendSet) -> Vec<Arc<str>> {
+        let mut wait = self.startup_wait.lock();
+        let Some(w) = wait.as_ref() else { return Vec::new() };
+        let missing: Vec<Arc<str>> =
+            w.names.iter().filter(|n| !set.defs.contains_key(*n)).cloned().collect();
+        if missing.is_empty() {
+            *wait = None;
+        } else if std::time::Instant::now() >= w.until {
+            tracing::warn!(backends = ?missing, "ready without backends whose secret file never appeared");
+            *wait = None;
+            return Vec::new();
+        }
+        missing
     }
 
     /// Is the gateway ready to serve (its session store reachable)?

@@ -22,7 +22,7 @@ use vmcp_e2e::repo_root;
 use vmcp_e2e::wait::eventually;
 
 use client::McpClient;
-use manifests::{backends, redis_manifest};
+use manifests::{backends, gateway, redis_manifest};
 use pods::{exchange_work, gateway_pods, requests_served};
 
 const OPERATOR_NS: &str = "vmcp-system";
@@ -135,7 +135,16 @@ async fn gateway_pods_keep_sessions_across_pod_deletion_and_rollout() {
     })
     .await
     .unwrap();
-    cluster.apply(ns, &backends(oidc.issuer(), &oidc.token_url())).await.unwrap();
+    cluster.apply(ns, &backends(&oidc.token_url())).await.unwrap();
+    // The gateway comes once the stdio member's bridge token exists, so its pods start with
+    // both members. A member that joins later reaches running pods only when the kubelet
+    // syncs their ConfigMap and Secret volumes (issue 16: no roll); on this test node one pod
+    // did not get such a change within 3 minutes (open in issue 16).
+    eventually("the notes bridge token", Duration::from_secs(120), || async {
+        cluster.run_kubectl(&["get", "secret", "-n", ns, "notes-bridge-token"]).await.ok().map(drop)
+    })
+    .await;
+    cluster.apply(ns, &gateway(oidc.issuer())).await.unwrap();
     wait_ready(cluster, ns).await;
     let out = cluster.run_kubectl(&["get", "vmcp", "gw", "-n", ns]).await.unwrap();
     assert!(out.contains("Ready"), "{out}");
@@ -170,6 +179,24 @@ async fn gateway_pods_keep_sessions_across_pod_deletion_and_rollout() {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
+    // Every replica lists both backends (each probes its backends on its own) before one is
+    // deleted below.
+    let port = vmcp_operator::resources::GATEWAY_PORT;
+    for (pod, ip) in gateway_pods(cluster, ns, "gw").await {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let mut c = McpClient::initialize(&format!("http://{ip}:{port}/mcp"), &bob, None).await;
+            let listed = c.tool_names().await.unwrap();
+            if listed == tools {
+                break;
+            }
+            if Instant::now() > deadline {
+                let logs = cluster.run_kubectl(&["logs", "-n", ns, &pod]).await.unwrap_or_default();
+                panic!("pod {pod} lists {listed:?}, not {tools:?}\n{logs}");
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
     // Alice's session is pinned to one replica, which may not have seen the stdio backend up
     // yet (the warm-up above may have run on the other one): retry until it lists both.
     let deadline = Instant::now() + Duration::from_secs(120);

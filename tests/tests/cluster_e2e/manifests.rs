@@ -33,9 +33,9 @@ spec:
     )
 }
 
-/// The group: `weather` (Streamable HTTP) behind token exchange, `notes` (stdio, through the
-/// bridge), and a two-replica gateway with OIDC and Redis sessions.
-pub(crate) fn backends(issuer: &str, token_url: &str) -> String {
+/// The group: `weather` (Streamable HTTP) behind token exchange and `notes` (stdio, through the
+/// bridge).
+pub(crate) fn backends(token_url: &str) -> String {
     format!(
         r#"apiVersion: v1
 kind: Secret
@@ -79,8 +79,14 @@ spec:
   args: ["--kind", "notes", "--stdio"]
   port: 8080
   groupRef: {{name: team}}
----
-apiVersion: vmcp.dev/v1alpha1
+"#
+    )
+}
+
+/// The two-replica gateway of the group, with OIDC and Redis sessions.
+pub(crate) fn gateway(issuer: &str) -> String {
+    format!(
+        r#"apiVersion: vmcp.dev/v1alpha1
 kind: VirtualMCPServer
 metadata: {{name: gw}}
 spec:

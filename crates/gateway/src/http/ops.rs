@@ -33,9 +33,19 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             }
         })
         .collect();
-    let ready = state.health.ready();
+    let store_ready = state.health.ready();
+    let awaited = state.health.awaited(&set);
+    let ready = store_ready && awaited.is_empty();
+    let status = if !store_ready {
+        "session store unavailable".to_owned()
+    } else if !awaited.is_empty() {
+        let names: Vec<&str> = awaited.iter().map(|n| n.as_ref()).collect();
+        format!("waiting for the secret files of: {}", names.join(", "))
+    } else {
+        "ready".to_owned()
+    };
     let body = json!({
-        "status": if ready { "ready" } else { "session store unavailable" },
+        "status": status,
         "sessions": state.manager.local_count(),
         "backends": backends,
     });
