@@ -133,7 +133,10 @@ pub fn spawn_reloader(
     interval: Duration,
 ) {
     tokio::spawn(async move {
-        let mut last = std::fs::read(&path).unwrap_or_default();
+        // Not the file's content now: it may have changed since `initial` was read (the
+        // kubelet can update a ConfigMap volume while a starting gateway waits for Redis), so
+        // the first check parses the file and applies any difference.
+        let mut last = Vec::new();
         let mut current = initial;
         let mut files = watched;
         let mut tick = tokio::time::interval(interval);

@@ -80,3 +80,50 @@ async fn metrics_can_be_turned_off() {
         let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     }
 }
+
+/// A configuration file that changes between the gateway reading it and its reloader starting
+/// (on a node: the kubelet updating the ConfigMap volume while a new pod waits for Redis) is
+/// applied: the new member is served without another change to the file. Before, the reloader
+/// took the changed file as its starting point and kept the old backend list until the file
+/// changed once more.
+#[tokio::test]
+async fn a_config_changed_while_the_gateway_starts_is_applied() {
+    let head = "listen: 127.0.0.1:0\nincomingAuth:\n  type: anonymous\nbackends:\n";
+    let member = |name: &str| {
+        format!("- name: {name}\n  url: http://127.0.0.1:9/{name}\n  transport: streamable-http\n")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let first = format!("{head}{}", member("alpha"));
+    std::fs::write(&path, &first).unwrap();
+    let cfg = vmcp_types::config::load_file(&path).unwrap();
+    std::fs::write(&path, format!("{first}{}", member("beta"))).unwrap();
+    let app = App::build(path, cfg).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/readyz", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let names = || async {
+        let body: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        let names: Vec<String> = body["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].as_str().unwrap().to_owned())
+            .collect();
+        names
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = names().await;
+        if listed == ["alpha", "beta"] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still serving {listed:?} after 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.send(()).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+}
