@@ -68,6 +68,10 @@ command -v runc >/dev/null || apt_install runc
 command -v conntrack >/dev/null || apt_install conntrack
 [[ -x /usr/lib/cni/bridge ]] || apt_install containernetworking-plugins
 command -v openssl >/dev/null || apt_install openssl
+# The pause and Redis images are built with buildah and exported with podman
+# (scripts/cluster-images.sh), before `make images` (which installs them too) runs.
+command -v buildah >/dev/null || apt_install buildah
+command -v podman >/dev/null || apt_install podman
 have=$(containerd --version | awk '{print $3}')
 [[ $have == "$CONTAINERD_SERIES".* ]] ||
   log "warning: containerd $have installed; this script is tested with the $CONTAINERD_SERIES series"

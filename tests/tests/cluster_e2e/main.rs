@@ -137,9 +137,8 @@ async fn gateway_pods_keep_sessions_across_pod_deletion_and_rollout() {
     .unwrap();
     cluster.apply(ns, &backends(&oidc.token_url())).await.unwrap();
     // The gateway comes once the stdio member's bridge token exists, so its pods start with
-    // both members. A member that joins later reaches running pods only when the kubelet
-    // syncs their ConfigMap and Secret volumes (issue 16: no roll); on this test node one pod
-    // did not get such a change within 3 minutes (open in issue 16).
+    // both members. A member that joins later reaches running pods when the kubelet syncs
+    // their ConfigMap and Secret volumes (issue 16: no roll), shown at the end of this test.
     eventually("the notes bridge token", Duration::from_secs(120), || async {
         cluster.run_kubectl(&["get", "secret", "-n", ns, "notes-bridge-token"]).await.ok().map(drop)
     })
@@ -305,6 +304,107 @@ async fn gateway_pods_keep_sessions_across_pod_deletion_and_rollout() {
     eprintln!("{calls} calls during `kubectl rollout restart`, 0 failed");
     let after = c.tool_names().await.unwrap();
     assert_eq!(after, tools);
+
+    membership_changes_reach_running_pods_in_place(cluster, ns, &bob, &tools).await;
+    // The session opened before the changes still works.
+    let r = c.call("weather_forecast", json!({"city": "Bodø"})).await.unwrap();
+    assert!(r.contains("Bodø"), "{r}");
+}
+
+/// P2-1 on a real kubelet: a member added to the group, then removed, reaches every running
+/// gateway pod through its ConfigMap volume (the gateway reloads in place): the pods are the
+/// same pods and the Deployment's template is unchanged.
+async fn membership_changes_reach_running_pods_in_place(
+    cluster: &Cluster,
+    ns: &str,
+    token: &str,
+    tools: &[String],
+) {
+    let pods = gateway_pods(cluster, ns, "gw").await;
+    let generation = || async {
+        cluster
+            .run_kubectl(&[
+                "get",
+                "deploy",
+                "gw-vmcp",
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.metadata.generation}",
+            ])
+            .await
+            .unwrap()
+    };
+    let generation_before = generation().await;
+    let started = Instant::now();
+    cluster.apply(ns, manifests::ALMANAC).await.unwrap();
+    let has_almanac = |listed: &[String]| listed.iter().any(|t| t.starts_with("almanac_"));
+    every_pod_lists(cluster, ns, &pods, token, "the added member almanac", |listed| {
+        has_almanac(listed) && tools.iter().all(|t| listed.contains(t))
+    })
+    .await;
+    eprintln!("a member added to the group was served by every pod after {:?}", started.elapsed());
+    let started = Instant::now();
+    cluster
+        .run_kubectl(&["delete", "mcpserver", "almanac", "-n", ns, "--wait=true"])
+        .await
+        .unwrap();
+    every_pod_lists(cluster, ns, &pods, token, "no almanac after its removal", |listed| {
+        listed == tools
+    })
+    .await;
+    eprintln!("a removed member was gone from every pod after {:?}", started.elapsed());
+    let now: Vec<String> =
+        gateway_pods(cluster, ns, "gw").await.into_iter().map(|(n, _)| n).collect();
+    let before: Vec<String> = pods.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(now, before, "the same gateway pods (reloaded in place, not rolled)");
+    assert_eq!(generation().await, generation_before, "the Deployment's template did not change");
+}
+
+/// Waits (at most 180 s: the kubelet's periodic sync of ConfigMap volumes) until a new session
+/// on each of `pods` lists tools for which `ok` holds.
+async fn every_pod_lists(
+    cluster: &Cluster,
+    ns: &str,
+    pods: &[(String, String)],
+    token: &str,
+    what: &str,
+    ok: impl Fn(&[String]) -> bool,
+) {
+    let port = vmcp_operator::resources::GATEWAY_PORT;
+    for (pod, ip) in pods {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let mut c =
+                McpClient::initialize(&format!("http://{ip}:{port}/mcp"), token, None).await;
+            let listed = c.tool_names().await.unwrap();
+            if ok(&listed) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let logs = cluster.run_kubectl(&["logs", "-n", ns, pod]).await.unwrap_or_default();
+                let config = cluster
+                    .run_kubectl(&[
+                        "exec",
+                        "-n",
+                        ns,
+                        pod,
+                        "--",
+                        "/usr/local/bin/vmcp-gateway",
+                        "--check-config",
+                        "--config",
+                        "/etc/vmcp/config.yaml",
+                    ])
+                    .await
+                    .unwrap_or_else(|e| e.to_string());
+                panic!(
+                    "{what}: pod {pod} lists {listed:?} after 180 s\n{config}\n{logs}\n{}",
+                    diagnostics(cluster, ns).await
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
 }
 
 /// An image that cannot be pulled and a server that exits at once: each `MCPServer` shows a

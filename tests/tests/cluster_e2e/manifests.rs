@@ -100,3 +100,16 @@ spec:
 "#
     )
 }
+
+/// A third member of the group, added and removed while the gateway pods run: the notes
+/// server over Streamable HTTP, without auth.
+pub(crate) const ALMANAC: &str = r#"apiVersion: vmcp.dev/v1alpha1
+kind: MCPServer
+metadata: {name: almanac}
+spec:
+  image: ghcr.io/vmcp-dev/vmcp-example-backend:0.1.0
+  transport: streamable-http
+  args: ["--kind", "notes", "--host", "0.0.0.0", "--port", "8080", "--allowed-host", "*"]
+  port: 8080
+  groupRef: {name: team}
+"#;
