@@ -65,7 +65,7 @@ async fn idle_stdio_sessions_are_reaped_and_their_number_is_capped() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = std::process::Command::new(gateway_binary());
     cmd.args(["bridge", "--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--idle-timeout", "6s", "--max-sessions", "3", "--"])
+        .args(["--idle-timeout", "15s", "--max-sessions", "3", "--"])
         .arg(root.join(".cache/peers/venv/bin/python"))
         .arg(root.join("tests/peers/python/backend.py"))
         .args(["--name", "std", "--transport", "stdio"]);
@@ -93,8 +93,9 @@ async fn idle_stdio_sessions_are_reaped_and_their_number_is_capped() {
         ids.push(r.headers()["mcp-session-id"].to_str().unwrap().to_owned());
     }
     assert_eq!(children(pid), 3);
-    // Starting three Python servers can take longer than the idle timeout on a loaded machine;
-    // a request on each session resets its idle clock, so none is reaped before the fourth.
+    // Starting three Python servers took longer than a 6 s idle timeout on a loaded machine
+    // (twice: sessions 11 and 14), hence 15 s; a request on each session resets its idle
+    // clock, so none is reaped before the fourth.
     for id in &ids {
         let r = http
             .post(&url)
@@ -112,7 +113,7 @@ async fn idle_stdio_sessions_are_reaped_and_their_number_is_capped() {
     assert_eq!(r.status(), 503, "a fourth session is refused, not a fourth process");
     assert!(r.headers().get("retry-after").is_some());
     // Nobody uses them: after the idle timeout the children are gone and the ids unknown.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(35);
     while children(pid) > 0 {
         assert!(std::time::Instant::now() < deadline, "{} children still running", children(pid));
         tokio::time::sleep(Duration::from_millis(200)).await;
