@@ -77,6 +77,7 @@ pub fn build_backends(
         match outgoing::build(&b.name, &b.auth, factory) {
             Ok(credentials) => defs.push(Arc::new(BackendDef {
                 name: Arc::from(b.name.as_str()),
+                http1: crate::backend::http1_pool::Pool::for_url(&url),
                 url,
                 transport: b.transport,
                 timeout: b.timeout,

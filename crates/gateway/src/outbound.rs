@@ -98,14 +98,26 @@ impl TransportFailure {
         } else {
             "request failed"
         };
-        let mut cause = None;
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            cause = Some(printable(&s.to_string()));
-            src = s.source();
-        }
+        let cause = std::error::Error::source(e).map(|s| printable(&innermost(s).to_string()));
         Self { kind, cause }
     }
+
+    /// A failure of kind `kind` whose cause is the innermost error of `e`'s chain (`e` itself
+    /// when it has no source).
+    pub fn with_cause(kind: &'static str, e: &(dyn std::error::Error + 'static)) -> Self {
+        Self { kind, cause: Some(printable(&innermost(e).to_string())) }
+    }
+}
+
+/// The last error of `e`'s source chain (`e` itself when it has no source).
+fn innermost<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    let mut inner = e;
+    while let Some(s) = inner.source() {
+        inner = s;
+    }
+    inner
 }
 
 impl std::fmt::Display for TransportFailure {

@@ -7,6 +7,7 @@
 
 mod catalog;
 mod error;
+pub(crate) mod http1_pool;
 mod legacy_sse;
 mod streamable;
 
@@ -124,6 +125,9 @@ pub struct BackendDef {
     pub config: BackendConfig,
     /// The capability lists last seen from this backend, shared by sessions.
     pub catalog: Catalog,
+    /// Keep-alive connections for the POSTs of Streamable HTTP sessions to a plain `http://`
+    /// URL (`None`: reqwest). Built with [`http1_pool::Pool::for_url`] from `url`.
+    pub(crate) http1: Option<http1_pool::Pool>,
 }
 
 /// What `initialize` told us about a backend.
@@ -413,18 +417,23 @@ mod tests {
     }
 
     async fn resumed(url: url::Url) -> Connection {
+        resumed_with(url, Duration::from_secs(5)).await
+    }
+
+    async fn resumed_with(url: url::Url, timeout: Duration) -> Connection {
         let config = BackendConfig {
             name: "pager".into(),
             url: url.to_string(),
             transport: BackendTransport::StreamableHttp,
-            timeout: Duration::from_secs(5),
+            timeout,
             auth: Default::default(),
         };
         let def = Arc::new(BackendDef {
             name: Arc::from("pager"),
+            http1: http1_pool::Pool::for_url(&url),
             url,
             transport: BackendTransport::StreamableHttp,
-            timeout: Duration::from_secs(5),
+            timeout,
             credentials: Arc::new(crate::auth::outgoing::Unauthenticated),
             credential_fingerprint: Default::default(),
             config,
@@ -451,6 +460,28 @@ mod tests {
         let e = resumed(url).await.list_all("tools/list", "tools", &Vec::new()).await.unwrap_err();
         assert!(e.to_string().contains("repeated"), "{e}");
         assert_eq!(served.load(Ordering::SeqCst), 2);
+    }
+
+    /// A backend that accepts the connection but never answers: the call fails with the
+    /// backend's timeout (on the lean HTTP/1.1 client, which has no timeout of its own).
+    #[tokio::test]
+    async fn a_silent_backend_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap()));
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let t = Duration::from_millis(300);
+        let conn = resumed_with(url.unwrap(), t).await;
+        let Connection::Streamable(c) = &conn else { unreachable!() };
+        assert!(c.uses_lean_client());
+        let e = conn.request(1, "tools/list", None, &Vec::new(), None).await.unwrap_err();
+        assert!(matches!(e, BackendError::Timeout(d) if d == t), "{e:?}");
+        let e = conn.notify("notifications/initialized", None, &Vec::new()).await.unwrap_err();
+        assert!(matches!(e, BackendError::Timeout(d) if d == t), "{e:?}");
     }
 
     /// L10: the queues a backend fills are bounded; when full, progress and notifications are

@@ -385,6 +385,7 @@ mod tests {
         Arc::new(BackendDef {
             name: Arc::from("a"),
             url: url::Url::parse(url).unwrap(),
+            http1: crate::backend::http1_pool::Pool::for_url(&url::Url::parse(url).unwrap()),
             transport: BackendTransport::StreamableHttp,
             timeout: Duration::from_secs(1),
             credentials: Arc::new(crate::auth::outgoing::Unauthenticated),

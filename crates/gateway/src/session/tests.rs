@@ -56,6 +56,7 @@ fn def_at(name: &str, needs_token: bool, url: &str) -> Arc<BackendDef> {
     Arc::new(BackendDef {
         name: Arc::from(name),
         url: url::Url::parse(url).unwrap(),
+        http1: crate::backend::http1_pool::Pool::for_url(&url::Url::parse(url).unwrap()),
         transport: BackendTransport::StreamableHttp,
         timeout: Duration::from_secs(2),
         credentials: if needs_token { Arc::new(NeedsToken) } else { Arc::new(Unauthenticated) },
@@ -242,6 +243,7 @@ async fn hanging_backend(name: &str) -> (Arc<BackendDef>, tokio::net::TcpListene
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     let mut d = Arc::into_inner(def(name, false)).unwrap();
     d.url = url::Url::parse(&url).unwrap();
+    d.http1 = crate::backend::http1_pool::Pool::for_url(&d.url);
     d.config.url = url;
     (Arc::new(d), listener)
 }
