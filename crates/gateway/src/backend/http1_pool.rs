@@ -4,8 +4,8 @@
 //! reqwest (over hyper-util's pooling client) costs about a quarter of the instructions of a
 //! forwarded call: a task spawned per request to give the connection back, URL handling by the
 //! redirect policy, a timeout wrapper, header map merging. Here a call takes a ready connection
-//! handle from the pool (or opens one), queues its request on it, puts the handle back at once
-//! and awaits the response. The caller bounds the whole exchange with the backend's timeout.
+//! handle from the pool (or opens one), sends its request on it and puts the handle back when
+//! the response head arrives (not after an error status: see [`Pool::post`]). The caller bounds the whole exchange with the backend's timeout.
 //! `https://` backends and the other requests (GET streams, DELETE) keep using reqwest.
 
 use std::net::{IpAddr, SocketAddr};
@@ -55,6 +55,9 @@ pub struct Pool {
     /// Requests sent again on a new connection (to check the keep-alive race is covered).
     #[cfg(test)]
     retried: std::sync::atomic::AtomicUsize,
+    /// Connections not kept because they answered with an error status.
+    #[cfg(test)]
+    dropped: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Pool {
@@ -94,12 +97,15 @@ impl Pool {
             handles: Mutex::new(Vec::new()),
             #[cfg(test)]
             retried: Default::default(),
+            #[cfg(test)]
+            dropped: Default::default(),
         })
     }
 
     /// A POST of `body` with `headers` (the caller's; `Host` and the URL's credentials are
     /// added here). Not bounded in time: the caller applies the backend's timeout, which is
-    /// also `timeout` in a connect timeout error.
+    /// also `timeout` in a connect timeout error. A connection that answers with an error
+    /// status is not reused.
     pub async fn post(
         &self,
         headers: HeaderMap,
@@ -119,10 +125,8 @@ impl Pool {
             Some(tx) => (tx, true),
             None => (self.connect(timeout).await?, false),
         };
-        let sent = tx.try_send_request(req);
-        self.checkin(tx);
-        match sent.await {
-            Ok(resp) => Ok(resp),
+        match tx.try_send_request(req).await {
+            Ok(resp) => Ok(self.checkin_after(tx, resp)),
             // The backend closed a kept-alive connection before the request went out (a
             // keep-alive race): once more, on a new connection.
             Err(mut e) if reused && e.message().is_some() => {
@@ -132,12 +136,33 @@ impl Pool {
                 #[cfg(test)]
                 self.retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut tx = self.connect(timeout).await?;
-                let sent = tx.try_send_request(req);
-                self.checkin(tx);
-                sent.await.map_err(|e| request_failed(&e.into_error()))
+                let resp =
+                    tx.try_send_request(req).await.map_err(|e| request_failed(&e.into_error()))?;
+                Ok(self.checkin_after(tx, resp))
             }
             Err(e) => Err(request_failed(&e.into_error())),
         }
+    }
+
+    /// Keeps the connection that carried `resp` for later requests, unless `resp` is an error
+    /// status: then the connection closes once `resp` is read, and the next request opens a
+    /// new one. A connection made while the backend's address was not routed yet (a new
+    /// Kubernetes Service before kube-proxy programmed it) may have reached something else
+    /// that answers every request with an error; reused, it would keep the backend unavailable
+    /// long after its Service works.
+    fn checkin_after(
+        &self,
+        tx: SendRequest<Full<Bytes>>,
+        resp: Response<Incoming>,
+    ) -> Response<Incoming> {
+        let status = resp.status();
+        if status.is_client_error() || status.is_server_error() {
+            #[cfg(test)]
+            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            self.checkin(tx);
+        }
+        resp
     }
 
     /// A ready handle from the pool, the most recently used first. Closed handles and those
@@ -152,7 +177,8 @@ impl Pool {
         Some(handles.swap_remove(i).tx)
     }
 
-    /// Puts a handle that just had a request queued back into the pool (if there is room).
+    /// Puts a handle whose response head arrived back into the pool (if there is room); it is
+    /// ready again once that response's body is read.
     fn checkin(&self, tx: SendRequest<Full<Bytes>>) {
         let mut handles = self.handles.lock();
         if handles.len() < MAX_IDLE {
@@ -234,14 +260,18 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// An axum server echoing each POST body; counts the connections it accepted and records
+    /// An axum server echoing each POST body (with the status in `x-status`, default 200); counts the connections it accepted and records
     /// each request's headers and target.
     async fn echo() -> (url::Url, Arc<AtomicUsize>, Arc<Mutex<Vec<(String, HeaderMap)>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
         let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            let status = headers
+                .get("x-status")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(http::StatusCode::OK);
             record.lock().push((uri.to_string(), headers));
-            async move { body }
+            async move { (status, body) }
         });
         let (addr, accepted) = serve_counted(move |stream| {
             let svc = hyper::service::service_fn({
@@ -433,6 +463,28 @@ mod tests {
         // The hung-up connection and the new one; the request went out once.
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         assert_eq!(seen.lock().len(), 1);
+    }
+
+    /// Something that answers every request with 404 on a kept-alive connection (as the
+    /// network of the test node does for a ClusterIP kube-proxy has not programmed yet): the
+    /// connection is not reused, so the next request reaches whatever serves the address now.
+    #[tokio::test]
+    async fn a_connection_that_answered_an_error_status_is_not_reused() {
+        let (url, accepted, seen) = echo().await;
+        let pool = Pool::for_url(&url).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-status", HeaderValue::from_static("404"));
+        let resp = pool.post(h, Bytes::from_static(b"lost"), T).await.unwrap();
+        assert_eq!(resp.status(), 404);
+        assert_eq!(body(resp).await, "lost");
+        for _ in 0..3 {
+            let resp = pool.post(HeaderMap::new(), Bytes::from_static(b"ok"), T).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(body(resp).await, "ok");
+        }
+        assert_eq!(pool.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "one connection after the 404");
+        assert_eq!(seen.lock().len(), 4);
     }
 
     #[tokio::test]
