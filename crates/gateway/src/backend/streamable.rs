@@ -13,14 +13,14 @@ use serde_json::Value;
 use tokio::task::AbortHandle;
 
 use super::{
-    BackendDef, BackendError, EventSink, Headers, ProgressSink, apply_headers, http1_pool,
-    route_incoming,
+    BackendDef, BackendError, EventSink, Headers, ProgressSink, http1_pool, route_incoming,
 };
 use crate::jsonrpc;
 use crate::protocol::{SESSION_HEADER, VERSION_HEADER};
 use crate::sse;
 
 const ACCEPT: &str = "application/json, text/event-stream";
+const JSON: http::HeaderValue = http::HeaderValue::from_static("application/json");
 
 /// Delay before resuming a response stream whose backend sent no `retry:`.
 const RESUME_AFTER: Duration = Duration::from_millis(500);
@@ -160,14 +160,14 @@ impl StreamableConn {
         self.session_id.lock().clone()
     }
 
-    fn builder(&self, method: reqwest::Method, headers: &Headers) -> reqwest::RequestBuilder {
-        let mut rb =
-            self.http.request(method, self.def.url.clone()).header(http::header::ACCEPT, ACCEPT);
-        if let Some(id) = self.session_id() {
-            rb = rb.header(SESSION_HEADER, id);
-        }
-        rb = rb.header(VERSION_HEADER, self.protocol_version.lock().as_str());
-        apply_headers(rb, headers)
+    /// A reqwest request to the backend with this session's headers.
+    fn builder(
+        &self,
+        method: reqwest::Method,
+        headers: &Headers,
+    ) -> Result<reqwest::RequestBuilder, BackendError> {
+        let h = self.session_headers(headers, 0)?;
+        Ok(self.http.request(method, self.def.url.clone()).headers(h))
     }
 
     /// POSTs `body`; the answer's head (its body is left to read). The lean client applies no
@@ -180,12 +180,13 @@ impl StreamableConn {
             .map_err(|e| BackendError::Protocol(format!("unserializable message: {e}")))?;
         let resp = match &self.def.http1 {
             Some(pool) => {
-                let h = self.lean_headers(headers)?;
+                let mut h = self.session_headers(headers, 1)?;
+                h.append(http::header::CONTENT_TYPE, JSON);
                 pool.post(h, Bytes::from(payload), self.def.timeout).await?.map(AnswerBody::Lean)
             }
             None => http::Response::from(
-                self.builder(reqwest::Method::POST, headers)
-                    .header(http::header::CONTENT_TYPE, "application/json")
+                self.builder(reqwest::Method::POST, headers)?
+                    .header(http::header::CONTENT_TYPE, JSON)
                     .timeout(self.def.timeout)
                     .body(payload)
                     .send()
@@ -221,15 +222,20 @@ impl StreamableConn {
         Ok(resp)
     }
 
-    /// The headers of a POST through the lean client, as [`Self::builder`] sets them for
-    /// reqwest (`Host` and the URL's userinfo are the pool's).
-    fn lean_headers(&self, headers: &Headers) -> Result<http::HeaderMap, BackendError> {
+    /// The headers of every request of this session (either client): `Accept`, the backend's
+    /// session id, the protocol version and the caller's `headers` (credentials), with room
+    /// for `extra` more.
+    fn session_headers(
+        &self,
+        headers: &Headers,
+        extra: usize,
+    ) -> Result<http::HeaderMap, BackendError> {
         let invalid = |e: http::header::InvalidHeaderValue| {
             BackendError::Unreachable(
                 crate::outbound::TransportFailure::with_cause("request failed", &e).to_string(),
             )
         };
-        let mut h = http::HeaderMap::with_capacity(4 + headers.len());
+        let mut h = http::HeaderMap::with_capacity(3 + extra + headers.len());
         h.append(http::header::ACCEPT, http::HeaderValue::from_static(ACCEPT));
         if let Some(id) = self.session_id.lock().as_deref() {
             h.append(SESSION_HEADER, http::HeaderValue::from_str(id).map_err(invalid)?);
@@ -240,7 +246,6 @@ impl StreamableConn {
         for (k, v) in headers {
             h.append(k, v.clone());
         }
-        h.append(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         Ok(h)
     }
 
@@ -323,7 +328,7 @@ impl StreamableConn {
             tokio::time::sleep(parser.retry().unwrap_or(RESUME_AFTER)).await;
             parser.next_stream();
             let resumed = self
-                .builder(reqwest::Method::GET, headers)
+                .builder(reqwest::Method::GET, headers)?
                 .header(http::header::ACCEPT, "text/event-stream")
                 .header("last-event-id", last)
                 .send()
@@ -387,9 +392,8 @@ impl StreamableConn {
     /// Opens the GET stream for server-initiated messages (best effort, reconnects with
     /// backoff until stopped; stops on 400/405 (no stream offered) and 401/403/404).
     fn open_stream(&self, headers: &Headers) {
-        let rb = self
-            .builder(reqwest::Method::GET, headers)
-            .header(http::header::ACCEPT, "text/event-stream");
+        let Ok(rb) = self.builder(reqwest::Method::GET, headers) else { return };
+        let rb = rb.header(http::header::ACCEPT, "text/event-stream");
         let Some(template) = rb.build().ok() else { return };
         *self.opened_at.lock() = Some(std::time::Instant::now());
         let no_stream = self.no_stream.clone();
@@ -492,12 +496,10 @@ impl StreamableConn {
 
     pub(super) async fn close(&self, headers: &Headers) {
         self.stop_stream();
-        if self.session_id().is_some() {
-            let _ = self
-                .builder(reqwest::Method::DELETE, headers)
-                .timeout(self.def.timeout)
-                .send()
-                .await;
+        if self.session_id().is_some()
+            && let Ok(rb) = self.builder(reqwest::Method::DELETE, headers)
+        {
+            let _ = rb.timeout(self.def.timeout).send().await;
         }
     }
 
@@ -533,7 +535,7 @@ async fn answer_on_post(http: &reqwest::Client, stream_request: &reqwest::Reques
     *req.headers_mut() = stream_request.headers().clone();
     let h = req.headers_mut();
     h.insert(http::header::ACCEPT, http::HeaderValue::from_static(ACCEPT));
-    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    h.insert(http::header::CONTENT_TYPE, JSON);
     *req.body_mut() = Some(reply.to_string().into());
     *req.timeout_mut() = stream_request.timeout().copied();
     if let Err(e) = http.execute(req).await {
