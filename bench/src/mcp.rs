@@ -105,6 +105,12 @@ impl Conn {
         Self { endpoint, sender: None, timeout, next_id: 0 }
     }
 
+    /// The same, numbering its JSON-RPC ids from `base`: connections that share one session
+    /// must not reuse each other's ids (a server may pair answers with requests by id).
+    pub fn with_id_base(endpoint: Endpoint, timeout: Duration, base: u64) -> Self {
+        Self { next_id: base, ..Self::new(endpoint, timeout) }
+    }
+
     async fn sender(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, McpError> {
         let alive = match self.sender.as_mut() {
             Some(s) => s.ready().await.is_ok(),

@@ -108,7 +108,11 @@ pub struct RestoreRow {
     pub warm: Option<CellStats>,
     /// The IdP's token-exchange latency measured by the bench itself, ms.
     pub idp: Option<CellStats>,
-    /// Per session: cold − warm − IdP exchange (the gateway's own restore share), ms.
+    /// The backend's time for the four capability lists a resumed backend session is asked,
+    /// asked at once directly by the bench, ms.
+    pub backend: Option<CellStats>,
+    /// Per session: cold − warm − IdP exchange − backend lists (the gateway's own restore
+    /// share), ms.
     pub own_share: Option<CellStats>,
     /// Failed restores and the first error.
     pub errors: u64,
@@ -268,7 +272,7 @@ pub fn markdown(r: &Report) -> String {
     }
     if !r.restore.is_empty() {
         m.push_str("\n### Cold restore (session made on replica A, first call on a fresh replica B; OIDC + token exchange + Redis)\n\n");
-        m.push_str("| target | sessions | cold call p50 / p99 ms | warm call p50 ms | IdP exchange p50 ms | gateway's own share p50 / p90 / p99 ms | errors |\n|---|---|---|---|---|---|---|\n");
+        m.push_str("| target | sessions | cold call p50 / p99 ms | warm call p50 ms | IdP exchange p50 ms | backend lists p50 ms | gateway's own share p50 / p90 / p99 ms | errors |\n|---|---|---|---|---|---|---|---|\n");
         for x in &r.restore {
             let pp = |s: &Option<CellStats>| {
                 s.as_ref().map_or("–".into(), |s| format!("{:.2} / {:.2}", s.p50_ms, s.p99_ms))
@@ -284,12 +288,13 @@ pub fn markdown(r: &Report) -> String {
                 None => x.errors.to_string(),
             };
             m.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 x.target,
                 x.sessions,
                 pp(&x.cold),
                 p50(&x.warm),
                 p50(&x.idp),
+                p50(&x.backend),
                 own,
                 err
             ));

@@ -308,7 +308,9 @@ pub async fn run(mut plan: Plan) -> anyhow::Result<Report> {
         let a = procs::vmcp_gateway(&env, &setup(oidc_auth(idp), Some(addr.clone()))?).await?;
         let b = procs::vmcp_gateway(&env, &setup(oidc_auth(idp), Some(addr.clone()))?).await?;
         let tool = load::discover_tool(&b.url(), Some(warm_bearer.clone())).await?;
-        rep.restore.push(restore::run(VMCP, &a.url(), &b.url(), &tool, &bearers, idp).await?);
+        rep.restore.push(
+            restore::run(VMCP, &a.url(), &b.url(), &backends[0].1, &tool, &bearers, idp).await?,
+        );
         drop((a, b));
         let sa = setup(oidc_auth(idp), Some(addr.clone()))?;
         let sb = setup(oidc_auth(idp), Some(addr.clone()))?;
@@ -317,7 +319,16 @@ pub async fn run(mut plan: Plan) -> anyhow::Result<Report> {
         {
             match load::discover_tool(&tb.url(), Some(warm_bearer)).await {
                 Ok(tool) => rep.restore.push(
-                    restore::run(TOOLHIVE, &ta.url(), &tb.url(), &tool, &bearers, idp).await?,
+                    restore::run(
+                        TOOLHIVE,
+                        &ta.url(),
+                        &tb.url(),
+                        &backends[0].1,
+                        &tool,
+                        &bearers,
+                        idp,
+                    )
+                    .await?,
                 ),
                 Err(e) => rep.notes.push(format!("ToolHive vmcp restore: {e:#}")),
             }
