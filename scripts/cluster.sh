@@ -88,6 +88,7 @@ fi
 BIN=$(env -u KUBEBUILDER_ASSETS "$SCRIPT_DIR/k8s-bin.sh" --node | tail -1) || die "scripts/k8s-bin.sh --node failed"
 
 T=$(mktemp -d /tmp/vmcp-cluster.XXXXXX)
+export KTE_PORTS_FILE=$T/ports # kte_free_port never hands out a port twice
 chmod 755 "$T"
 mkdir -p "$T/logs" "$T/pki" "$T/cni/net.d" "$T/cni/ipam" "$T/containerd" "$T/kubelet" "$T/pod-logs"
 # Record what existed before us, so that cleanup removes only what this cluster made.

@@ -80,6 +80,7 @@ STATE="$ROOT/.cache/dev-cluster"
 KUBECONFIG_OUT="$STATE/kubeconfig"
 mkdir -p "$STATE"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/vmcp-dev-cluster.XXXXXX")
+export KTE_PORTS_FILE=$TMP/ports # kte_free_port never hands out a port twice
 ETCD_PID=
 API_PID=
 

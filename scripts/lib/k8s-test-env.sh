@@ -7,19 +7,33 @@
 # Requirements: bash, openssl (1.1.1+/3.x), curl, base64; ss (iproute2) is optional.
 # All functions print errors to stderr and return non-zero on failure.
 
-# kte_free_port: print a TCP port on 127.0.0.1 that nothing listens on right now.
-# (A Rust harness binds 127.0.0.1:0 and reads the port instead; the small race is the same.)
+# kte_free_port: print a TCP port that no socket on this host uses right now.
+# Ports come from 10000 up to below both the kernel's ephemeral range
+# (net.ipv4.ip_local_port_range) and Kubernetes' NodePort range (30000-32767). Ports that other
+# processes get by binding port 0 or by connecting out come from the ephemeral range, so they
+# cannot take a port picked here between this check and the server's bind (that race made
+# kube-apiserver fail with "bind: address already in use" while tests ran in parallel).
+# Ports handed out are remembered in $KTE_PORTS_FILE when it is set (the caller's `$(...)`
+# subshells cannot update a variable), otherwise in $KTE_USED_PORTS, so no port is given twice.
+# (A Rust harness binds 127.0.0.1:0 and reads the port instead.)
 kte_free_port() {
-  local p i
+  local p i lo=32768 span used
+  read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
+  ((lo > 12000)) || lo=32768
+  ((lo <= 30000)) || lo=30000 # nor Kubernetes' NodePort range (30000-32767)
+  span=$((lo - 10000))
   for ((i = 0; i < 200; i++)); do
-    p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+    p=$((10000 + (RANDOM * 32768 + RANDOM) % span))
     if command -v ss >/dev/null 2>&1; then
-      [[ -z $(ss -Hltn "sport = :$p" 2>/dev/null) ]] || continue
+      [[ -z $(ss -Hatn "sport = :$p" 2>/dev/null) ]] || continue
     elif (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       continue
     fi
-    [[ " ${KTE_USED_PORTS:-} " == *" $p "* ]] && continue
+    used=${KTE_USED_PORTS:-}
+    [[ -n ${KTE_PORTS_FILE:-} && -f $KTE_PORTS_FILE ]] && used="$used $(<"$KTE_PORTS_FILE")"
+    [[ " $used " == *" $p "* ]] && continue
     KTE_USED_PORTS="${KTE_USED_PORTS:-} $p"
+    [[ -n ${KTE_PORTS_FILE:-} ]] && echo "$p" >>"$KTE_PORTS_FILE"
     echo "$p"
     return 0
   done
