@@ -32,10 +32,16 @@ pub struct ExampleBackend {
 impl ExampleBackend {
     /// Starts `vmcp-example-backend --kind <kind>` on a free port.
     pub async fn start(kind: &str) -> ExampleBackend {
+        Self::start_on(kind, 0).await
+    }
+
+    /// Starts `vmcp-example-backend --kind <kind>` on `port` (0: a free one), e.g. to stand in
+    /// for a backend that was stopped, at the same URL.
+    pub async fn start_on(kind: &str, port: u16) -> ExampleBackend {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join(format!("{kind}.log"));
         let mut cmd = Command::new(example_backend_binary());
-        cmd.args(["--kind", kind, "--port", "0"]).env("RUST_LOG", "warn");
+        cmd.args(["--kind", kind, "--port", &port.to_string()]).env("RUST_LOG", "warn");
         let mut peer = Peer::spawn(kind, cmd, log.clone()).expect("spawn example backend");
         let log_path = log.clone();
         peer.wait_ready(Duration::from_secs(60), || {

@@ -110,3 +110,66 @@ async fn idle_sessions_hold_no_sockets_and_backend_streams_follow_the_client_str
         assert!(call(&c, &url, sid, "weather_search").await.contains("result"));
     }
 }
+
+/// The idle sweeper at its default timeout (5 min), which equals the rmcp backends' own session
+/// expiry (300 s, `SessionConfig::DEFAULT_KEEP_ALIVE`): the two drop the same sessions at about
+/// the same moment (once every backend socket of every session stayed open then). Sessions
+/// that used both backends, a third of them with their GET stream held for a while, go idle;
+/// after the timeout the sweeper has dropped all of them, the gateway holds no more sockets
+/// than just after they went idle, no backend stream is open, and every session works again
+/// (restored; its expired backend sessions re-initialized, I7).
+#[tokio::test]
+async fn at_the_default_idle_timeout_equal_to_the_backends_expiry_nothing_stays_open() {
+    const N: usize = 30;
+    let weather = ExampleBackend::start("weather").await;
+    let notes = ExampleBackend::start("notes").await;
+    // No `sessionStorage`: every default, `idleTimeout` 5m included.
+    let gw = Gateway::start(&format!(
+        "backends:\n  - name: weather\n    url: {}\n  - name: notes\n    url: {}\n",
+        weather.url(),
+        notes.url()
+    ))
+    .await;
+    let url = gw.url();
+    let c = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    let mut sessions = Vec::new();
+    for i in 0..N {
+        let sid = open_session(&c, &url).await;
+        assert!(call(&c, &url, &sid, "weather_search").await.contains("result"));
+        assert!(call(&c, &url, &sid, "notes_search").await.contains("result"));
+        if i % 3 == 0 {
+            let get = reqwest::Client::new()
+                .get(&url)
+                .header("accept", "text/event-stream")
+                .header("mcp-session-id", &sid)
+                .header("mcp-protocol-version", "2025-11-25")
+                .send()
+                .await
+                .unwrap();
+            assert!(get.status().is_success());
+            let open = gauge_until(&gw, "vmcp_backend_streams_open", |n| n >= 2.0).await;
+            assert!(open >= 2.0, "both backend streams open with the client's: {open}");
+            drop(get);
+        }
+        sessions.push(sid);
+    }
+    assert_eq!(gauge_until(&gw, "vmcp_backend_streams_open", |n| n == 0.0).await, 0.0);
+    let idle = settle(|| gw.open_sockets(), |n| n < 30).await;
+    assert!(idle < 30, "{idle} open sockets for {N} idle sessions");
+    assert_eq!(gw.metric("vmcp_sessions_live").await, N as f64);
+
+    // The default timeout, the sweeper's period (5 s at the default TTL) and a margin.
+    tokio::time::sleep(Duration::from_secs(300 + 5 + 10)).await;
+    let live = gauge_until(&gw, "vmcp_sessions_live", |n| n == 0.0).await;
+    assert_eq!(live, 0.0, "sessions the sweeper kept past the default idle timeout");
+    assert_eq!(gw.metric("vmcp_backend_streams_open").await, 0.0);
+    let swept = settle(|| gw.open_sockets(), |n| n <= idle).await;
+    assert!(swept <= idle, "open sockets after the sweep: {idle} -> {swept}");
+
+    for sid in &sessions {
+        for tool in ["weather_search", "notes_search"] {
+            let text = call(&c, &url, sid, tool).await;
+            assert!(text.contains("result"), "{tool} after the idle timeout: {text}");
+        }
+    }
+}
