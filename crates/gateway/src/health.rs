@@ -39,6 +39,16 @@ pub async fn probe_all(manager: &Arc<SessionManager>) -> Vec<ProbeResult> {
     futures::future::join_all(probes).await
 }
 
+/// Closes every backend's call connections that sat unused for the pool's idle timeout
+/// (they are otherwise only noticed when the next call to that backend looks for one).
+fn close_idle_connections(set: &BackendSet) {
+    for def in set.defs.values() {
+        if let Some(pool) = &def.http1 {
+            pool.close_idle();
+        }
+    }
+}
+
 /// One backend's probe result: `Err` holds why it is unavailable (for logs; only its
 /// [`BackendError::kind`] is shown on `/readyz`).
 pub type ProbeResult = (Arc<str>, Result<(), BackendError>);
@@ -88,6 +98,7 @@ impl Monitor {
             loop {
                 tick.tick().await;
                 let results = probe_all(&manager).await;
+                close_idle_connections(&manager.backends());
                 for (name, r) in &results {
                     if let Err(e) = r {
                         tracing::warn!(backend = %name, error = %e, "backend probe failed");

@@ -24,7 +24,8 @@ use crate::outbound::{CONNECT_TIMEOUT, TransportFailure};
 /// Most connection handles a pool keeps (those beyond are closed once their response is read).
 pub const MAX_IDLE: usize = 64;
 
-/// A connection unused for longer is closed instead of reused (like reqwest's pool).
+/// A connection unused for longer is closed instead of reused (like reqwest's pool), at the
+/// latest on the next [`Pool::close_idle`] (the health monitor's tick).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Where a pool's connections go.
@@ -165,14 +166,31 @@ impl Pool {
         resp
     }
 
+    /// Closes the connections unused for [`IDLE_TIMEOUT`] and those the backend closed, so an
+    /// idle gateway holds no socket to a backend it no longer calls (I8); returns how many
+    /// connections stay pooled.
+    pub fn close_idle(&self) -> usize {
+        self.close_idle_at(Instant::now())
+    }
+
+    /// [`Pool::close_idle`] as of `now`.
+    fn close_idle_at(&self, now: Instant) -> usize {
+        let mut handles = self.handles.lock();
+        handles.retain(|p| !p.tx.is_closed() && Self::keep(p, now));
+        handles.len()
+    }
+
+    /// Busy handles stay; ready ones only while used within [`IDLE_TIMEOUT`].
+    fn keep(p: &Pooled, now: Instant) -> bool {
+        !p.tx.is_ready() || now.duration_since(p.used) <= IDLE_TIMEOUT
+    }
+
     /// A ready handle from the pool, the most recently used first. Closed handles and those
     /// unused for [`IDLE_TIMEOUT`] are dropped; busy ones stay.
     fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
         let now = Instant::now();
         let mut handles = self.handles.lock();
-        handles.retain(|p| {
-            !p.tx.is_closed() && (!p.tx.is_ready() || now.duration_since(p.used) <= IDLE_TIMEOUT)
-        });
+        handles.retain(|p| !p.tx.is_closed() && Self::keep(p, now));
         let i = handles.iter().rposition(|p| p.tx.is_ready())?;
         Some(handles.swap_remove(i).tx)
     }
@@ -340,6 +358,38 @@ mod tests {
         );
         // reqwest's encoding of the userinfo `u@x` / `p:w`.
         assert_eq!(headers["authorization"], "Basic dUB4OnA6dw==");
+    }
+
+    #[tokio::test]
+    async fn connections_unused_for_the_idle_timeout_are_closed_without_a_call() {
+        let closed = Arc::new(AtomicUsize::new(0));
+        let counter = closed.clone();
+        let (addr, _) = serve_counted(move |stream| {
+            let counter = counter.clone();
+            async move {
+                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .await;
+        let pool = Pool::for_url(&url::Url::parse(&format!("http://{addr}/mcp")).unwrap()).unwrap();
+        assert_eq!(body(pool.post(HeaderMap::new(), Bytes::new(), T).await.unwrap()).await, "ok");
+        assert_eq!(pool.close_idle(), 1, "a connection used just now stays");
+        // Once its response is read the handle is ready (idle); past the timeout it goes.
+        let later = Instant::now() + IDLE_TIMEOUT + Duration::from_secs(1);
+        let deadline = Instant::now() + T;
+        while pool.close_idle_at(later) > 0 {
+            assert!(Instant::now() < deadline, "the idle connection was kept");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        while closed.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the backend still has the connection open");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]
