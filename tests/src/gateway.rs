@@ -115,6 +115,48 @@ impl Gateway {
             .unwrap_or(0)
     }
 
+    /// The gateway's TCP connections to any of `ports` on the peer side (to backends, say), in
+    /// any state but listening: its socket inodes from `/proc/<pid>/fd` matched against the
+    /// connection tables of its network namespace.
+    pub fn connections_to(&self, ports: &[u16]) -> usize {
+        let Some(pid) = self.pid() else { return 0 };
+        let inodes: std::collections::HashSet<String> =
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter_map(|e| std::fs::read_link(e.path()).ok())
+                        .filter_map(|l| {
+                            let l = l.to_string_lossy().into_owned();
+                            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        ["tcp", "tcp6"]
+            .iter()
+            .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+            .flat_map(|table| {
+                table
+                    .lines()
+                    .skip(1)
+                    .filter(|row| {
+                        // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                        let f: Vec<&str> = row.split_whitespace().collect();
+                        let remote_port = f
+                            .get(2)
+                            .and_then(|a| a.rsplit(':').next())
+                            .and_then(|p| u16::from_str_radix(p, 16).ok());
+                        f.len() > 9
+                            && f[3] != "0A"
+                            && inodes.contains(f[9])
+                            && remote_port.is_some_and(|p| ports.contains(&p))
+                    })
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .count()
+    }
+
     /// Resident memory of the running gateway in bytes (`VmRSS` of `/proc/<pid>/status`).
     pub fn rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;

@@ -157,14 +157,20 @@ async fn at_the_default_idle_timeout_equal_to_the_backends_expiry_nothing_stays_
     let idle = settle(|| gw.open_sockets(), |n| n < 30).await;
     assert!(idle < 30, "{idle} open sockets for {N} idle sessions");
     assert_eq!(gw.metric("vmcp_sessions_live").await, N as f64);
+    let backends = [weather.port, notes.port];
 
     // The default timeout, the sweeper's period (5 s at the default TTL) and a margin.
     tokio::time::sleep(Duration::from_secs(300 + 5 + 10)).await;
     let live = gauge_until(&gw, "vmcp_sessions_live", |n| n == 0.0).await;
     assert_eq!(live, 0.0, "sessions the sweeper kept past the default idle timeout");
     assert_eq!(gw.metric("vmcp_backend_streams_open").await, 0.0);
-    let swept = settle(|| gw.open_sockets(), |n| n <= idle).await;
-    assert!(swept <= idle, "open sockets after the sweep: {idle} -> {swept}");
+    // What stays open toward the backends does not depend on the sessions swept: the call
+    // pools' connections the health probe keeps using every 10 s (its initialize, then four
+    // lists at once: 4 to 6 per backend were seen; others close after 90 s unused). A socket
+    // kept per backend for each of the ten sessions that held a GET stream would be 20.
+    let bound = 2 * N / 3;
+    let swept = settle(|| gw.connections_to(&backends), |n| n < bound).await;
+    assert!(swept < bound, "{swept} connections to the backends after the sweep");
 
     for sid in &sessions {
         for tool in ["weather_search", "notes_search"] {
