@@ -60,6 +60,15 @@ impl ExampleBackend {
     }
 }
 
+/// The gateway config's `backends:` list for `backends`, each named by its kind.
+pub fn backends_config(backends: &[&ExampleBackend]) -> String {
+    let mut yaml = String::from("backends:\n");
+    for b in backends {
+        yaml.push_str(&format!("  - name: {}\n    url: {}\n", b.kind, b.url()));
+    }
+    yaml
+}
+
 /// The port from the `READY <port>` line the backend prints once it listens.
 fn ready_port(log: &std::path::Path) -> Option<u16> {
     let text = std::fs::read_to_string(log).ok()?;

@@ -65,3 +65,15 @@ pub async fn open_session(c: &reqwest::Client, url: &str, client_name: &str) -> 
     post(c, url, sid.as_deref(), note).await;
     sid
 }
+
+/// Opens the client's GET stream of session `sid` (2025-11-25) and returns the response as it
+/// is; the stream stays open until the response is dropped.
+pub async fn open_get_stream(c: &reqwest::Client, url: &str, sid: &str) -> reqwest::Response {
+    c.get(url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", sid)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap()
+}

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vmcp_e2e::example_backend::ExampleBackend;
+use vmcp_e2e::example_backend::{ExampleBackend, backends_config};
 use vmcp_e2e::gateway::Gateway;
 use vmcp_e2e::raw_mcp::{self, post};
 
@@ -84,12 +84,7 @@ fn names(answer: &Value, backend: &str) -> bool {
 async fn exhausted_descriptors_keep_sessions_served_and_name_the_backend_out_of_reach() {
     let weather = ExampleBackend::start("weather").await;
     let notes = ExampleBackend::start("notes").await;
-    let gw = Gateway::start(&format!(
-        "backends:\n  - name: weather\n    url: {}\n  - name: notes\n    url: {}\n",
-        weather.url(),
-        notes.url()
-    ))
-    .await;
+    let gw = Gateway::start(&backends_config(&[&weather, &notes])).await;
     let url = gw.url();
     // One keep-alive connection to the gateway, opened before the flood.
     let c = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();

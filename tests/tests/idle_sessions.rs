@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use vmcp_e2e::example_backend::ExampleBackend;
+use vmcp_e2e::example_backend::{ExampleBackend, backends_config};
 use vmcp_e2e::gateway::Gateway;
 use vmcp_e2e::raw_mcp::{self, post};
 
@@ -57,12 +57,7 @@ async fn gauge_until(gw: &Gateway, name: &str, ok: impl Fn(f64) -> bool) -> f64 
 async fn idle_sessions_hold_no_sockets_and_backend_streams_follow_the_client_stream() {
     let weather = ExampleBackend::start("weather").await;
     let notes = ExampleBackend::start("notes").await;
-    let gw = Gateway::start(&format!(
-        "backends:\n  - name: weather\n    url: {}\n  - name: notes\n    url: {}\n",
-        weather.url(),
-        notes.url()
-    ))
-    .await;
+    let gw = Gateway::start(&backends_config(&[&weather, &notes])).await;
     let url = gw.url();
     let c = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
 
@@ -84,15 +79,7 @@ async fn idle_sessions_hold_no_sockets_and_backend_streams_follow_the_client_str
     // A client that opens its GET stream gets the backend stream of the member it uses,
     // and it goes away when the client lets go.
     let sid = &sessions[0];
-    let listener = reqwest::Client::new();
-    let get = listener
-        .get(&url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", sid)
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .unwrap();
+    let get = raw_mcp::open_get_stream(&reqwest::Client::new(), &url, sid).await;
     assert!(get.status().is_success());
     // Counted by the gateway itself (socket counts cannot tell: a stream may reuse a pooled
     // keep-alive connection to the backend).
@@ -124,12 +111,7 @@ async fn at_the_default_idle_timeout_equal_to_the_backends_expiry_nothing_stays_
     let weather = ExampleBackend::start("weather").await;
     let notes = ExampleBackend::start("notes").await;
     // No `sessionStorage`: every default, `idleTimeout` 5m included.
-    let gw = Gateway::start(&format!(
-        "backends:\n  - name: weather\n    url: {}\n  - name: notes\n    url: {}\n",
-        weather.url(),
-        notes.url()
-    ))
-    .await;
+    let gw = Gateway::start(&backends_config(&[&weather, &notes])).await;
     let url = gw.url();
     let c = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
     let mut sessions = Vec::new();
@@ -138,14 +120,7 @@ async fn at_the_default_idle_timeout_equal_to_the_backends_expiry_nothing_stays_
         assert!(call(&c, &url, &sid, "weather_search").await.contains("result"));
         assert!(call(&c, &url, &sid, "notes_search").await.contains("result"));
         if i % 3 == 0 {
-            let get = reqwest::Client::new()
-                .get(&url)
-                .header("accept", "text/event-stream")
-                .header("mcp-session-id", &sid)
-                .header("mcp-protocol-version", "2025-11-25")
-                .send()
-                .await
-                .unwrap();
+            let get = raw_mcp::open_get_stream(&reqwest::Client::new(), &url, &sid).await;
             assert!(get.status().is_success());
             let open = gauge_until(&gw, "vmcp_backend_streams_open", |n| n >= 2.0).await;
             assert!(open >= 2.0, "both backend streams open with the client's: {open}");

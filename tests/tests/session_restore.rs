@@ -238,14 +238,7 @@ async fn a_listening_client_outlives_the_ttl_on_every_replica() {
     let http = reqwest::Client::new();
     let r = vmcp_e2e::raw_mcp::initialize(&http, &gw_a.url(), "x").await;
     let sid = vmcp_e2e::raw_mcp::session_id(&r);
-    let listening = http
-        .get(gw_a.url())
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &sid)
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await
-        .unwrap();
+    let listening = vmcp_e2e::raw_mcp::open_get_stream(&http, &gw_a.url(), &sid).await;
     assert_eq!(listening.status(), 200);
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     let r = http
