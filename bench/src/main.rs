@@ -17,6 +17,7 @@ mod run;
 mod stats;
 mod storage;
 mod toolhive;
+mod wake;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,6 +78,10 @@ fn hard_nofile() -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some(wake::ECHO_FLAG) {
+        // The echo side of the wake-up probe (see wake.rs), started by this program itself.
+        return Ok(wake::echo()?);
+    }
     let cli = Cli::parse();
     let root = vmcp_e2e::repo_root();
     let smoke = cli.smoke;

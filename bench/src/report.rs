@@ -191,6 +191,8 @@ pub struct Report {
     pub loadavg: [String; 2],
     /// How processes were pinned.
     pub pinning: String,
+    /// What a wake-up across cores costs on this machine, and its idle policy.
+    pub wake: crate::wake::WakeCost,
     /// Rounds per cell.
     pub rounds: usize,
     /// Measured seconds per cell (after warm-up).
@@ -227,7 +229,7 @@ fn ratio(v: Option<f64>) -> String {
 /// The report as markdown: one table per section.
 pub fn markdown(r: &Report) -> String {
     let mut m = format!(
-        "## vmcp bench ({mode})\n\nMachine: {machine}; load average at start {l0}, at end {l1}. Pinning: {pin}. ToolHive: {th}. Median of {rounds} alternating round(s), {measure:.1} s measured per cell. Run took {dur:.0} s.\n\n",
+        "## vmcp bench ({mode})\n\nMachine: {machine}; load average at start {l0}, at end {l1}. Pinning: {pin}. ToolHive: {th}. Median of {rounds} alternating round(s), {measure:.1} s measured per cell. Run took {dur:.0} s.\n\n{wake}\n\n",
         mode = r.mode,
         machine = r.machine,
         l0 = r.loadavg[0],
@@ -236,7 +238,8 @@ pub fn markdown(r: &Report) -> String {
         th = r.toolhive,
         rounds = r.rounds,
         measure = r.measure_s,
-        dur = r.duration_s
+        dur = r.duration_s,
+        wake = crate::wake::describe(&r.wake)
     );
     m.push_str("### Load (closed loop, keep-alive, one MCP session per client)\n\n");
     m.push_str("| scenario | method | clients | target | p50 ms | p90 ms | p99 ms | req/s | gateway CPU ms/req | added p50 / p99 ms | added p50 ÷ ToolHive's | req/s ÷ ToolHive's | req/s ÷ direct | errors |\n");

@@ -199,6 +199,8 @@ pub async fn run(mut plan: Plan) -> anyhow::Result<Report> {
             "none (smoke)".into()
         },
         toolhive: "not measured".into(),
+        // Before any process under test starts, so nothing else wakes the cores.
+        wake: crate::wake::measure(plan.env.pin),
         ..Default::default()
     };
     if plan.toolhive {
