@@ -9,7 +9,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -68,20 +68,15 @@ fn round_trip(core: u32) -> anyhow::Result<f64> {
             to.write_all(&b)?;
             from.read_exact(&mut b)?;
             if i >= WARMUP {
-                times.push(t.elapsed());
+                times.push(t.elapsed().as_secs_f64() * 1e6);
             }
         }
-        Ok(median_us(&mut times))
+        Ok(crate::stats::median(&times))
     })();
     // Closing stdin ends the echo; kill it anyway if the loop failed half way.
     let _ = child.kill();
     let _ = child.wait();
     result
-}
-
-fn median_us(times: &mut [Duration]) -> f64 {
-    times.sort_unstable();
-    times.get(times.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1e6)
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
@@ -161,11 +156,5 @@ mod tests {
         assert!(d.contains("0.18 to 0.23 ms"), "{d}");
         let normal = WakeCost { cross_core_rtt_us: Some(6.0), ..costly };
         assert!(!describe(&normal).contains("crossing"), "{}", describe(&normal));
-    }
-
-    #[test]
-    fn the_median_of_round_trips() {
-        let mut t = [3, 1, 2].map(Duration::from_micros);
-        assert!((median_us(&mut t) - 2.0).abs() < 1e-9);
     }
 }
