@@ -186,12 +186,16 @@ pub(crate) async fn ping(port: u16, password: Option<String>) -> bool {
     read.is_ok() && got.windows(5).any(|w| w == b"+PONG")
 }
 
+/// `redis-cli` next to `redis-server`, else from `PATH`.
+pub(crate) fn redis_cli_binary() -> Result<PathBuf, RedisError> {
+    let cli = redis_server_binary()?.with_file_name("redis-cli");
+    Ok(if cli.is_file() { cli } else { PathBuf::from("redis-cli") })
+}
+
 /// Runs `redis-cli -p <port> <args…>` (installed with `redis-server`) and returns its output;
 /// for the administrative commands of the Cluster and Sentinel harnesses.
 pub(crate) fn redis_cli(port: u16, args: &[&str]) -> Result<String, RedisError> {
-    let server = redis_server_binary()?;
-    let cli = server.with_file_name("redis-cli");
-    let out = Command::new(if cli.is_file() { cli } else { PathBuf::from("redis-cli") })
+    let out = Command::new(redis_cli_binary()?)
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .output()

@@ -6,12 +6,16 @@
 //! replaced by a replica within a few seconds ([`RedisSentinel::kill_master`],
 //! [`RedisSentinel::wait_for_new_master`]).
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::ports::free_port;
 use crate::process::Peer;
-use crate::redis::{RedisError, ping, redis_cli, redis_server_binary};
+use crate::redis::{RedisError, ping, redis_cli, redis_cli_binary, redis_server_binary};
 
 /// The monitored service name (`sentinelServiceName` in the URL).
 pub const SERVICE: &str = "vmcp-primary";
@@ -31,7 +35,98 @@ struct Node {
 pub struct RedisSentinel {
     data: Vec<Node>,
     sentinels: Vec<Node>,
+    watch: EventWatch,
     _dir: tempfile::TempDir,
+}
+
+/// Sentinel events that change who serves or replicates the data.
+const TOPOLOGY_EVENTS: &[&str] = &[
+    "+switch-master",
+    "+promoted-slave",
+    "+convert-to-slave",
+    "+fix-slave-config",
+    "+slave-reconf-sent",
+    "+slave-reconf-done",
+    "+failover-end",
+    "+failover-end-for-timeout",
+];
+
+/// One event a sentinel published.
+#[derive(Debug, Clone)]
+pub struct SentinelEvent {
+    /// When the harness read it.
+    pub at: Instant,
+    /// The sentinel's port.
+    pub sentinel: u16,
+    /// The event (its channel), e.g. `+switch-master`.
+    pub event: String,
+    /// The event's text, e.g. `vmcp-primary 127.0.0.1 6379 127.0.0.1 6380`.
+    pub detail: String,
+}
+
+/// Every sentinel's published events, read as they come: one `redis-cli psubscribe '*'` per
+/// sentinel (its raw output is one element per line: `pmessage`, pattern, channel, text) and a
+/// thread per child; the children are killed on drop.
+#[derive(Debug)]
+struct EventWatch {
+    children: Vec<std::process::Child>,
+    seen: Arc<Mutex<Vec<SentinelEvent>>>,
+}
+
+impl EventWatch {
+    fn start(sentinels: &[u16]) -> Result<Self, RedisError> {
+        let cli = redis_cli_binary()?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut children = Vec::with_capacity(sentinels.len());
+        for &port in sentinels {
+            let mut child = Command::new(&cli)
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "psubscribe", "*"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| {
+                    RedisError::Topology(format!("redis-cli psubscribe on {port}: {e}"))
+                })?;
+            let Some(out) = child.stdout.take() else {
+                return Err(RedisError::Topology("redis-cli psubscribe: no stdout".into()));
+            };
+            children.push(child);
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut lines = BufReader::new(out).lines().map_while(Result::ok);
+                while let Some(line) = lines.next() {
+                    if line != "pmessage" {
+                        continue;
+                    }
+                    let (Some(_pattern), Some(event), Some(detail)) =
+                        (lines.next(), lines.next(), lines.next())
+                    else {
+                        return;
+                    };
+                    seen.lock().push(SentinelEvent {
+                        at: Instant::now(),
+                        sentinel: port,
+                        event,
+                        detail,
+                    });
+                }
+            });
+        }
+        Ok(Self { children, seen })
+    }
+
+    fn seen(&self) -> Vec<SentinelEvent> {
+        self.seen.lock().clone()
+    }
+}
+
+impl Drop for EventWatch {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl RedisSentinel {
@@ -81,7 +176,8 @@ impl RedisSentinel {
             peer.wait_ready(Duration::from_secs(10), || ping(port, None)).await?;
             sentinels.push(Node { port, peer: Some(peer) });
         }
-        let s = Self { data, sentinels, _dir: dir };
+        let watch = EventWatch::start(&sentinels.iter().map(|n| n.port).collect::<Vec<_>>())?;
+        let s = Self { data, sentinels, watch, _dir: dir };
         s.wait_healthy(Duration::from_secs(30)).await?;
         Ok(s)
     }
@@ -179,6 +275,63 @@ impl RedisSentinel {
         if let Some(p) = self.data.iter().find(|n| n.port == port).and_then(|n| n.peer.as_ref()) {
             p.signal(signal);
         }
+    }
+
+    /// The events the sentinels published (each prefixed with the sentinel's port), with when
+    /// the harness read them, relative to `since`.
+    pub fn events(&self, since: Instant) -> String {
+        self.watch
+            .seen()
+            .iter()
+            .map(|e| {
+                let at = e.at.saturating_duration_since(since).as_secs_f64();
+                format!("{at:>8.3}s sentinel {}: {} {}\n", e.sentinel, e.event, e.detail)
+            })
+            .collect()
+    }
+
+    /// When the harness last saw a sentinel change who serves or replicates the data (a switch
+    /// of master, a promotion, a node converted or reconfigured as a replica, a failover's end):
+    /// each of these closes client connections or stalls replication for a moment.
+    pub fn last_topology_change(&self) -> Option<Instant> {
+        self.watch
+            .seen()
+            .iter()
+            .filter(|e| TOPOLOGY_EVENTS.contains(&e.event.as_str()))
+            .map(|e| e.at)
+            .max()
+    }
+
+    /// Asks a sentinel for a failover of the running master (`SENTINEL FAILOVER`, retried while
+    /// a previous failover is still finishing) and waits until a replica has replaced it; the
+    /// old master keeps running and thinking it is master until the sentinels next look at it
+    /// and convert it into a replica. Returns the new master's port.
+    pub async fn force_failover(&self, timeout: Duration) -> Result<u16, RedisError> {
+        let old = self.master_port()?;
+        let deadline = Instant::now() + timeout;
+        let sentinel = self
+            .sentinels
+            .iter()
+            .find(|n| n.peer.is_some())
+            .ok_or_else(|| RedisError::Topology("no sentinel is running".into()))?;
+        loop {
+            match redis_cli(sentinel.port, &["SENTINEL", "FAILOVER", SERVICE]) {
+                Ok(out) if out.trim() == "OK" => break,
+                Ok(out) | Err(RedisError::Topology(out)) if Instant::now() < deadline => {
+                    tracing::debug!(answer = %out.trim(), "SENTINEL FAILOVER refused; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok(out) => {
+                    return Err(RedisError::Topology(format!(
+                        "SENTINEL FAILOVER on {}: {}",
+                        sentinel.port,
+                        out.trim()
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.wait_for_new_master(old, deadline.saturating_duration_since(Instant::now())).await
     }
 
     /// Kills (SIGKILL) the current master; returns its port.

@@ -129,17 +129,48 @@ impl AnyRedis {
         }
     }
 
-    /// Starts a killed master again, as Kubernetes restarts a failed pod: a Cluster node rejoins
-    /// as a replica of its successor, and this waits until it is in sync (a shard whose only
-    /// replica took over has none until then). Sentinel keeps a replica after a failover, so
-    /// nothing is restarted there.
+    /// Waits until the killed master's data is replicated again: a Cluster node is started
+    /// again, as Kubernetes restarts a failed pod, rejoins as a replica of its successor, and
+    /// this waits until it is in sync (a shard whose only replica took over has none until
+    /// then). Sentinel keeps a replica after a failover, so nothing is restarted there, but the
+    /// sentinels must first point it at the new master and it must sync: this waits until the
+    /// new master has every running replica online (on a loaded machine that took more than
+    /// 10 s after the takeover).
     pub async fn bring_back(&mut self, killed: &KilledMaster) -> Result<(), RedisError> {
         match self {
             Self::Cluster(c) => {
                 c.restart(killed.port).await?;
                 c.wait_healthy(Duration::from_secs(60)).await
             }
-            _ => Ok(()),
+            Self::Sentinel(s) => s.wait_healthy(Duration::from_secs(60)).await,
+            Self::Standalone(_) => Ok(()),
+        }
+    }
+
+    /// Sentinel only: a second failover of the running master (see
+    /// [`RedisSentinel::force_failover`]); other topologies: an error.
+    pub async fn force_failover(&self, timeout: Duration) -> Result<u16, RedisError> {
+        match self {
+            Self::Sentinel(s) => s.force_failover(timeout).await,
+            _ => Err(RedisError::Topology("only Sentinel fails over on request here".into())),
+        }
+    }
+
+    /// The Sentinel deployment's published events with their times relative to `since`, for a
+    /// failure message; empty for other topologies.
+    pub fn failover_events(&self, since: std::time::Instant) -> String {
+        match self {
+            Self::Sentinel(s) => s.events(since),
+            _ => String::new(),
+        }
+    }
+
+    /// When the harness last saw Sentinel change who serves or replicates the data (see
+    /// [`RedisSentinel::last_topology_change`]); `None` for other topologies.
+    pub fn last_topology_change(&self) -> Option<std::time::Instant> {
+        match self {
+            Self::Sentinel(s) => s.last_topology_change(),
+            _ => None,
         }
     }
 
