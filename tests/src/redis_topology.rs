@@ -142,8 +142,7 @@ impl AnyRedis {
     /// Waits until every master has all its running replicas in sync. After a failover, a
     /// Cluster shard whose only replica took over has none until the killed node is back
     /// ([`Self::bring_back`]); a Sentinel master has its replicas once the sentinels have
-    /// pointed them at it and they have synced (on a loaded machine that took more than 10 s
-    /// after the takeover).
+    /// pointed them at it and they have synced.
     pub async fn wait_replicated(&self) -> Result<(), RedisError> {
         match self {
             Self::Cluster(c) => c.wait_healthy(Duration::from_secs(60)).await,
