@@ -143,9 +143,6 @@ impl RedisSentinel {
             let mut cmd = Command::new(&bin);
             cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
-                // A replica that must fully resync (after following a demoted master) starts at
-                // once, not after Redis's default 5 s wait for more replicas.
-                .args(["--repl-diskless-sync-delay", "0"])
                 .arg("--dir")
                 .arg(&node_dir);
             if let Some(master) = data.first().map(|m: &Node| m.port) {
@@ -280,8 +277,8 @@ impl RedisSentinel {
         }
     }
 
-    /// The events the sentinels published, one per line: when the harness read it (relative to
-    /// `since`), the sentinel's port, the event and its text.
+    /// The events the sentinels published (each prefixed with the sentinel's port), with when
+    /// the harness read them, relative to `since`.
     pub fn events(&self, since: Instant) -> String {
         self.watch
             .seen()
@@ -291,11 +288,6 @@ impl RedisSentinel {
                 format!("{at:>8.3}s sentinel {}: {} {}\n", e.sentinel, e.event, e.detail)
             })
             .collect()
-    }
-
-    /// When the harness first saw a sentinel publish `event`.
-    pub fn first_event(&self, event: &str) -> Option<Instant> {
-        self.watch.seen().iter().filter(|e| e.event == event).map(|e| e.at).min()
     }
 
     /// When the harness last saw a sentinel change who serves or replicates the data (a switch

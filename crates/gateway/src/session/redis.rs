@@ -38,10 +38,7 @@
 //! Commands time out after [`COMMAND_TIMEOUT`], so a dead Redis yields
 //! [`StoreError::Unavailable`] quickly; the client reconnects in the background with exponential
 //! backoff, so recovery needs no restart (after a Sentinel or Cluster failover too: the client
-//! asks the sentinels, or the cluster, where the master is now). Behind Sentinel, the store also
-//! listens to the sentinels ([`sentinel_watch`]): it acknowledges no write while a failover is
-//! in progress, and reconnects when they announce a new master, so a demoted master that still
-//! runs neither keeps its connections nor loses acknowledged writes.
+//! asks the sentinels, or the cluster, where the master is now).
 //!
 //! # Durability
 //! With `waitReplicas` set, `create`, `cas_members` and `delete` are acknowledged only once that
@@ -51,14 +48,12 @@
 //!
 //! # Parts
 //! [`codec`] (record <-> hash fields), [`scripts`] (the Lua), [`connection`] (URLs, client
-//! settings, `WAIT`), [`feed`] (the termination subscription), [`sentinel_watch`] (following a
-//! Sentinel failover when the sentinels announce it).
+//! settings, `WAIT`), [`feed`] (the termination subscription).
 
 mod codec;
 mod connection;
 mod feed;
 mod scripts;
-mod sentinel_watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,7 +74,6 @@ use self::feed::{
     keep_subscribed,
 };
 use self::scripts::Scripts;
-use self::sentinel_watch::{FailoverFence, SentinelWatch, StoreConnections};
 use super::record::SessionRecord;
 use super::store::{CasOutcome, SessionStore, StoreError, StoredEvent};
 
@@ -92,7 +86,6 @@ pub struct RedisStore {
     scripts: Scripts,
     durability: Durability,
     sub: Subscription,
-    sentinels: SentinelWatch,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -111,7 +104,6 @@ impl Drop for RedisStore {
         for t in &self.sub.tasks {
             t.abort();
         }
-        self.sentinels.stop();
         // Stop the background (re)connection tasks; needs a runtime, which may be gone.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let client = self.client.clone();
@@ -193,12 +185,6 @@ impl RedisStore {
                 alive,
             )),
         ];
-        let fence = Arc::new(FailoverFence::default());
-        let sentinels = SentinelWatch::start(
-            &builder,
-            StoreConnections { commands: client.clone(), feed: sub.clone() },
-            fence.clone(),
-        );
         tracing::info!(server = %server, prefix = %cfg.key_prefix, "connected to the redis session store");
         Ok(Self {
             client,
@@ -206,9 +192,8 @@ impl RedisStore {
             channel,
             server,
             scripts,
-            durability: Durability::of(cfg, fence),
+            durability: Durability::of(cfg),
             sub: Subscription { client: sub, healthy, restored, tx, answers, tasks },
-            sentinels,
         })
     }
 

@@ -2,7 +2,6 @@
 //! and reconnect policy, the mapping of client errors, and the replication acknowledgement
 //! (`WAIT`) of writes that must survive a failover.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{ClientLike, Config, ErrorKind, ReconnectPolicy};
@@ -13,7 +12,6 @@ use secrecy::ExposeSecret;
 use vmcp_types::config::RedisConfig;
 
 use super::feed::TERMINATIONS_CAPACITY;
-use super::sentinel_watch::FailoverFence;
 use crate::auth::outgoing::read_secret;
 use crate::session::store::StoreError;
 
@@ -109,24 +107,22 @@ pub(super) fn builder(cfg: &RedisConfig) -> Result<(Builder, String), StoreError
     Ok((builder, server))
 }
 
-/// How many replicas must hold a write before it is acknowledged (`waitReplicas`), how long to
-/// wait for them (`waitTimeout`), and whether a Sentinel failover forbids acknowledging now.
-#[derive(Debug, Clone)]
+/// How many replicas must hold a write before it is acknowledged (`waitReplicas`), and how
+/// long to wait for them (`waitTimeout`).
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Durability {
     replicas: u8,
     timeout: Duration,
-    fence: Arc<FailoverFence>,
 }
 
 impl Durability {
-    pub(super) fn of(cfg: &RedisConfig, fence: Arc<FailoverFence>) -> Self {
-        Self { replicas: cfg.wait_replicas, timeout: cfg.wait_timeout, fence }
+    pub(super) fn of(cfg: &RedisConfig) -> Self {
+        Self { replicas: cfg.wait_replicas, timeout: cfg.wait_timeout }
     }
 
     /// After a write of `key`: waits until enough replicas hold it (`WAIT` on the master serving
     /// the key, on the same connection as the write, so it covers that write). Fewer replicas
-    /// in time, or a Sentinel failover in progress at either end of the wait, is
-    /// [`StoreError::Unavailable`]: the caller must not acknowledge the write.
+    /// in time is [`StoreError::Unavailable`]: the caller must not acknowledge the write.
     pub(super) async fn wait(
         &self,
         client: &fred::clients::Client,
@@ -137,7 +133,6 @@ impl Durability {
         if self.replicas == 0 {
             return Ok(());
         }
-        let entered = self.fence.enter(op)?;
         let slot = fred::util::redis_keyslot(key.as_bytes());
         let cmd = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false);
         let timeout_ms = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX).max(1);
@@ -154,7 +149,7 @@ impl Durability {
                 self.replicas, self.timeout
             )));
         }
-        self.fence.leave(op, entered)
+        Ok(())
     }
 }
 
