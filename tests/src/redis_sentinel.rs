@@ -277,8 +277,8 @@ impl RedisSentinel {
         }
     }
 
-    /// The events the sentinels published (each prefixed with the sentinel's port), with when
-    /// the harness read them, relative to `since`.
+    /// The events the sentinels published, one per line: when the harness read it (relative to
+    /// `since`), the sentinel's port, the event and its text.
     pub fn events(&self, since: Instant) -> String {
         self.watch
             .seen()

@@ -134,8 +134,7 @@ impl AnyRedis {
     /// this waits until it is in sync (a shard whose only replica took over has none until
     /// then). Sentinel keeps a replica after a failover, so nothing is restarted there, but the
     /// sentinels must first point it at the new master and it must sync: this waits until the
-    /// new master has every running replica online (on a loaded machine that took more than
-    /// 10 s after the takeover).
+    /// new master has every running replica online.
     pub async fn bring_back(&mut self, killed: &KilledMaster) -> Result<(), RedisError> {
         match self {
             Self::Cluster(c) => {
